@@ -1,0 +1,112 @@
+"""One loss registry, shared by analysis and training (DESIGN.md, "Losses").
+
+| name                   | outputs            | targets                                   |
+|------------------------|--------------------|-------------------------------------------|
+| "mse"                  | any shape          | same shape, float: mean of (out - y)^2    |
+| "cross_entropy"        | (batch, classes)   | (batch,) integer labels in [0, classes)   |
+| "binary_cross_entropy" | (batch,) or (b, 1) | same shape as outputs, 0/1 (float or int) |
+
+Every loss is a mean over the batch (and, for mse, over all elements), so its value does not
+depend on the batch size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxvg import _checks
+
+LossFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def mse(outputs: jax.Array, targets: jax.Array) -> jax.Array:
+    """Mean over all elements of (outputs - targets)^2; shapes must match exactly."""
+    return jnp.mean(jnp.square(outputs - targets))
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Mean softmax cross-entropy (natural log) of logits (batch, classes) and int labels (batch,)."""
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+
+
+def binary_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Mean sigmoid cross-entropy (natural log) of logits and 0/1 labels of the same shape."""
+    return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, labels.astype(logits.dtype)))
+
+
+LOSSES: dict[str, LossFn] = {
+    "mse": mse,
+    "cross_entropy": cross_entropy,
+    "binary_cross_entropy": binary_cross_entropy,
+}
+
+
+def get(loss: str | LossFn) -> LossFn:
+    """A loss function by name, or a callable `loss(outputs, targets) -> scalar` passed through.
+
+    Raises:
+      ValueError: unknown name (the message lists `LOSSES`).
+    """
+    if callable(loss):
+        return loss
+    _checks.choice("loss", loss, LOSSES)
+    return LOSSES[loss]
+
+
+def accuracy(loss: str, outputs: jax.Array, targets: jax.Array) -> jax.Array:
+    """Classification accuracy in [0, 1] for the classification losses; NaN for "mse".
+
+    cross_entropy: argmax of logits; binary_cross_entropy: logit > 0.
+    """
+    if loss == "cross_entropy":
+        return jnp.mean((jnp.argmax(outputs, axis=-1) == targets).astype(jnp.float32))
+    if loss == "binary_cross_entropy":
+        return jnp.mean(((outputs > 0) == (targets > 0.5)).astype(jnp.float32))
+    return jnp.full((), jnp.nan, jnp.float32)
+
+
+def check_targets(loss: str, targets, output_shape: tuple[int, ...], *, name: str = "y") -> None:
+    """Check on the host, before tracing, that targets fit a named loss and the model's outputs.
+
+    Args:
+      loss: a name from `LOSSES` (callables are not checked).
+      targets: the labels or regression targets (array-like).
+      output_shape: the model's output shape for this batch, e.g. (batch, out_features).
+      name: the argument name used in error messages.
+    Raises:
+      ValueError: shapes that do not match, labels out of range, non-integer class labels,
+        non-0/1 binary labels, or NaN/Inf targets.
+    """
+    if callable(loss):
+        return
+    _checks.choice("loss", loss, LOSSES)
+    y = _checks.finite_array(name, targets)
+    out = tuple(output_shape)
+    if loss == "mse":
+        if y.shape != out:
+            raise ValueError(
+                f"`{name}` for loss='mse' must have the outputs' shape {out}, got {y.shape} "
+                "(no broadcasting: reshape the targets, e.g. y[:, None])."
+            )
+    elif loss == "cross_entropy":
+        if y.shape != out[:-1]:
+            raise ValueError(
+                f"`{name}` for loss='cross_entropy' must be integer labels of shape {out[:-1]}, got {y.shape}."
+            )
+        if y.size and (not np.all(np.equal(np.mod(y, 1), 0)) or y.min() < 0 or y.max() >= out[-1]):
+            raise ValueError(
+                f"`{name}` for loss='cross_entropy' must hold integer labels in [0, {out[-1]}), got values "
+                f"in [{y.min()!r}, {y.max()!r}]."
+            )
+    elif loss == "binary_cross_entropy":
+        if y.shape != out:
+            raise ValueError(
+                f"`{name}` for loss='binary_cross_entropy' must have the outputs' shape {out}, got {y.shape}."
+            )
+        if y.size and not np.all((y == 0) | (y == 1)):
+            raise ValueError(f"`{name}` for loss='binary_cross_entropy' must hold 0/1 labels, got {np.unique(y)[:5]!r}.")

@@ -1,0 +1,13 @@
+"""Shared fixtures. Rank promotion raises (equinox, diffrax, neural-tangents and nanodo all do this)."""
+
+import jax
+import pytest
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+@pytest.fixture
+def x64():
+    """Float64 for the duration of one test (brute-force references)."""
+    with jax.enable_x64(True):
+        yield
