@@ -15,11 +15,13 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 ArrayFn = Callable[[jax.Array], jax.Array]
 
@@ -33,8 +35,9 @@ class Activation:
       fn: phi, elementwise.
       dfn: phi', elementwise (the subgradient 0 at kinks, e.g. relu'(0) = 0).
       closed_forms: optional dict of closed-form Gaussian expectations used by `jaxvg.theory`,
-        keyed by `"q_map"`, `"chi"`, `"c_map"`, `"chi_c"` (see `jaxvg.theory` for their meaning);
-        absent keys fall back to Gauss-Hermite quadrature.
+        keyed by `"q_map"` (E[phi(u)^2]), `"chi"` (E[phi'(u)^2]), `"dphi4"` (E[phi'(u)^4]),
+        `"c_map"` (E[phi(u1) phi(u2)]), `"chi_c"` (E[phi'(u1) phi'(u2)]), u ~ N(0, q), Corr(u1, u2) = c;
+        absent keys fall back to quadrature (see `jaxvg.theory`).
       smooth: False for activations with kinks (relu, hard_tanh, leaky_relu), where quadrature
         of phi' converges slowly.
 
@@ -124,20 +127,213 @@ def _linear_d(x):
     return jnp.ones_like(jnp.asarray(x, dtype=jnp.result_type(x, jnp.float32)))
 
 
+# --- Closed-form Gaussian expectations (used by jaxvg.theory instead of quadrature) -------------
+# Every entry maps (q) or (q, c) to an expectation over u ~ N(0, q), or over (u1, u2) with
+# Var u1 = Var u2 = q and Corr(u1, u2) = c; the weight and bias variances are applied in
+# jaxvg.theory. Keys:
+#   "q_map":  V(q)      = E[phi(u)^2]
+#   "chi":    E[phi'(u)^2]
+#   "dphi4":  E[phi'(u)^4]
+#   "c_map":  K(q, c)   = E[phi(u1) phi(u2)]
+#   "chi_c":  E[phi'(u1) phi'(u2)]
+# They broadcast elementwise over q and c and are differentiable in q (jaxvg.theory takes
+# dV/dq by forward-mode autodiff for the depth scale xi_q).
+
+
+def _arccos_j1(c):
+    """J1(t) / pi = (sin t + (pi - t) cos t) / pi, t = arccos(c) (Cho & Saul 2009's arc-cosine kernel
+    of degree 1): E[relu(u1) relu(u2)] = (q / 2) J1(t) / pi."""
+    theta = jnp.arccos(jnp.clip(c, -1.0, 1.0))
+    return (jnp.sqrt(jnp.clip(1.0 - c * c, 0.0, None)) + (jnp.pi - theta) * c) / jnp.pi
+
+
+def _relu_c_map(q, c):
+    return 0.5 * q * _arccos_j1(c)
+
+
+def _relu_chi_c(q, c):
+    del q
+    theta = jnp.arccos(jnp.clip(c, -1.0, 1.0))
+    return (jnp.pi - theta) / (2.0 * jnp.pi)
+
+
+def _half(q):
+    return 0.5 * jnp.ones_like(q)
+
+
+def _leaky_closed_forms(a: float) -> dict[str, Callable[..., Any]]:
+    # phi = (1 - a) relu(x) + a x, so every moment is relu's plus linear cross terms.
+    return {
+        "q_map": lambda q: 0.5 * (1.0 + a * a) * q,
+        "chi": lambda q: 0.5 * (1.0 + a * a) * jnp.ones_like(q),
+        "dphi4": lambda q: 0.5 * (1.0 + a**4) * jnp.ones_like(q),
+        "c_map": lambda q, c: (1.0 - a) ** 2 * _relu_c_map(q, c) + a * q * c,
+        "chi_c": lambda q, c: (1.0 - a) ** 2 * _relu_chi_c(q, c) + a,
+    }
+
+
+def _erf_q_map(q):
+    return 2.0 / jnp.pi * jnp.arcsin(2.0 * q / (1.0 + 2.0 * q))
+
+
+def _erf_c_map(q, c):  # Williams 1997, the arcsine kernel
+    return 2.0 / jnp.pi * jnp.arcsin(2.0 * q * c / (1.0 + 2.0 * q))
+
+
+def _erf_chi(q):
+    return 4.0 / jnp.pi / jnp.sqrt(1.0 + 4.0 * q)
+
+
+def _erf_dphi4(q):
+    return 16.0 / jnp.pi**2 / jnp.sqrt(1.0 + 8.0 * q)
+
+
+def _erf_chi_c(q, c):  # E[exp(-u1^2 - u2^2)] = det(I + 2 Sigma)^(-1/2)
+    return 4.0 / jnp.pi / jnp.sqrt((1.0 + 2.0 * q) ** 2 - (2.0 * q * c) ** 2)
+
+
+def _ncdf(x):
+    return 0.5 * jax.scipy.special.erfc(-x / jnp.sqrt(2.0))
+
+
+def _npdf(x):
+    return jnp.exp(-0.5 * x * x) / jnp.sqrt(2.0 * jnp.pi)
+
+
+def _hard_tanh_q_map(q):
+    # E[min(u^2, 1)] = q erf(1/sqrt(2q)) - sqrt(2q/pi) exp(-1/(2q)) + erfc(1/sqrt(2q)); -> q as q -> 0.
+    pos = q > 0
+    qs = jnp.where(pos, q, 1.0)
+    b = 1.0 / jnp.sqrt(2.0 * qs)
+    v = (
+        qs * jax.scipy.special.erf(b)
+        - jnp.sqrt(2.0 * qs / jnp.pi) * jnp.exp(-b * b)
+        + jax.scipy.special.erfc(b)
+    )
+    return jnp.where(pos, v, q)
+
+
+def _hard_tanh_chi(q):  # P(|u| < 1)
+    pos = q > 0
+    qs = jnp.where(pos, q, 1.0)
+    return jnp.where(pos, jax.scipy.special.erf(1.0 / jnp.sqrt(2.0 * qs)), jnp.ones_like(q))
+
+
+_HT_NODES = 48  # Gauss-Legendre nodes per panel of the hard_tanh 2D forms (smooth integrands)
+_Z_MAX = 10.0  # |z| beyond 10 carries 1.5e-23 of the Gaussian mass
+
+
+@functools.cache
+def _gl01(n):
+    x, w = np.polynomial.legendre.leggauss(n)
+    return 0.5 * (x + 1.0), 0.5 * w
+
+
+def _panel(f, a, b):
+    """Gauss-Legendre integral of f over [a, b] (a, b broadcast; nodes on a new last axis)."""
+    t, w = _gl01(_HT_NODES)
+    a, b = jnp.broadcast_arrays(a, b)
+    lift = (1,) * a.ndim + (len(t),)
+    t, w = jnp.asarray(t, a.dtype).reshape(lift), jnp.asarray(w, a.dtype).reshape(lift)
+    a, b = a[..., None], b[..., None]
+    return jnp.sum((b - a) * w * f(a + (b - a) * t), axis=-1)
+
+
+def _hard_tanh_cond_mean(m, s):
+    """E[clip(X, -1, 1)] for X ~ N(m, s^2), s > 0."""
+    hi, lo = (1.0 - m) / s, (-1.0 - m) / s
+    return _ncdf(-hi) - _ncdf(lo) + m * (_ncdf(hi) - _ncdf(lo)) - s * (_npdf(hi) - _npdf(lo))
+
+
+def _hard_tanh_c_map(q, c):
+    # E[clip(u1) E[clip(u2) | u1]] with u2 | u1 ~ N(c u1, q (1 - c^2)); the conditional mean is
+    # closed form, the outer integral over z1 = u1/sqrt(q) is split at the kinks |u1| = 1 and
+    # |c u1| = 1 and done by Gauss-Legendre (the integrand is even in z1).
+    q, c = jnp.broadcast_arrays(q, c)
+    dtype = jnp.result_type(q, c, float)
+    q, c = q.astype(dtype), c.astype(dtype)
+    rq = jnp.sqrt(jnp.where(q > 0, q, 1.0))
+    s = jnp.maximum(rq * jnp.sqrt(jnp.clip(1.0 - c * c, 0.0, None)), jnp.finfo(dtype).tiny ** 0.5)
+    b1 = jnp.minimum(1.0 / rq, _Z_MAX)
+    b2 = jnp.minimum(1.0 / (jnp.abs(c) * rq + jnp.finfo(dtype).tiny), _Z_MAX)
+    zmax = jnp.full_like(q, _Z_MAX)
+
+    def integrand(z):
+        u = rq[..., None] * z
+        return 2.0 * _npdf(z) * jnp.clip(u, -1.0, 1.0) * _hard_tanh_cond_mean(c[..., None] * u, s[..., None])
+
+    total = _panel(integrand, jnp.zeros_like(q), b1) + _panel(integrand, b1, b2) + _panel(integrand, b2, zmax)
+    return jnp.where(q > 0, total, q * c)
+
+
+def _hard_tanh_chi_c(q, c):
+    # P(|u1| < 1, |u2| < 1) = integral over |z1| < 1/sqrt(q) of phi(z1) P(|u2| < 1 | u1).
+    q, c = jnp.broadcast_arrays(q, c)
+    dtype = jnp.result_type(q, c, float)
+    q, c = q.astype(dtype), c.astype(dtype)
+    rq = jnp.sqrt(jnp.where(q > 0, q, 1.0))
+    s = jnp.maximum(rq * jnp.sqrt(jnp.clip(1.0 - c * c, 0.0, None)), jnp.finfo(dtype).tiny ** 0.5)
+    b1 = jnp.minimum(1.0 / rq, _Z_MAX)
+
+    def integrand(z):
+        m = c[..., None] * rq[..., None] * z
+        sc = s[..., None]
+        return _npdf(z) * (_ncdf((1.0 - m) / sc) - _ncdf((-1.0 - m) / sc))
+
+    total = _panel(integrand, -b1, b1)
+    return jnp.where(q > 0, total, jnp.ones_like(q))
+
+
+_RELU_FORMS = {
+    "q_map": lambda q: 0.5 * q,
+    "chi": _half,
+    "dphi4": _half,
+    "c_map": _relu_c_map,
+    "chi_c": _relu_chi_c,
+}
+_LINEAR_FORMS = {
+    "q_map": lambda q: q,
+    "chi": jnp.ones_like,
+    "dphi4": jnp.ones_like,
+    "c_map": lambda q, c: q * c,
+    "chi_c": lambda q, c: jnp.ones_like(q * c),
+}
+_ERF_FORMS = {
+    "q_map": _erf_q_map,
+    "chi": _erf_chi,
+    "dphi4": _erf_dphi4,
+    "c_map": _erf_c_map,
+    "chi_c": _erf_chi_c,
+}
+_HARD_TANH_FORMS = {
+    "q_map": _hard_tanh_q_map,
+    "chi": _hard_tanh_chi,
+    "dphi4": _hard_tanh_chi,  # phi' is 0 or 1, so phi'^4 = phi'^2
+    "c_map": _hard_tanh_c_map,
+    "chi_c": _hard_tanh_chi_c,
+}
+
+
 def _make_registry() -> dict[str, Activation]:
     entries = [
         Activation("sigmoid", jax.nn.sigmoid, _sigmoid_d),
         Activation("tanh", jnp.tanh, _tanh_d),
-        Activation("relu", jax.nn.relu, _relu_d, smooth=False),
-        Activation("leaky_relu", _leaky_relu, _leaky_relu_d, smooth=False),
+        Activation("relu", jax.nn.relu, _relu_d, closed_forms=_RELU_FORMS, smooth=False),
+        Activation(
+            "leaky_relu",
+            _leaky_relu,
+            _leaky_relu_d,
+            closed_forms=_leaky_closed_forms(LEAKY_RELU_SLOPE),
+            smooth=False,
+        ),
         Activation("gelu", _gelu, _elementwise_derivative(_gelu)),
         Activation("selu", jax.nn.selu, _elementwise_derivative(jax.nn.selu), smooth=False),
         Activation("elu", jax.nn.elu, _elementwise_derivative(jax.nn.elu), smooth=False),
-        Activation("erf", jax.scipy.special.erf, _erf_d),
-        Activation("hard_tanh", _hard_tanh, _hard_tanh_d, smooth=False),
+        Activation("erf", jax.scipy.special.erf, _erf_d, closed_forms=_ERF_FORMS),
+        Activation("hard_tanh", _hard_tanh, _hard_tanh_d, closed_forms=_HARD_TANH_FORMS, smooth=False),
         Activation("softplus", jax.nn.softplus, jax.nn.sigmoid),
         Activation("swish", _swish, _elementwise_derivative(_swish)),
-        Activation("linear", _linear, _linear_d),
+        Activation("linear", _linear, _linear_d, closed_forms=_LINEAR_FORMS),
     ]
     return {a.name: a for a in entries}
 

@@ -81,14 +81,17 @@ class Block(nnx.Module):
             param_dtype=param_dtype,
             rngs=rngs,
         )
+        # The norms' scale/bias start at ones/zeros, so they get a throwaway key: drawing one from
+        # `rngs` would shift every later kernel, and a normed net would start from other weights.
         if norm == "batch":
-            self.norm = nnx.BatchNorm(fan_out, param_dtype=param_dtype, rngs=rngs)
+            self.norm = nnx.BatchNorm(fan_out, param_dtype=param_dtype, rngs=nnx.Rngs(0))
         elif norm == "layer":
-            self.norm = nnx.LayerNorm(fan_out, param_dtype=param_dtype, rngs=rngs)
+            self.norm = nnx.LayerNorm(fan_out, param_dtype=param_dtype, rngs=nnx.Rngs(0))
         else:
             self.norm = None
         self.activation = activation
-        self.dropout = nnx.Dropout(dropout, rngs=rngs) if dropout > 0 else None
+        # a data attribute, so that `MLP` can attach dropout after drawing all weights
+        self.dropout = nnx.data(nnx.Dropout(dropout, rngs=rngs) if dropout > 0 else None)
         self.residual = residual
 
     def preactivation(self, h: jax.Array) -> jax.Array:
@@ -126,7 +129,9 @@ class MLP(nnx.Module):
       norm: None, "batch" or "layer", applied to the pre-activation.
       dropout: dropout rate in [0, 1), active in training mode only (see `nnx.Module.eval`).
       param_dtype: parameter dtype; float64 needs `jax_enable_x64`.
-      rngs: `nnx.Rngs`; the "params" stream (or default) seeds weights, "dropout" the masks.
+      rngs: `nnx.Rngs`; the "params" stream (or default) seeds weights, "dropout" (or default,
+        forked after all weights are drawn) the masks. The same seed gives the same kernels and
+        biases whatever `norm`, `dropout` and `residual` are, so cures compare from one init.
     Raises:
       ValueError: any argument outside its valid range, named in the message.
     """
@@ -189,7 +194,7 @@ class MLP(nnx.Module):
                     use_bias=use_bias,
                     residual=residual and m == n,
                     norm=norm,
-                    dropout=dropout,
+                    dropout=0.0,  # attached below
                     param_dtype=param_dtype,
                     rngs=rngs,
                 )
@@ -208,6 +213,11 @@ class MLP(nnx.Module):
                 param_dtype=param_dtype,
                 rngs=rngs,
             )
+        # Dropout forks an RNG stream ("dropout", else "default"). Forking after every weight is
+        # drawn keeps the weights of a given seed the same whatever the dropout rate or norm.
+        if dropout > 0:
+            for block in self.blocks:
+                block.dropout = nnx.Dropout(dropout, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """Forward pass: x of shape (batch, in_features) -> (batch, out_features) (or (batch, width)

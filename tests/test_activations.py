@@ -1,0 +1,110 @@
+"""jaxvg.activations: every registry derivative against jax.grad, exact gelu, callables, errors."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import special
+
+from jaxvg import activations
+
+ISSUE_NAMES = (
+    "sigmoid", "tanh", "relu", "leaky_relu", "gelu", "selu", "elu", "erf", "hard_tanh", "softplus", "swish", "linear",
+)  # fmt: skip
+KINKS = {"relu": (0.0,), "leaky_relu": (0.0,), "selu": (0.0,), "elu": (0.0,), "hard_tanh": (-1.0, 1.0)}
+# 121 points on [-6, 6], none closer than 0.05 to a kink (0, +-1 are not on the grid)
+POINTS = np.linspace(-6.0, 6.0, 121) + 0.025
+
+SELU_ALPHA, SELU_SCALE = 1.6732632423543772, 1.0507009873554805
+REFERENCE = {  # float64 numpy/scipy definitions
+    "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
+    "tanh": np.tanh,
+    "relu": lambda x: np.maximum(x, 0),
+    "leaky_relu": lambda x: np.where(x > 0, x, activations.LEAKY_RELU_SLOPE * x),
+    "gelu": lambda x: 0.5 * x * (1 + special.erf(x / math.sqrt(2))),
+    "selu": lambda x: SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * np.expm1(x)),
+    "elu": lambda x: np.where(x > 0, x, np.expm1(x)),
+    "erf": special.erf,
+    "hard_tanh": lambda x: np.clip(x, -1, 1),
+    "softplus": lambda x: np.logaddexp(0, x),
+    "swish": lambda x: x / (1 + np.exp(-x)),
+    "linear": lambda x: x,
+}
+
+
+def test_registry_has_the_issue_names():
+    assert set(activations.ACTIVATIONS) == set(ISSUE_NAMES)
+    for name in ISSUE_NAMES:
+        act = activations.get(name)
+        assert act.name == name and act is activations.ACTIVATIONS[name]
+        assert act.smooth == (name not in KINKS)
+
+
+@pytest.mark.parametrize("name", ISSUE_NAMES)
+def test_fn_matches_reference(name, x64):
+    x = jnp.asarray(POINTS)
+    np.testing.assert_allclose(activations.get(name)(x), REFERENCE[name](POINTS), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", ISSUE_NAMES)
+def test_dfn_equals_grad_of_fn(name, x64):
+    act = activations.get(name)
+    x = jnp.asarray(POINTS)
+    grad = jax.vmap(jax.grad(act.fn))(x)
+    np.testing.assert_allclose(act.dfn(x), grad, rtol=1e-12, atol=1e-15)
+    # and float32 inputs keep float32
+    assert act.dfn(jnp.asarray(POINTS, jnp.float32)).dtype == jnp.float32
+
+
+@pytest.mark.parametrize("name", [n for n in ISSUE_NAMES if n not in KINKS])
+def test_d2fn_equals_second_grad(name, x64):
+    act = activations.get(name)
+    x = jnp.asarray(POINTS)
+    np.testing.assert_allclose(act.d2fn(x), jax.vmap(jax.grad(jax.grad(act.fn)))(x), rtol=1e-10, atol=1e-14)
+
+
+def test_dfn_at_kinks_is_documented_subgradient():
+    assert float(activations.get("relu").dfn(0.0)) == 0.0
+    assert float(activations.get("hard_tanh").dfn(1.0)) == 0.0
+    assert float(activations.get("hard_tanh").dfn(-1.0)) == 0.0
+
+
+def test_gelu_is_the_exact_erf_form(x64):
+    x = jnp.asarray(POINTS)
+    gelu = activations.get("gelu")
+    exact = 0.5 * POINTS * (1 + special.erf(POINTS / math.sqrt(2)))
+    np.testing.assert_allclose(gelu(x), exact, rtol=1e-13, atol=1e-15)
+    # the tanh approximation differs by up to ~5e-4 on this grid: not what the registry uses
+    assert np.abs(np.asarray(jax.nn.gelu(x, approximate=True)) - exact).max() > 1e-4
+    # phi'(x) = Phi(x) + x * pdf(x)
+    dexact = special.ndtr(POINTS) + POINTS * np.exp(-(POINTS**2) / 2) / math.sqrt(2 * math.pi)
+    np.testing.assert_allclose(gelu.dfn(x), dexact, rtol=1e-12, atol=1e-15)
+
+
+def test_callable_is_wrapped_and_cached(x64):
+    def sine(x):
+        return jnp.sin(x)
+
+    act = activations.get(sine)
+    assert isinstance(act, activations.Activation)
+    assert act.name == "sine" and act.fn is sine
+    assert activations.get(sine) is act  # cached: one object per callable
+    assert activations.get(act) is act  # an Activation passes through
+    x = jnp.asarray(POINTS)
+    np.testing.assert_allclose(act.dfn(x), np.cos(POINTS), rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(act.d2fn(x), -np.sin(POINTS), rtol=1e-12, atol=1e-15)
+    assert hash(act) == hash(activations.get(sine))
+
+
+def test_unknown_name_lists_choices():
+    with pytest.raises(
+        ValueError, match=r"`activation` must be one of \[.*'tanh'.*\] or a callable, got 'sigmod'"
+    ):
+        activations.get("sigmod")
+
+
+def test_wrong_type():
+    with pytest.raises(TypeError, match=r"`activation` must be a name in .* or a callable, got int"):
+        activations.get(3)
