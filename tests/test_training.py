@@ -1,0 +1,353 @@
+"""Tests of jaxvg.training: vmapped seeds against separate runs, determinism, optimizers against
+optax, divergence handling, compile-once, and real learning. Small shapes: the whole file runs in
+well under two minutes on one core, most of it compilation."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+import jaxvg
+from jaxvg import data, losses, training
+
+SPIRALS = data.load("spirals", seed=0, n_train=96, n_test=32, noise=0.1)
+X4 = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
+Y4 = np.array([[0], [1], [1], [0]], np.float32)
+
+
+def _factory(rngs, **kw):
+    return jaxvg.MLP(2, 8, 3, 2, activation="tanh", rngs=rngs, **kw)
+
+
+COMMON = dict(optimizer="sgd", learning_rate=0.1, steps=24, batch_size=16, log_every=8, progress=False)
+
+
+def _params(model):
+    return nnx.state(model, nnx.Param)
+
+
+# ----------------------------------------------------------------------------- seeds and determinism
+
+
+def test_vmapped_seeds_equal_separate_runs():
+    """Init, minibatch order and dropout all derive from the seed: seed s of a vmapped run equals
+    fit(factory(nnx.Rngs(s)), key=s) up to float32 rounding (vmap may reorder reductions)."""
+    factory = lambda rngs: _factory(rngs, dropout=0.1)  # noqa: E731
+    seeds = [3, 0, 7]
+    together = training.fit(factory, SPIRALS, seeds=seeds, **COMMON)
+    assert together.history["train/loss"].shape == (3, 4)
+    assert together.history["log10_kernel_grad"].shape == (3, 4, 3)
+    for i, s in enumerate(seeds):
+        alone = training.fit(factory(nnx.Rngs(s)), SPIRALS, key=s, **COMMON)
+        for name in ("train/loss", "test/loss", "train/accuracy", "log10_kernel_grad"):
+            np.testing.assert_allclose(together.history[name][i], alone.history[name], rtol=1e-5, atol=1e-6)
+        chex.assert_trees_all_close(
+            _params(together.models[i]), _params(alone.models[0]), rtol=1e-5, atol=1e-6
+        )
+    # different seeds really differ (init and data order)
+    assert not np.allclose(together.history["train/loss"][0], together.history["train/loss"][1])
+
+
+def test_same_seed_is_bitwise_identical():
+    a = training.fit(_factory, SPIRALS, seeds=[1, 2], **COMMON)
+    b = training.fit(_factory, SPIRALS, seeds=[1, 2], **COMMON)
+    for name in ("train/loss", "test/loss", "log10_kernel_grad"):
+        np.testing.assert_array_equal(a.history[name], b.history[name])
+    chex.assert_trees_all_equal(_params(a.models[1]), _params(b.models[1]))
+
+
+def test_input_model_is_not_modified_and_history_has_no_seed_axis():
+    model = _factory(nnx.Rngs(0))
+    before = jax.tree.map(np.array, _params(model))
+    out = training.fit(model, SPIRALS, **COMMON)
+    chex.assert_trees_all_equal(before, jax.tree.map(np.array, _params(model)))
+    assert len(out.models) == 1 and out.models[0] is not model
+    assert out.history["train/loss"].shape == (4,)
+    np.testing.assert_array_equal(out.history["step"], [0, 8, 16, 24])
+    assert out.history["diverged"].shape == () and not out.history["diverged"]
+    assert int(out.history["diverged_step"]) == -1
+
+
+# ----------------------------------------------------------------------------- against optax and jax.grad
+
+
+def _reference(model, opt, steps, loss="mse"):
+    """Tutorial-style full-batch optax loop (nnx.Optimizer would do the same)."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    loss_fn = losses.get(loss)
+
+    def objective(p):
+        return loss_fn(nnx.merge(graphdef, p, rest, copy=True)(X4), Y4)
+
+    state = opt.init(params)
+    for _ in range(steps):
+        grads = jax.grad(objective)(params)
+        updates, state = opt.update(grads, state, params)
+        params = optax.apply_updates(params, updates)
+    return params
+
+
+@pytest.mark.parametrize(
+    "optimizer, reference, clip_norm",
+    [
+        ("gd", optax.sgd(0.3), None),
+        ("momentum", optax.sgd(0.3, momentum=0.9), None),
+        ("adam", optax.adam(0.3), None),
+        ("adamw", optax.chain(optax.clip_by_global_norm(0.5), optax.adamw(0.3, weight_decay=1e-4)), 0.5),
+    ],
+)
+def test_optimizers_match_optax(optimizer, reference, clip_norm):
+    model = jaxvg.MLP(2, 4, 2, 1, activation="sigmoid", rngs=nnx.Rngs(0))
+    out = training.fit(
+        model,
+        (X4, Y4),
+        loss="mse",
+        optimizer=optimizer,
+        learning_rate=0.3,
+        steps=6,
+        clip_norm=clip_norm,
+        log_every=3,
+        progress=False,
+    )
+    expected = _reference(model, reference, 6)
+    chex.assert_trees_all_close(_params(out.models[0]), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_logged_kernel_gradient_is_the_full_batch_gradient_norm():
+    model = jaxvg.MLP(2, 4, 3, 1, activation="sigmoid", rngs=nnx.Rngs(1))
+    out = training.fit(
+        model, (X4, Y4), loss="mse", optimizer="gd", learning_rate=0.5, steps=4, log_every=4, progress=False
+    )
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    grads = jax.grad(lambda p: losses.mse(nnx.merge(graphdef, p, rest)(X4), Y4))(params)
+    expected = [
+        np.log10(np.linalg.norm(np.asarray(grads["blocks"][i]["linear"]["kernel"][...]))) for i in range(3)
+    ]
+    np.testing.assert_allclose(out.history["log10_kernel_grad"][0], expected, rtol=1e-5)
+    # the first block's gradient is the smallest: sigmoid shrinks the backward signal
+    assert expected[0] < expected[-1]
+
+
+def test_learning_rate_schedules():
+    f = training.learning_rate_factor
+    np.testing.assert_allclose([f("constant", t, steps=10) for t in (0, 9)], [1, 1])
+    np.testing.assert_allclose([f("cosine", t, steps=10) for t in (0, 5, 10)], [1, 0.5, 0], atol=1e-7)
+    np.testing.assert_allclose([f("linear", t, steps=10) for t in (0, 5, 10)], [1, 0.5, 0], atol=1e-7)
+    np.testing.assert_allclose(
+        [f("cosine", t, steps=14, warmup_steps=4) for t in (0, 1, 3, 4, 9, 14)],
+        [0.25, 0.5, 1, 1, 0.5, 0],
+        atol=1e-6,
+    )
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def _fit(**overrides):
+    kw = dict(model=_factory(nnx.Rngs(0)), data=SPIRALS, loss="cross_entropy", **COMMON)
+    kw.update(overrides)
+    model, dataset = kw.pop("model"), kw.pop("data")
+    return training.fit(model, dataset, **kw)
+
+
+_bad_x = np.array(SPIRALS.x_train)
+_bad_x[5, 1] = np.nan
+_labels_3 = np.array(SPIRALS.y_train)
+_labels_3[0] = 2
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (dict(optimizer="sdg"), r"`optimizer` must be one of .*'sdg'"),
+        (dict(schedule="cos"), r"`schedule` must be one of .*'cos'"),
+        (dict(on_nonfinite="ignore"), r"`on_nonfinite` must be one of"),
+        (dict(loss="hinge"), r"`loss` must be one of .*'hinge'"),
+        (dict(learning_rate=0.0), r"`learning_rate` must be a finite number > 0, got 0.0"),
+        (dict(learning_rate=float("nan")), r"`learning_rate`"),
+        (dict(learning_rate="fast"), r"`learning_rate`.*'fast'"),
+        (dict(steps=0), r"`steps` must be an integer >= 1, got 0"),
+        (dict(steps=2.5), r"`steps`"),
+        (dict(log_every=0), r"`log_every`"),
+        (dict(monitor_every=-1), r"`monitor_every`"),
+        (dict(batch_size=0), r"`batch_size`"),
+        (dict(batch_size=97), r"`batch_size` must be in \[1, 96\]"),
+        (dict(optimizer="gd", batch_size=16), r"`batch_size` must be None .* optimizer='gd'"),
+        (dict(warmup_steps=24), r"`warmup_steps` must be < `steps`"),
+        (dict(clip_norm=0.0), r"`clip_norm`"),
+        (dict(data=(_bad_x, SPIRALS.y_train)), r"`data\[0\] \(x\)` must be finite, got 1 NaN/Inf"),
+        (dict(data=(SPIRALS.x_train[:, :1], SPIRALS.y_train)), r"in_features is 2"),
+        (dict(data=(SPIRALS.x_train, _labels_3)), r"`data\[1\] \(y\)` .* labels in \[0, 2\)"),
+        (dict(data=(SPIRALS.x_train, SPIRALS.y_train), loss="mse"), r"`data\[1\] \(y\)` for loss='mse'"),
+        (dict(data=(SPIRALS.x_train, SPIRALS.y_train[:10])), r"`data` labels must have 96 rows"),
+        (dict(data=[SPIRALS.x_train]), r"`data` must be a jaxvg.data.Dataset or a tuple"),
+        (dict(seeds=[0, 0], model=_factory), r"`seeds` must be distinct"),
+        (dict(seeds=[-1], model=_factory), r"`seeds` must hold ints"),
+        (dict(seeds=3, model=_factory), r"`seeds` must be a non-empty sequence"),
+    ],
+)
+def test_bad_input_raises_before_tracing(overrides, match):
+    misses = training._programs.cache_info().misses
+    with pytest.raises(ValueError, match=match):
+        _fit(**overrides)
+    assert training._programs.cache_info().misses == misses  # nothing was compiled
+
+
+def test_model_type_errors():
+    with pytest.raises(TypeError, match=r"`model` must be an nnx.Module"):
+        training.fit(_factory, SPIRALS, **COMMON)
+    with pytest.raises(TypeError, match=r"with `seeds`, `model` must be a factory"):
+        training.fit(_factory(nnx.Rngs(0)), SPIRALS, seeds=[0], **COMMON)
+
+
+# ----------------------------------------------------------------------------- non-finite losses
+
+_RELU = lambda rngs: jaxvg.MLP(2, 8, 3, 2, activation="relu", init="he_normal", rngs=rngs)  # noqa: E731
+_HUGE = dict(COMMON, learning_rate=1e20)
+
+
+def test_nonfinite_raise_names_step_seed_and_block_and_keeps_history():
+    with pytest.raises(
+        FloatingPointError,
+        match=r"non-finite loss or gradient at step \d+ \(seed 5\): first non-finite gradient in blocks\[\d\]",
+    ) as info:
+        training.fit(_RELU, SPIRALS, seeds=[5, 6], **_HUGE)
+    err = info.value
+    assert err.step >= 1 and err.seed == "seed 5" and err.block.startswith("blocks[")
+    assert err.history["step"].size >= 1 and (err.history["step"] < err.step).all()
+    assert np.isfinite(err.history["train/loss"]).all()
+    assert err.history["train/loss"].shape == (2, err.history["step"].size)
+    # without seeds: the same, with no seed axis in the history
+    with pytest.raises(FloatingPointError, match=r"\(the model\)") as info:
+        training.fit(_RELU(nnx.Rngs(5)), SPIRALS, key=5, **_HUGE)
+    assert info.value.history["train/loss"].ndim == 1
+
+
+def test_nonfinite_record_freezes_only_the_diverging_net():
+    """Two nets in one program, learning rates 0.1 and 1e20: the second diverges and is frozen at
+    its last finite parameters; the first trains exactly as it would alone."""
+    graphdef, params, rest = training.stack_models([_RELU(nnx.Rngs(0)), _RELU(nnx.Rngs(1))])
+    keys = jax.vmap(jax.random.key)(jnp.arange(2))
+    kw = {k: v for k, v in COMMON.items() if k != "learning_rate"}
+    both = training.fit_stacked(
+        graphdef,
+        params,
+        rest,
+        SPIRALS,
+        keys=keys,
+        learning_rate=np.array([0.1, 1e20]),
+        on_nonfinite="record",
+        **kw,
+    )
+    h = both.history
+    np.testing.assert_array_equal(h["diverged"], [False, True])
+    t0 = int(h["diverged_step"][1])
+    assert h["diverged_step"][0] == -1 and 1 <= t0 < 24
+    assert np.isfinite(h["train/loss"][0]).all()
+    after = h["step"] >= t0
+    assert np.isnan(h["train/loss"][1][after]).all() and np.isfinite(h["train/loss"][1][~after]).all()
+    assert all(np.isfinite(np.asarray(leaf[1])).all() for leaf in jax.tree.leaves(both.params))
+    alone = training.fit_stacked(
+        graphdef,
+        *jax.tree.map(lambda a: a[:1], (params, rest)),
+        SPIRALS,
+        keys=keys[:1],
+        learning_rate=0.1,
+        **kw,
+    )
+    np.testing.assert_allclose(h["train/loss"][0], alone.history["train/loss"][0], rtol=1e-5)
+    chex.assert_trees_all_close(
+        jax.tree.map(lambda a: a[0], both.params),
+        jax.tree.map(lambda a: a[0], alone.params),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+# ----------------------------------------------------------------------------- compile once
+
+
+def test_chunk_compiles_once_per_shape(monkeypatch):
+    """Different learning rates, seeds and a second fit reuse one compiled chunk (the last,
+    partial chunk and the end point included)."""
+    make = training._make_chunk
+    monkeypatch.setattr(training, "_make_chunk", lambda spec: chex.assert_max_traces(make(spec), n=1))
+    training._programs.cache_clear()
+    try:
+        kw = dict(COMMON, steps=20)  # 20 = 8 + 8 + 4: a partial last chunk
+        training.fit(_factory, SPIRALS, seeds=[0, 1], **kw)
+        training.fit(_factory, SPIRALS, seeds=[2, 3], **dict(kw, learning_rate=0.05))
+        assert training._programs.cache_info().misses == 1
+    finally:
+        training._programs.cache_clear()
+
+
+# ----------------------------------------------------------------------------- learning
+
+
+def test_small_net_learns_spirals():
+    ds = data.load("spirals", seed=0, n_train=512, n_test=256, noise=0.05)
+    out = training.fit(
+        lambda rngs: jaxvg.MLP(2, 32, 3, 2, activation="relu", init="he_normal", rngs=rngs),
+        ds,
+        optimizer="adam",
+        learning_rate=0.01,
+        steps=600,
+        batch_size=64,
+        log_every=200,
+        seeds=[0, 1],
+        progress=False,
+    )
+    acc = out.history["test/accuracy"]
+    assert (acc[:, 0] < 0.75).all()  # chance level at init
+    assert (acc[:, -1] >= 0.9).all(), acc  # measured 0.95-1.0
+    assert (out.history["train/loss"][:, -1] < 0.3 * out.history["train/loss"][:, 0]).all()
+
+
+def test_batch_norm_and_dropout_train():
+    factory = lambda rngs: _factory(rngs, norm="batch", dropout=0.2)  # noqa: E731
+    out = training.fit(factory, SPIRALS, seeds=[0, 1], schedule="cosine", warmup_steps=4, **COMMON)
+    assert np.isfinite(out.history["train/loss"]).all() and not out.history["diverged"].any()
+    for model in out.models:
+        for block in model.blocks:
+            assert np.abs(np.asarray(block.norm.mean[...])).max() > 1e-3  # running mean moved from 0
+            assert int(block.dropout.rngs.count[...]) == COMMON["steps"]  # one mask per step
+    fresh = factory(nnx.Rngs(0))
+    assert not np.allclose(fresh.blocks[0].norm.var[...], out.models[0].blocks[0].norm.var[...])
+
+
+# ----------------------------------------------------------------------------- monitor
+
+
+def test_monitor_records_gradient_flow_inside_the_loop():
+    analysis = pytest.importorskip("jaxvg.analysis")
+    out = training.fit(_factory, SPIRALS, seeds=[0, 1], monitor_every=12, **COMMON)
+    h = out.history
+    np.testing.assert_array_equal(h["monitor_step"], [0, 12, 24])
+    assert h["monitor"].log10_act_grad.shape == (2, 3, 4)
+    monitor_batch = SPIRALS.x_train[: training.MONITOR_BATCH], SPIRALS.y_train[: training.MONITOR_BATCH]
+    final = analysis.gradient_flow(out.models[1], *monitor_batch, loss="cross_entropy")
+    np.testing.assert_allclose(h["monitor"].log10_act_grad[1, -1], final.log10_act_grad, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(h["monitor"].loss[1, -1], final.loss, rtol=1e-5)
+
+
+def test_float64_training_matches_optax_to_float64_precision(x64):
+    model = jaxvg.MLP(2, 4, 2, 1, activation="tanh", param_dtype=jnp.float64, rngs=nnx.Rngs(0))
+    out = training.fit(
+        model,
+        (X4, Y4),
+        loss="mse",
+        optimizer="momentum",
+        learning_rate=0.1,
+        steps=8,
+        log_every=4,
+        schedule="cosine",
+        progress=False,
+    )
+    assert out.models[0].blocks[0].linear.kernel[...].dtype == jnp.float64
+    schedule = optax.cosine_decay_schedule(0.1, 8)
+    expected = _reference(model, optax.sgd(schedule, momentum=0.9), 8)
+    chex.assert_trees_all_close(_params(out.models[0]), expected, rtol=1e-12, atol=1e-14)
