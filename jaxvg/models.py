@@ -85,6 +85,10 @@ class Block(nnx.Module):
         # `rngs` would shift every later kernel, and a normed net would start from other weights.
         if norm == "batch":
             self.norm = nnx.BatchNorm(fan_out, param_dtype=param_dtype, rngs=nnx.Rngs(0))
+            # nnx.BatchNorm keeps float32 running statistics whatever param_dtype is; float64 nets
+            # would then down-cast on every update (a FutureWarning). Keep them in param_dtype.
+            self.norm.mean = nnx.BatchStat(jnp.zeros((fan_out,), param_dtype))
+            self.norm.var = nnx.BatchStat(jnp.ones((fan_out,), param_dtype))
         elif norm == "layer":
             self.norm = nnx.LayerNorm(fan_out, param_dtype=param_dtype, rngs=nnx.Rngs(0))
         else:

@@ -272,6 +272,12 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.load(f)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _write_text_atomic(path: str | os.PathLike, text: str) -> pathlib.Path:
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -281,6 +287,7 @@ def _write_text_atomic(path: str | os.PathLike, text: str) -> pathlib.Path:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
         os.replace(tmp, path)
     except BaseException:
         try:
