@@ -1,0 +1,220 @@
+"""Every benchmark suite, one subprocess each, and one table of the measured ratios against their targets.
+
+Suites (each also runs alone as `python -m benchmarks.NAME`):
+  training  jaxvg's `fit` vs a plain-JAX `lax.scan` loop vs the per-step `nnx.jit` loop; steps/s and
+            FLOP/s against a matmul ceiling measured in the same run.
+  seeds     32 seeds x 200 steps of a width-64, depth-10 MLP: one vmapped program vs a Python loop of
+            runs vs the per-step `nnx.jit` loop.
+  analysis  gradient flow vs plain forward+backward; exact vs Hutchinson vs naive `jacrev` Jacobian
+            norms; PyTorch eager when torch imports (benchmarks/analysis.py).
+
+Each suite runs as `python -m benchmarks.NAME` in its own process (analysis pins XLA to one thread,
+the others use every core; on an accelerator each gets the whole device memory), prints its own
+table and writes OUT_DIR/NAME.json; this script then writes OUT_DIR/run.json (after every suite, so
+a run cut short keeps what it finished) and prints one Markdown table: every ratio with its target
+and pass/miss. This process never starts jax itself. A suite that fails is reported (its error in
+run.json and the table) and the others still run; the exit status is then 1.
+
+Timing caveat: on a shared machine (the 2-core CPU of the development container is shared by other
+processes) absolute times are noisy; every ratio is measured within one suite's process (training
+and seeds: medians of per-round ratios over interleaved rounds), which is what the targets are
+stated for.
+
+Run:    python -m benchmarks.run                         (CPU sizes; a few minutes on 2 cores)
+        python -m benchmarks.run --quick --out-dir /tmp/b  (tiny shapes; what tests/test_benchmarks.py runs)
+        python -m benchmarks.run --preset accelerator    (accelerator sizes; see benchmarks/gpu.sh)
+        python -m benchmarks.run --suites training seeds
+Writes: OUT_DIR/{training,seeds,analysis,run}.json (default OUT_DIR: results/benchmarks).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from jaxvg import results
+
+SUITES = ("training", "seeds", "analysis")
+PRESETS = ("accelerator",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    suites: tuple[str, ...] = SUITES  # suites to run, in this order (training, seeds, analysis)
+    quick: bool = False  # every suite's --quick: tiny shapes, a smoke run (numbers mean nothing)
+    preset: str | None = None  # "accelerator": each suite's accelerator sizes (where it has them)
+    out_dir: str = "results/benchmarks"  # where NAME.json and run.json go
+
+    def __post_init__(self):
+        if isinstance(self.suites, str):
+            raise ValueError(
+                f"`suites` must be a sequence of names from {list(SUITES)}, got {self.suites!r}."
+            )
+        unknown = [s for s in self.suites if s not in SUITES]
+        if unknown or not self.suites:
+            raise ValueError(f"`suites` must be a non-empty subset of {list(SUITES)}, got {self.suites!r}.")
+        if self.preset is not None and self.preset not in PRESETS:
+            raise ValueError(f"`preset` must be None or one of {list(PRESETS)}, got {self.preset!r}.")
+
+
+# Suites with an accelerator preset of their own (`--preset accelerator`); the others run their
+# default sizes under `--preset accelerator`.
+PRESET_SUITES = {"accelerator": ("training",)}
+# Targets of benchmarks.analysis's ratio keys, for its JSON when it carries no "ratios" list of its
+# own (as stated in benchmarks/analysis.py and issue 5): key -> (target, op, label).
+ANALYSIS_TARGETS = {
+    "ratio_flow_over_value_and_grad": (1.10, "<=", "gradient_flow / value_and_grad"),
+    "ratio_jax_over_torch": (0.8, "<=", "gradient_flow jax / torch eager"),
+    "ratio_exact_over_plain_vjps": (None, None, "exact jacobian_norms / N plain VJPs"),
+    "ratio_exact_over_naive_jacrev": (None, None, "exact jacobian_norms / naive jacrev loop"),
+    "ratio_hutchinson_over_forward_backward": (2.0, "<=", "hutchinson k=8 / forward+backward"),
+    "ratio_hutchinson_jax_over_torch": (0.6, "<=", "hutchinson jax / torch eager"),
+}
+
+
+def suite_argv(name: str, config: Config) -> list[str]:
+    """The command-line flags of `python -m benchmarks.NAME` for this run."""
+    argv = ["--quick"] if config.quick else []
+    if name == "analysis":  # benchmarks.analysis takes --out PATH
+        return [*argv, "--out", os.path.join(config.out_dir, "analysis.json")]
+    if config.preset is not None and name in PRESET_SUITES[config.preset]:
+        argv += ["--preset", config.preset]
+    return [*argv, "--out-dir", config.out_dir]
+
+
+def analysis_ratios(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Ratio records from benchmarks.analysis's JSON: its own "ratios" list when it has one, else
+    read from its "flow" rows and "jacobians" entry with the targets in `ANALYSIS_TARGETS`."""
+    from benchmarks import training as tb
+
+    if isinstance(result.get("ratios"), list):
+        return result["ratios"]
+    records = []
+    for row in result.get("flow") or []:
+        shape = f"depth {row.get('depth')}, width {row.get('width')}, batch {row.get('batch')}"
+        if row.get("loop"):
+            shape += f", {row['loop']}"
+        for key in ("ratio_flow_over_value_and_grad", "ratio_jax_over_torch"):
+            if row.get(key) is not None:
+                target, op, label = ANALYSIS_TARGETS[key]
+                records.append(tb.ratio("analysis", f"{label} ({shape})", row[key], target=target, op=op))
+    jac = result.get("jacobians") or {}
+    shape = f"depth {jac.get('depth')}, width {jac.get('width')}, batch {jac.get('batch')}"
+    for key in list(ANALYSIS_TARGETS)[2:]:
+        if jac.get(key) is not None:
+            target, op, label = ANALYSIS_TARGETS[key]
+            records.append(tb.ratio("analysis", f"{label} ({shape})", jac[key], target=target, op=op))
+    return records
+
+
+def run_suite(name: str, config: Config) -> dict[str, Any]:
+    """Run `python -m benchmarks.NAME` in a subprocess and return the JSON it wrote.
+
+    A subprocess per suite, because the suites must not share one process: benchmarks.analysis
+    pins XLA to one thread (XLA_FLAGS, read once when jax starts) to compare with one-thread
+    PyTorch, while training and seeds use every core; and on an accelerator one process per suite
+    gives each the whole device memory. The suite prints its own table.
+    """
+    argv = [sys.executable, "-m", f"benchmarks.{name}", *suite_argv(name, config)]
+    subprocess.run(argv, check=True, cwd=_ROOT, env={**os.environ, "PYTHONPATH": _pythonpath()})
+    result = results.read_json(os.path.join(config.out_dir, f"{name}.json"))
+    if name == "analysis":
+        result = {**result, "ratios": analysis_ratios(result)}
+    return result
+
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _pythonpath() -> str:
+    """The repository root first, so `benchmarks` and `jaxvg` import from this checkout."""
+    rest = os.environ.get("PYTHONPATH", "")
+    return _ROOT + (os.pathsep + rest if rest else "")
+
+
+def combined_rows(suites: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per ratio of every suite (value, target, pass/miss), and one per failed suite."""
+    from benchmarks import training as tb
+
+    rows: list[dict[str, Any]] = []
+    for name, entry in suites.items():
+        if entry.get("error"):
+            rows.append({"suite": name, "ratio": "(suite failed)", "value": None, "target": "",
+                         "result": "error: " + entry["error"].strip().splitlines()[-1][:80]})  # fmt: skip
+            continue
+        rows.extend(tb.ratio_rows(entry["ratios"]))
+    return rows
+
+
+def run(config: Config, *, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run the suites in order, one subprocess each; write run.json after every suite.
+
+    Returns:
+      The run.json dict: "config", "environment" (the first suite's: device kind, versions),
+      "suites" (per suite: "json" path, "seconds", "ratios", "error" or None), "ratios" (all
+      suites' records) and "rows" (the combined table).
+    """
+    log = log or (lambda m: None)
+    out: dict[str, Any] = {
+        "config": dataclasses.asdict(config),
+        "environment": None,
+        "suites": {},
+        "ratios": [],
+        "rows": [],
+    }
+    for name in config.suites:
+        log(f"[run] suite {name}: python -m benchmarks.{name} {' '.join(suite_argv(name, config))}")
+        t0 = time.perf_counter()
+        entry: dict[str, Any]
+        try:
+            result = run_suite(name, config)
+            entry = {"json": os.path.join(config.out_dir, f"{name}.json"), "ratios": result["ratios"],
+                     "error": None}  # fmt: skip
+            if out["environment"] is None and isinstance(result.get("environment"), dict):
+                out["environment"] = result["environment"]
+        except Exception as e:  # a failed suite is reported, and the others still run
+            entry = {"json": None, "ratios": [], "error": f"{type(e).__name__}: {e}"}
+            log(f"[run] suite {name} failed: {entry['error']}")
+        entry["seconds"] = time.perf_counter() - t0
+        out["suites"][name] = entry
+        out["ratios"] = [r for e in out["suites"].values() for r in e["ratios"]]
+        out["rows"] = combined_rows(out["suites"])
+        results.write_json(os.path.join(config.out_dir, "run.json"), out)
+    return out
+
+
+def table(out: dict[str, Any]) -> str:
+    """The combined Markdown table: every ratio with its target and pass/miss."""
+    return results.format_table(out["rows"], ["suite", "ratio", "value", "target", "result"], floatfmt=".3g")
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Parse flags, run the suites, print each suite's table and the combined one (as a script: exit
+    status 1 when a suite failed)."""
+    from jaxvg import cli
+
+    config = cli.parse(Config, argv)
+    out = run(config, log=lambda m: print(m, file=sys.stderr, flush=True))
+    env = out["environment"] or {}
+    print(
+        f"\n## benchmarks.run: {env.get('device_kind')} ({env.get('backend')}, {env.get('device_count')} "
+        f"device(s), {env.get('cpu_affinity')} CPU threads), jax {env.get('jax')}, flax {env.get('flax')}, "
+        f"{env.get('timestamp_utc')}\n"
+    )
+    print(table(out))
+    print(f"\n(JSON: {os.path.join(config.out_dir, 'run.json')})")
+    return out
+
+
+def failed(out: dict[str, Any]) -> list[str]:
+    """Names of the suites that raised."""
+    return [name for name, entry in out["suites"].items() if entry["error"]]
+
+
+if __name__ == "__main__":
+    sys.exit(1 if failed(main()) else 0)
