@@ -1,0 +1,541 @@
+"""Trainability of deep tanh nets over sigma_w2 x depth, against the 6 xi_c depth scale.
+
+Reproduces: Schoenholz, Gilmer, Ganguli & Sohl-Dickstein, Deep Information Propagation, ICLR 2017
+(arXiv:1611.01232), Fig. 5/6: accuracy after k SGD steps of tanh MLPs (sigma_b2 = 0.05) over a
+grid of weight variances and depths, with the mean-field curve depth = 6 xi_c (xi_c: the depth
+scale over which correlations between inputs converge, `jaxvg.theory.depth_scales`) drawn on the
+heat map. Networks deeper than about 6 xi_c do not train; xi_c diverges at the order-to-chaos
+transition sigma_w2 = `theory.critical_sigma_w2` (1.76 for sigma_b2 = 0.05), so the trainable
+region is a tongue around criticality that reaches the greatest depths there.
+
+How it runs: every net of the grid (sigma_w2 x depth x seed) is padded to the largest depth, its
+extra blocks masked to the identity (`sweeps.pad_depth_mask`), so the whole grid is ONE compiled
+program; the nets are vmapped and their axis sharded over local devices (`sweeps.map_nets`). The
+grid runs in chunks of one depth row (all sigma_w2 x seeds), each written as it finishes
+(`on_cell`) and skipped when rerun. Why pad: on a 2-core CPU compiling the training program took
+~10x longer than running a whole depth row (measured, --quick: 45 s compile vs 1.8 s per row under
+load), so one program for all depths beats one program per depth even though padded blocks are
+computed and discarded (`--no-pad-depths` gives one exact-depth program per row instead, for
+accelerators where compute, not compile, dominates). Initial weights use common random numbers: a
+net's standard-normal draws depend only on (seed, layer) and sigma_w2 scales them, so neighbouring
+cells differ by sigma_w2 and depth alone. A net whose loss or parameters go non-finite is frozen at
+its last finite parameters and recorded as diverged.
+
+Run:    python -m experiments.phase_diagram              (default grid, a few minutes on 2 CPU cores)
+        python -m experiments.phase_diagram --quick      (about a minute; what the tests run)
+        python -m experiments.phase_diagram --preset full (Schoenholz's depths to 300; accelerators)
+Writes: results/phase_diagram/{metrics.json,phase_diagram.csv,phase_diagram.png,summary.md,cells/}
+
+Expected outcome: accuracy is high only inside the curve depth < 6 xi_c; near sigma_w2 ~ 1.76
+the trainable region reaches the deepest nets of the grid, while deep nets in the ordered phase
+(sigma_w2 ~ 1) and deep chaotic nets (sigma_w2 >= 3) stay near chance (10 %).
+
+Measured (defaults: digits, width 64, 300 SGD steps of lr 0.02, batch 64, 2 seeds; 215 s on a
+shared 2-core CPU), train accuracy:
+
+| depth  |     1 |  1.25 |   1.5 |  1.75 |     2 |  2.25 |   2.5 |     3 |   3.5 |     4 |
+|:-------|------:|------:|------:|------:|------:|------:|------:|------:|------:|------:|
+| 4      |  0.94 |  0.95 |  0.96 |  0.96 |  0.96 |  0.96 |  0.96 |  0.96 |  0.96 |  0.96 |
+| 16     |  0.89 |  0.98 |  0.99 |  0.99 |  0.99 |  0.99 |  0.99 |  0.99 |  0.98 |  0.97 |
+| 24     |  0.57 |  0.97 |  0.98 |  1.00 |  0.99 |  0.99 |  0.99 |  0.97 |  0.91 |  0.87 |
+| 32     |  0.35 |  0.93 |  0.98 |  0.99 |  0.98 |  0.97 |  0.97 |  0.87 |  0.75 |  0.62 |
+| 48     |  0.10 |  0.58 |  0.84 |  0.92 |  0.91 |  0.94 |  0.77 |  0.32 |  0.16 |  0.21 |
+| 64     |  0.10 |  0.22 |  0.44 |  0.62 |  0.49 |  0.41 |  0.28 |  0.18 |  0.18 |  0.16 |
+| 6 xi_c |  21.8 |  40.8 |  94.8 |  2557 |   151 |  90.7 |  70.8 |  54.3 |  46.6 |  41.9 |
+
+Mean accuracy 0.89 inside depth < 6 xi_c, 0.26 outside; "trainable" (accuracy half-way from chance
+to the best) agrees with depth < 6 xi_c in 90 % of the 70 cells. The ordered edge follows 6 xi_c
+closely (sigma_w2 = 1: 0.89 at depth 16, 0.35 at 32, 6 xi_c = 22). The best column at every depth
+>= 24 is sigma_w2 = 1.75, next to critical 1.761; there, depth 64 reaches only 0.62 in 300 steps:
+near criticality the limit is training time, not signal propagation (Schoenholz et al. train
+longer). No cell diverged at lr 0.02 (an lr of 1e37 makes every net diverge; tested).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxvg import _checks, activations, data, sweeps, theory
+
+NAME = "phase_diagram"
+
+_QUICK: dict[str, Any] = {
+    "sigma_w2": (1.0, 1.75, 2.5, 4.0),
+    "depths": (3, 12, 36),
+    "width": 32,
+    "steps": 150,
+    "learning_rate": 0.05,
+    "seeds": 1,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    dataset: str = "digits"  # "digits" (8x8 scikit-learn digits) or "mnist1d"
+    activation: str = "tanh"  # registry name
+    sigma_b2: float = 0.05  # bias variance (Schoenholz et al. use 0.05)
+    sigma_w2: tuple[float, ...] = (
+        1.0,
+        1.25,
+        1.5,
+        1.75,
+        2.0,
+        2.25,
+        2.5,
+        3.0,
+        3.5,
+        4.0,
+    )  # weight variances x 1/fan_in
+    depths: tuple[int, ...] = (4, 8, 16, 24, 32, 48, 64)  # hidden tanh layers
+    width: int = 64  # units per hidden layer
+    steps: int = 300  # SGD steps (k in "accuracy after k steps")
+    batch_size: int = 64  # examples per SGD step, drawn with replacement
+    learning_rate: float = 0.02  # SGD step size
+    pad_depths: bool = True  # pad all nets to the largest depth: one compiled program for the grid
+    seeds: int = 2  # nets per cell (init and batch order), trained together under vmap
+    data_seed: int = 0  # seed of the dataset split
+    out_dir: str = "results/phase_diagram"  # where main() writes
+    quick: bool = False  # tiny grid for tests/CI (about a minute on 2 CPU cores)
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "full": {
+            "dataset": "mnist1d",
+            "sigma_w2": tuple(float(s) for s in np.round(np.linspace(1.0, 4.0, 25), 3)),
+            "depths": (10, 20, 40, 60, 80, 100, 130, 160, 200, 250, 300),
+            "width": 128,
+            "steps": 1000,
+            "batch_size": 128,
+            "seeds": 4,
+        }
+    }
+
+    def __post_init__(self):
+        if self.quick:  # quick sizes replace the fields left at their defaults
+            for f in dataclasses.fields(self):
+                if f.name in _QUICK and getattr(self, f.name) == f.default:
+                    object.__setattr__(self, f.name, _QUICK[f.name])
+        _checks.choice("dataset", self.dataset, ("digits", "mnist1d"))
+        activations.get(self.activation)
+        _checks.nonnegative("sigma_b2", self.sigma_b2)
+        if not self.sigma_w2:
+            raise ValueError(f"`sigma_w2` must be a non-empty tuple of numbers > 0, got {self.sigma_w2!r}.")
+        for s in self.sigma_w2:
+            _checks.positive("sigma_w2", s)
+        if not self.depths:
+            raise ValueError(f"`depths` must be a non-empty tuple of integers >= 1, got {self.depths!r}.")
+        for d in self.depths:
+            _checks.positive_int("depths", d)
+        for name in ("width", "steps", "batch_size", "seeds"):
+            _checks.positive_int(name, getattr(self, name))
+        _checks.positive("learning_rate", self.learning_rate)
+        _checks.nonnegative_int("data_seed", self.data_seed)
+        object.__setattr__(self, "sigma_w2", tuple(float(s) for s in self.sigma_w2))
+        object.__setattr__(self, "depths", tuple(sorted({int(d) for d in self.depths})))
+
+
+# --------------------------------------------------------------------------- the training kernel
+
+
+def _init(
+    key: jax.Array, sigma_w2: jax.Array, sigma_b2: float, d_in: int, width: int, max_depth: int, n_out: int
+):
+    """One net's parameters: W ~ N(0, sigma_w2/fan_in), b ~ N(0, sigma_b2) (head included).
+
+    The normal draws depend on `key` and the layer index only (not on max_depth or sigma_w2).
+    Hidden blocks 2..max_depth are stacked: `ws` (max_depth - 1, width, width), `bs` (max_depth - 1, width).
+    """
+    k_in, k_hidden, k_head = jax.random.split(key, 3)
+
+    def layer(k, fan_in, fan_out):
+        kw, kb = jax.random.split(k)
+        w = jax.random.normal(kw, (fan_in, fan_out)) * jnp.sqrt(sigma_w2 / fan_in)
+        b = jax.random.normal(kb, (fan_out,)) * math.sqrt(sigma_b2)
+        return w, b
+
+    w0, b0 = layer(k_in, d_in, width)
+    ws, bs = jax.vmap(lambda i: layer(jax.random.fold_in(k_hidden, i), width, width))(
+        jnp.arange(max_depth - 1)
+    )
+    wh, bh = layer(k_head, width, n_out)
+    return {"w0": w0, "b0": b0, "ws": ws, "bs": bs, "wh": wh, "bh": bh}
+
+
+def _forward(phi: Callable, params: dict, mask: jax.Array, x: jax.Array) -> jax.Array:
+    """Logits (batch, n_out); block l runs where mask[l] (`sweeps.pad_depth_mask`), else identity.
+
+    The rule of `sweeps.masked_forward`, h_l = where(mask[l], block_l(h_{l-1}), h_{l-1}), written
+    as a `lax.scan` over the stacked blocks 2..L (block 1, in_features -> width, always runs):
+    an unrolled loop of 64-300 blocks would compile for minutes on a CPU. A `lax.cond` instead of
+    `where` would skip the padded blocks' compute, but measured slower on a 2-core CPU (its
+    per-block overhead exceeded the compute of a width-64 block), so padded blocks are computed
+    and discarded.
+    """
+    h = phi(x @ params["w0"] + params["b0"][None, :])
+
+    def body(h, layer):
+        w, b, on = layer
+        return jnp.where(on, phi(h @ w + b[None, :]), h), None
+
+    h, _ = jax.lax.scan(body, h, (params["ws"], params["bs"], mask[1:]))
+    return h @ params["wh"] + params["bh"][None, :]
+
+
+def _xent(logits: jax.Array, y: jax.Array) -> jax.Array:
+    logp = jax.nn.log_softmax(logits)
+    return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
+
+
+def _train_one(
+    key,
+    sigma_w2,
+    mask,
+    x_train,
+    y_train,
+    x_test,
+    y_test,
+    learning_rate,
+    *,
+    phi,
+    sigma_b2,
+    width,
+    n_out,
+    steps,
+    batch_size,
+):
+    """Train one net (key, sigma_w2 scalar; mask (max_depth,) bool) by SGD; jaxvg vmaps and shards it.
+
+    The data and `learning_rate` (a traced scalar: changing it does not recompile) are shared.
+
+    Returns a dict of scalars: train/test accuracy and loss after `steps` SGD steps, the batch loss
+    at step 0 and averaged over the last 10 % of steps, `diverged` and `diverged_step` (-1 if never).
+    A non-finite loss or parameter freezes the net at its last finite parameters.
+    """
+    n, d_in = x_train.shape
+    k_init, k_data = jax.random.split(key)
+    params = _init(k_init, sigma_w2, sigma_b2, d_in, width, mask.shape[0], n_out)
+
+    def loss_fn(p, xb, yb):
+        return _xent(_forward(phi, p, mask, xb), yb)
+
+    def step(carry, t):
+        params, diverged, div_step = carry
+        idx = jax.random.randint(jax.random.fold_in(k_data, t), (batch_size,), 0, n)
+        loss, grads = jax.value_and_grad(loss_fn)(params, x_train[idx], y_train[idx])
+        new = jax.tree.map(lambda p, g: p - learning_rate * g, params, grads)
+        ok = jnp.isfinite(loss) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(new)]))
+        params = jax.tree.map(lambda a, b: jnp.where(ok & ~diverged, a, b), new, params)
+        div_step = jnp.where(diverged | ok, div_step, t)
+        return (params, diverged | ~ok, div_step), jnp.where(diverged, jnp.nan, loss)
+
+    carry = (params, jnp.zeros((), bool), jnp.full((), -1, jnp.int32))
+    (params, diverged, div_step), losses = jax.lax.scan(step, carry, jnp.arange(steps))
+
+    def evaluate(x, y):
+        logits = _forward(phi, params, mask, x)
+        return jnp.mean(jnp.argmax(logits, axis=-1) == y), _xent(logits, y)
+
+    train_acc, train_loss = evaluate(x_train, y_train)
+    test_acc, test_loss = evaluate(x_test, y_test)
+    return {
+        "train_accuracy": train_acc,
+        "test_accuracy": test_acc,
+        "train_loss": train_loss,
+        "test_loss": test_loss,
+        "initial_batch_loss": losses[0],
+        "final_batch_loss": jnp.mean(losses[-max(1, steps // 10) :]),
+        "diverged": diverged,
+        "diverged_step": div_step,
+    }
+
+
+@functools.lru_cache(maxsize=32)
+def _net_fn(**static: Any) -> Callable:
+    """The per-net function for `sweeps.map_nets`, one object per static setup (its compile cache key)."""
+    return functools.partial(_train_one, **static)
+
+
+# --------------------------------------------------------------------------- run
+
+
+def cell_key(depth: int, sigma_w2: float) -> str:
+    """The key of one (depth, sigma_w2) cell, e.g. "depth=16,sigma_w2=1.75" (`sweeps.cell_key`)."""
+    return sweeps.cell_key({"depth": int(depth), "sigma_w2": float(sigma_w2)})
+
+
+def _setup(config: Config) -> dict[str, Any]:
+    """What a cell's result depends on besides (depth, sigma_w2): a stored cell is reused only if
+    its setup matches."""
+    keys = (
+        "dataset",
+        "activation",
+        "sigma_b2",
+        "width",
+        "steps",
+        "batch_size",
+        "learning_rate",
+        "seeds",
+        "data_seed",
+    )
+    return {k: getattr(config, k) for k in keys}
+
+
+def _nan(v: Any) -> float:
+    return math.nan if v is None else float(v)
+
+
+def run(
+    config: Config,
+    *,
+    on_cell: Callable[[str, Any], None] | None = None,
+    done: Mapping[str, Any] = {},  # noqa: B006 - read only
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Train the sigma_w2 x depth grid and return the phase diagram, with no file I/O.
+
+    Args:
+      config: the experiment `Config`.
+      on_cell: called as `on_cell(key, cell)` for every newly computed cell (see `cell_key`);
+        `cell` is a JSON-ready dict with per-seed lists.
+      done: {key: cell} of cells already computed (as `jaxvg.results.finished_cells` returns);
+        cells whose stored setup matches this config are reused, not recomputed.
+      log: optional progress printer (main passes `print`).
+
+    Returns:
+      Dict with `sigma_w2` (S,), `depths` (D,), `train_accuracy`, `test_accuracy`,
+      `diverged_fraction` (D, S) means over seeds, `theory` (critical_sigma_w2, xi_c (S,),
+      six_xi_c (S,)), `rows` (one dict per cell, for CSV and tables), `cells` {key: cell},
+      `computed` (keys computed in this call), `summary` (headline numbers) and `seconds`.
+    """
+    start = time.perf_counter()
+    ds = data.load(config.dataset, seed=config.data_seed)
+    phi = activations.get(config.activation).fn
+    setup = _setup(config)
+    sig = np.asarray(config.sigma_w2)
+    max_depth = max(config.depths)
+    arrays = [jnp.asarray(a) for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test)]
+    seed_keys = jax.random.split(jax.random.key(20170), config.seeds)  # seed s -> seed_keys[s]
+
+    cells: dict[str, Any] = {}
+    todo: list[tuple[int, float]] = []
+    for depth in config.depths:
+        for s in config.sigma_w2:
+            old = done.get(cell_key(depth, s))
+            if isinstance(old, Mapping) and old.get("setup") == setup:
+                cells[cell_key(depth, s)] = dict(old)
+            else:
+                todo.append((depth, s))
+
+    # Groups of cells trained as one call. pad_depths: fixed-size chunks of the flattened grid, all
+    # padded to the largest depth (one compiled program). Otherwise one group per depth, each its
+    # own program with no padding.
+    if config.pad_depths:
+        size = len(config.sigma_w2)
+        groups = [todo[i : i + size] for i in range(0, len(todo), size)]
+    else:
+        groups = [[c for c in todo if c[0] == d] for d in config.depths]
+        groups = [g for g in groups if g]
+    computed: list[str] = []
+    for group in groups:
+        t0 = time.perf_counter()
+        n_real = len(group)
+        if config.pad_depths and n_real < len(config.sigma_w2):  # same shape for every chunk
+            group = group + [group[-1]] * (len(config.sigma_w2) - n_real)
+        depths = np.repeat([d for d, _ in group], config.seeds)
+        masks = sweeps.pad_depth_mask(depths.tolist(), max_depth if config.pad_depths else group[0][0])
+        s_arr = jnp.repeat(jnp.asarray([s for _, s in group], jnp.float32), config.seeds)
+        k_arr = jnp.tile(seed_keys, len(group))
+        fn = _net_fn(
+            phi=phi,
+            sigma_b2=config.sigma_b2,
+            width=config.width,
+            n_out=ds.num_classes,
+            steps=config.steps,
+            batch_size=config.batch_size,
+        )
+        lr = jnp.asarray(config.learning_rate, jnp.float32)
+        out = sweeps.map_nets(fn, k_arr, s_arr, masks, shared=(*arrays, lr))
+        shape = (len(group), config.seeds)
+        out = {k: np.asarray(v).reshape(shape) for k, v in jax.device_get(out).items()}
+        for i, (depth, s) in enumerate(group[:n_real]):
+            key = cell_key(depth, s)
+            cell = {"depth": depth, "sigma_w2": s, "setup": setup}
+            for name, values in out.items():
+                cell[name] = values[i].tolist()
+            cells[key] = cell
+            computed.append(key)
+            if on_cell is not None:
+                on_cell(key, cell)
+        if log is not None:
+            acc = out["train_accuracy"][:n_real].mean(axis=1)
+            log(
+                f"{n_real} cells (depths {sorted({d for d, _ in group[:n_real]})}) in "
+                f"{time.perf_counter() - t0:.1f} s; train accuracy " + " ".join(f"{a:.2f}" for a in acc)
+            )
+
+    # assemble grids (rows: depths, columns: sigma_w2)
+    shape = (len(config.depths), len(sig))
+    train_acc, test_acc, div_frac = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
+    rows = []
+    for i, depth in enumerate(config.depths):
+        for j, s in enumerate(config.sigma_w2):
+            cell = cells[cell_key(depth, s)]
+            tr = np.array([_nan(v) for v in cell["train_accuracy"]])
+            te = np.array([_nan(v) for v in cell["test_accuracy"]])
+            dv = np.array([bool(v) for v in cell["diverged"]])
+            train_acc[i, j], test_acc[i, j], div_frac[i, j] = np.mean(tr), np.mean(te), np.mean(dv)
+            rows.append(
+                {
+                    "depth": depth,
+                    "sigma_w2": s,
+                    "train_accuracy": float(np.mean(tr)),
+                    "train_accuracy_std": float(np.std(tr)),
+                    "test_accuracy": float(np.mean(te)),
+                    "final_batch_loss": float(np.nanmean([_nan(v) for v in cell["final_batch_loss"]]))
+                    if not dv.all()
+                    else math.nan,
+                    "diverged": int(dv.sum()),
+                }
+            )
+
+    xi_q, xi_c = theory.depth_scales(config.activation, sig, config.sigma_b2)
+    curve_sig = np.linspace(min(sig), max(sig), 301)
+    curve_xi_c = np.asarray(theory.depth_scales(config.activation, curve_sig, config.sigma_b2)[1], np.float64)
+    xi_c = np.asarray(xi_c, dtype=np.float64)
+    critical = float(theory.critical_sigma_w2(config.activation, config.sigma_b2))
+    for row in rows:
+        j = config.sigma_w2.index(row["sigma_w2"])
+        row["six_xi_c"] = float(6 * xi_c[j])
+        row["inside_6xi_c"] = bool(row["depth"] < 6 * xi_c[j])
+
+    summary = _summarise(config, train_acc, xi_c, critical, ds.num_classes)
+    return {
+        "sigma_w2": sig.tolist(),
+        "depths": list(config.depths),
+        "train_accuracy": train_acc,
+        "test_accuracy": test_acc,
+        "diverged_fraction": div_frac,
+        "theory": {
+            "critical_sigma_w2": critical,
+            "xi_c": xi_c,
+            "xi_q": np.asarray(xi_q, np.float64),
+            "six_xi_c": 6 * xi_c,
+            "curve_sigma_w2": curve_sig,
+            "curve_six_xi_c": 6 * curve_xi_c,
+        },
+        "rows": rows,
+        "cells": cells,
+        "computed": computed,
+        "summary": summary,
+        "chance": 1.0 / ds.num_classes,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def _summarise(config: Config, acc: np.ndarray, xi_c: np.ndarray, critical: float, num_classes: int) -> dict:
+    """Headline numbers: mean train accuracy inside vs outside depth < 6 xi_c, and the deepest
+    depth reaching half-way between chance and the best accuracy, per sigma_w2."""
+    depths = np.asarray(config.depths, float)[:, None]
+    inside = depths < 6 * xi_c[None, :]
+    chance = 1.0 / num_classes
+    threshold = chance + 0.5 * (np.nanmax(acc) - chance)
+    trainable = acc >= threshold
+    deepest = [
+        max((d for d, ok in zip(config.depths, trainable[:, j], strict=True) if ok), default=0)
+        for j in range(acc.shape[1])
+    ]
+    j_crit = int(np.argmin(np.abs(np.asarray(config.sigma_w2) - critical)))
+    agree = float(np.mean(inside == trainable))
+    return {
+        "threshold_accuracy": float(threshold),
+        "mean_accuracy_inside_6xi_c": float(np.nanmean(acc[inside])) if inside.any() else math.nan,
+        "mean_accuracy_outside_6xi_c": float(np.nanmean(acc[~inside])) if (~inside).any() else math.nan,
+        "agreement_with_6xi_c": agree,
+        "deepest_trainable_depth": deepest,
+        "sigma_w2_nearest_critical": config.sigma_w2[j_crit],
+        "critical_sigma_w2": critical,
+    }
+
+
+# --------------------------------------------------------------------------- main
+
+
+def _summary_text(config: Config, res: dict[str, Any], table: str) -> str:
+    s = res["summary"]
+    lines = [
+        "# phase_diagram",
+        "",
+        f"Trainability of {config.activation} MLPs on {config.dataset} (width {config.width}, sigma_b2 = "
+        f"{config.sigma_b2}) after {config.steps} SGD steps (lr {config.learning_rate}, batch "
+        f"{config.batch_size}), mean over {config.seeds} seed(s). Chance = {res['chance']:.2f}. "
+        f"Critical sigma_w2 = {s['critical_sigma_w2']:.4f}. Reproduces Schoenholz et al. 2017 "
+        "(arXiv:1611.01232), Fig. 5/6.",
+        "",
+        f"- mean train accuracy inside depth < 6 xi_c: {s['mean_accuracy_inside_6xi_c']:.3f}; outside: "
+        f"{s['mean_accuracy_outside_6xi_c']:.3f}",
+        f"- cells trainable (train acc >= {s['threshold_accuracy']:.3f}, half-way from chance to the best) agree "
+        f"with depth < 6 xi_c in {100 * s['agreement_with_6xi_c']:.0f} % of the grid",
+        "- deepest trainable depth per sigma_w2: "
+        + ", ".join(
+            f"{sw:g}: {d}" for sw, d in zip(res["sigma_w2"], s["deepest_trainable_depth"], strict=True)
+        ),
+        f"- cells diverged (any seed): {sum(1 for r in res['rows'] if r['diverged'])}",
+        f"- wall time {res['seconds']:.0f} s",
+        "",
+        "Train accuracy (rows: depth; columns: sigma_w2; last row: 6 xi_c):",
+        "",
+        table,
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def accuracy_table(res: dict[str, Any], field: str = "train_accuracy") -> list[dict[str, Any]]:
+    """Rows of the depth x sigma_w2 grid of `field`, with a final row of 6 xi_c."""
+    out = []
+    for i, d in enumerate(res["depths"]):
+        row: dict[str, Any] = {"depth": str(d)}
+        for j, s in enumerate(res["sigma_w2"]):
+            row[f"{s:g}"] = float(res[field][i, j])
+        out.append(row)
+    row = {"depth": "6 xi_c"}
+    for j, s in enumerate(res["sigma_w2"]):
+        row[f"{s:g}"] = float(res["theory"]["six_xi_c"][j])
+    out.append(row)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    from jaxvg import cli, plotting
+    from jaxvg import results as results_lib
+
+    config = cli.parse(Config, argv)
+    res = run(
+        config,
+        on_cell=results_lib.cell_writer(config.out_dir),
+        done=results_lib.finished_cells(config.out_dir),
+        log=lambda m: print(m, file=sys.stderr),
+    )
+    out = config.out_dir
+    stored = {k: v for k, v in res.items() if k not in ("cells", "rows")}
+    results_lib.write_metrics(out, config, stored, seeds=list(range(config.seeds)))
+    results_lib.write_csv(f"{out}/{NAME}.csv", res["rows"])
+    table = results_lib.format_table(accuracy_table(res), floatfmt=".2f")
+    results_lib.write_summary(out, _summary_text(config, res, table))
+    fig = plotting.phase_diagram(res)
+    fig.savefig(f"{out}/{NAME}.png", dpi=120, bbox_inches="tight")
+    print(_summary_text(config, res, table))
+    return res
+
+
+if __name__ == "__main__":
+    main()
