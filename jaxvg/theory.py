@@ -816,5 +816,8 @@ def _moments_jit(act, depth, weights, sw, qs):
     forms = _forms(act)
     s = 1.0 if weights == "gaussian" else 0.0  # normalised variance of W^T W's spectrum
     mu1, mu2 = forms.chi(qs), forms.dphi4(qs)
-    mean = (sw * mu1) ** depth
-    return mean, mean**2 * depth * (mu2 / mu1**2 - 1.0 + s)
+    # chi^L through the log: XLA may rewrite (sw*mu1)**L as sw**L * mu1**L, which overflows to
+    # inf * 0 = NaN for relu (sw = 2, mu1 = 1/2) at L >= 128 in float32.
+    log_mean = depth * jnp.log(sw * mu1)
+    mean = jnp.exp(log_mean)
+    return mean, jnp.exp(2.0 * log_mean) * depth * (mu2 / mu1**2 - 1.0 + s)

@@ -470,3 +470,11 @@ def test_bad_arguments_raise_value_errors():
         theory.chi_1("tanhh", 1.0, 0.0)
     with pytest.raises(ValueError, match=r"`sigma_w2` .*\(entry \(1,\)\)"):
         theory.chi_1("tanh", jnp.array([1.0, -1.0]), 0.0)
+
+
+def test_jacobian_moments_stay_finite_at_great_depth_in_float32():
+    # (sw * mu1) ** L was rewritten by XLA into sw**L * mu1**L = inf * 0 for relu at L >= 128.
+    for depth in (64, 128, 512):
+        mean, var = theory.jacobian_moments("relu", 2.0, 0.0, depth=depth, weights="gaussian")
+        assert float(mean) == pytest.approx(1.0, rel=1e-5)
+        assert float(var) == pytest.approx(2.0 * depth, rel=1e-5)  # relu: mu2/mu1^2 - 1 + 1 = 2
