@@ -14,21 +14,19 @@ Example:
   True
 """
 
-from jaxvg import (
-    activations,
-    analysis,
-    cli,
-    data,
-    distributed,
-    initializers,
-    losses,
-    models,
-    plotting,
-    results,
-    sweeps,
-    theory,
-    training,
-)
+from jaxvg import activations as activations
+from jaxvg import analysis as analysis
+from jaxvg import cli as cli
+from jaxvg import data as data
+from jaxvg import distributed as distributed
+from jaxvg import initializers as initializers
+from jaxvg import losses as losses
+from jaxvg import models as models
+from jaxvg import plotting as plotting
+from jaxvg import results as results
+from jaxvg import sweeps as sweeps
+from jaxvg import theory as theory
+from jaxvg import training as training
 from jaxvg.analysis import GradientFlow as GradientFlow
 from jaxvg.analysis import JacobianNorms as JacobianNorms
 from jaxvg.analysis import JacobianSpectrum as JacobianSpectrum

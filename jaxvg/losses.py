@@ -109,4 +109,6 @@ def check_targets(loss: str, targets, output_shape: tuple[int, ...], *, name: st
                 f"`{name}` for loss='binary_cross_entropy' must have the outputs' shape {out}, got {y.shape}."
             )
         if y.size and not np.all((y == 0) | (y == 1)):
-            raise ValueError(f"`{name}` for loss='binary_cross_entropy' must hold 0/1 labels, got {np.unique(y)[:5]!r}.")
+            raise ValueError(
+                f"`{name}` for loss='binary_cross_entropy' must hold 0/1 labels, got {np.unique(y)[:5]!r}."
+            )
