@@ -71,6 +71,52 @@ def test_input_model_is_not_modified_and_history_has_no_seed_axis():
     assert int(out.history["diverged_step"]) == -1
 
 
+def _leaves_as_numpy(tree):
+    """Leaves as numpy arrays (PRNG keys as their key data), to compare bit for bit."""
+
+    def one(a):
+        if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
+            return np.asarray(jax.random.key_data(a))
+        return np.asarray(a)
+
+    return [one(a) for a in jax.tree.leaves(tree)]
+
+
+def test_unstack_models_inverts_stack_models_bitwise():
+    """unstack_models (one host copy per leaf, numpy slices put back) gives net i's state exactly,
+    jax arrays of the same dtypes, PRNG key state (dropout) and batch statistics included."""
+    factory = lambda rngs: _factory(rngs, norm="batch", dropout=0.1)  # noqa: E731
+    originals = [factory(nnx.Rngs(s)) for s in (4, 1, 9)]
+    graphdef, params, rest = training.stack_models(originals)
+    models = training.unstack_models(graphdef, params, rest)
+    assert len(models) == 3
+    for original, model in zip(originals, models, strict=True):
+        want, got = nnx.state(original), nnx.state(model)
+        assert jax.tree.structure(want) == jax.tree.structure(got)
+        for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got), strict=True):
+            assert isinstance(b, jax.Array) and a.dtype == b.dtype and a.shape == b.shape
+        for a, b in zip(_leaves_as_numpy(want), _leaves_as_numpy(got), strict=True):
+            np.testing.assert_array_equal(a, b)
+    # the unstacked modules work and are independent of each other
+    np.testing.assert_array_equal(
+        nnx.view(models[1], deterministic=True, use_running_average=True)(X4),
+        nnx.view(originals[1], deterministic=True, use_running_average=True)(X4),
+    )
+
+
+def test_repeated_validation_is_per_shape():
+    """The per-graphdef cache of _validate's model checks: a second model of the same architecture
+    with other data shapes is still checked (in_features), and a net of another width is not
+    confused with a cached one."""
+    kw = dict(COMMON, steps=8, loss="cross_entropy")
+    training.fit(_factory(nnx.Rngs(0)), SPIRALS, **kw)
+    with pytest.raises(ValueError, match=r"in_features is 2"):
+        training.fit(_factory(nnx.Rngs(1)), (SPIRALS.x_train[:, :1], SPIRALS.y_train), **kw)
+    wide = jaxvg.MLP(2, 16, 3, 2, activation="tanh", rngs=nnx.Rngs(0))
+    out = training.fit(wide, SPIRALS, **kw)
+    assert out.models[0].blocks[0].linear.kernel[...].shape == (2, 16)
+
+
 # ----------------------------------------------------------------------------- against optax and jax.grad
 
 
