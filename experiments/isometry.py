@@ -464,19 +464,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from jaxvg import results as results_lib
 
     config = cli.parse(Config, argv)
-    res = run(
-        config,
-        on_cell=results_lib.cell_writer(config.out_dir),
-        done=results_lib.finished_cells(config.out_dir),
-        log=lambda m: print(m, file=sys.stderr),
-    )
+    res = results_lib.run_resumable(run, config, log=lambda m: print(m, file=sys.stderr))
     out = config.out_dir
     results_lib.write_metrics(out, config, res, seeds=list(range(config.seeds)))
     results_lib.write_csv(f"{out}/{NAME}.csv", res["rows"])
     table = results_lib.format_table(res["rows"], _TABLE_COLUMNS, floatfmt=".4g")
     text = _summary_text(config, res, table)
     results_lib.write_summary(out, text)
-    plotting.isometry(res).savefig(f"{out}/{NAME}.png", dpi=120, bbox_inches="tight")
+    plotting.save(plotting.isometry(res), f"{out}/{NAME}.png")
     print(text)
     return res
 

@@ -613,20 +613,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from jaxvg import cli, plotting
 
     config = cli.parse(Config, argv)
-    res = run(
-        config,
-        on_cell=results_lib.cell_writer(config.out_dir),
-        done=results_lib.finished_cells(config.out_dir),
-        log=lambda m: print(m, file=sys.stderr),
-    )
+    res = results_lib.run_resumable(run, config, log=lambda m: print(m, file=sys.stderr))
     out = config.out_dir
     seeds = sorted({s for c in res["cells"].values() for s in c["seeds"]})
     results_lib.write_metrics(out, config, {k: v for k, v in res.items() if k != "config"}, seeds=seeds)
     results_lib.write_csv(f"{out}/results.csv", res["rows"])
     text = summary_text(config, res)
     results_lib.write_summary(out, text)
-    fig = plotting.remedies(res)
-    fig.savefig(f"{out}/{NAME}.png", dpi=120, bbox_inches="tight")
+    plotting.save(plotting.remedies(res), f"{out}/{NAME}.png")
     print(text)
     return res
 

@@ -408,20 +408,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from jaxvg import cli, plotting
 
     config = cli.parse(Config, argv)
-    res = run(
-        config,
-        on_cell=results_lib.cell_writer(config.out_dir),
-        done=results_lib.finished_cells(config.out_dir),
-        log=lambda m: print(m, file=sys.stderr),
-    )
+    res = results_lib.run_resumable(run, config, log=lambda m: print(m, file=sys.stderr))
     out = config.out_dir
     stored = {k: res[k] for k in ("summary", "cells", "computed", "seconds")}
     results_lib.write_metrics(out, config, stored, seeds=list(range(config.seeds)))
     results_lib.write_csv(f"{out}/{NAME}.csv", res["layer_rows"])
     text = summary_text(config, res)
     results_lib.write_summary(out, text)
-    fig = plotting.vanishing(res)
-    fig.savefig(f"{out}/{NAME}.png", dpi=120, bbox_inches="tight")
+    plotting.save(plotting.vanishing(res), f"{out}/{NAME}.png")
     print(text)
     return res
 

@@ -248,11 +248,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from jaxvg import cli, plotting
 
     config = cli.parse(Config, argv)
-    res = run(
-        config,
-        on_cell=results_lib.cell_writer(config.out_dir),
-        done=results_lib.finished_cells(config.out_dir),
-    )
+    res = results_lib.run_resumable(run, config)
     out = config.out_dir
     stored = {k: res[k] for k in ("shallow", "deep", "rows")}
     results_lib.write_metrics(out, config, stored, seeds=list(range(config.seeds)))
@@ -260,10 +256,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     results_lib.write_csv(f"{out}/layers.csv", res["layer_rows"])
     text = summary_text(config, res)
     results_lib.write_summary(out, text)
-    if hasattr(plotting, "xor_curves"):
-        plotting.xor_curves(res).savefig(f"{out}/{NAME}.png", dpi=120, bbox_inches="tight")
-    else:  # until jaxvg.plotting has xor_curves
-        print(f"(no {NAME}.png: jaxvg.plotting has no xor_curves yet)")
+    plotting.save(plotting.xor_curves(res), f"{out}/{NAME}.png")
     print(text)
     return res
 

@@ -31,6 +31,11 @@ if TYPE_CHECKING:
 _MIN_LOG10 = -300.0
 
 
+def save(fig: Figure, path: str) -> None:
+    """Write `fig` as the experiments do (PNG at 120 dpi, tight bounding box)."""
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+
+
 def gradient_flow(*flows: GradientFlow, labels: Sequence[str] | None = None) -> Figure:
     """Gradient norm ||dloss/dh_l|| against layer l for one or more `GradientFlow`s, on one axes.
 

@@ -525,3 +525,16 @@ def finished_cells(out_dir: str | os.PathLike | Any) -> dict[str, Any]:
         if isinstance(record, dict) and isinstance(record.get("key"), str) and "cell" in record:
             cells[record["key"]] = record["cell"]
     return cells
+
+
+def run_resumable(run: Callable[..., Any], config: Any, *, log: Callable[[str], None] | None = None) -> Any:
+    """Call an experiment's `run(config, on_cell=..., done=...)` so that its cells are stored under
+    `config.out_dir/cells/` as they finish and the ones already there are reused.
+
+    This is the resume half of every experiment's `main`: a rerun after an interruption skips the
+    finished cells. `log` (e.g. a print to stderr) is passed on as `run(..., log=log)` when given.
+    """
+    kwargs: dict[str, Any] = {"on_cell": cell_writer(config.out_dir), "done": finished_cells(config.out_dir)}
+    if log is not None:
+        kwargs["log"] = log
+    return run(config, **kwargs)

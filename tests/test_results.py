@@ -285,3 +285,36 @@ def test_finished_cells_skips_partial_and_corrupt_files(tmp_path):
     (cells / "binary.json").write_bytes(b"\xff\xfe\x00")
     (cells / "empty.json").write_text("")
     assert results.finished_cells(tmp_path) == {"good": {"v": 1.5}}
+
+
+def test_run_resumable_stores_cells_and_reuses_them(tmp_path):
+    import dataclasses
+
+    from jaxvg import results
+
+    @dataclasses.dataclass(frozen=True)
+    class Cfg:
+        out_dir: str
+
+    calls = []
+
+    def run(config, *, on_cell=None, done=(), log=None):
+        out = {}
+        for key in ("a", "b"):
+            if key in done:
+                out[key] = done[key]
+                continue
+            calls.append(key)
+            out[key] = {"value": len(calls)}
+            on_cell(key, out[key])
+        if log is not None:
+            log("done")
+        return out
+
+    cfg = Cfg(str(tmp_path))
+    first = results.run_resumable(run, cfg)
+    messages = []
+    second = results.run_resumable(run, cfg, log=messages.append)
+    assert calls == ["a", "b"]  # the rerun computed nothing
+    assert first == second == {"a": {"value": 1}, "b": {"value": 2}}
+    assert messages == ["done"]
