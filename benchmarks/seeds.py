@@ -43,7 +43,7 @@ import optax
 from flax import nnx
 
 from benchmarks import training as tb
-from jaxvg import _checks, results
+from jaxvg import _checks
 from jaxvg import training as jaxvg_training
 
 NAME = "seeds"
@@ -252,13 +252,7 @@ def run(config: Config, *, log: Callable[[str], None] | None = None) -> dict[str
     }
 
 
-def table(result: dict[str, Any]) -> str:
-    """The suite's Markdown tables: per-method timings, then the ratios against their targets."""
-    return (
-        results.format_table(result["rows"], floatfmt=".4g")
-        + "\n\n"
-        + results.format_table(tb.ratio_rows(result["ratios"]), floatfmt=".3g")
-    )
+table = tb.table  # the same two Markdown tables: per-method timings, then ratios against targets
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
