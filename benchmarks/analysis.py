@@ -42,7 +42,8 @@ from flax import nnx  # noqa: E402
 
 import jaxvg  # noqa: E402
 from benchmarks import _timing  # noqa: E402
-from jaxvg import analysis, losses  # noqa: E402
+from jaxvg.measure import analysis  # noqa: E402
+from jaxvg.nn import losses  # noqa: E402
 
 FLOW_SHAPES = ((20, 128), (20, 512), (100, 128), (100, 512))  # (depth, width)
 FLOW_BATCH = 256

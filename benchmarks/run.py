@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from jaxvg import results
+from jaxvg.report import results
 
 SUITES = ("training", "seeds", "analysis")
 PRESETS = ("accelerator",)
@@ -196,7 +196,7 @@ def table(out: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse flags, run the suites, print each suite's table and the combined one (as a script: exit
     status 1 when a suite failed)."""
-    from jaxvg import cli
+    from jaxvg.report import cli
 
     config = cli.parse(Config, argv)
     out = run(config, log=lambda m: print(m, file=sys.stderr, flush=True))

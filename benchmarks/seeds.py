@@ -4,7 +4,7 @@
 each from its own seed, train for `steps` (200) full-batch Adam steps on the same `batch` examples of
 a teacher-student regression set (MSE). Four ways to run them:
 
-- **vmapped fit**: `jaxvg.training.fit(factory, data, seeds=range(S), ...)`: every seed's init and
+- **vmapped fit**: `jaxvg.train.training.fit(factory, data, seeds=range(S), ...)`: every seed's init and
   training in one vmapped, scanned, jitted program (a whole warm call, init included).
 - **loop of fits**: a Python loop of `fit(model_s, data, key=s, ...)`, one single-seed jitted run per
   seed (one compiled program, reused); the models are built before the timer starts.
@@ -43,8 +43,8 @@ import optax
 from flax import nnx
 
 from benchmarks import training as tb
-from jaxvg import _checks
-from jaxvg import training as jaxvg_training
+from jaxvg import checks
+from jaxvg.train import training as jaxvg_training
 
 NAME = "seeds"
 TARGET_NNX_OVER_VMAP = 10.0  # issue 5: >= 10x faster than the per-step nnx.jit loop (CPU)
@@ -72,11 +72,11 @@ class Config:
 
     def __post_init__(self):
         for name in ("seeds", "width", "depth", "in_features", "out_features", "batch", "steps"):
-            _checks.positive_int(name, getattr(self, name))
-        _checks.positive_int("log_every", self.log_every)
-        _checks.positive_int("repeat", self.repeat)
-        _checks.positive("learning_rate", self.learning_rate)
-        _checks.nonnegative_int("seed", self.seed)
+            checks.positive_int(name, getattr(self, name))
+        checks.positive_int("log_every", self.log_every)
+        checks.positive_int("repeat", self.repeat)
+        checks.positive("learning_rate", self.learning_rate)
+        checks.nonnegative_int("seed", self.seed)
 
 
 def effective(config: Config) -> Config:
@@ -257,7 +257,7 @@ table = tb.table  # the same two Markdown tables: per-method timings, then ratio
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse flags, run, write results/benchmarks/seeds.json and print the table."""
-    from jaxvg import cli
+    from jaxvg.report import cli
 
     config = cli.parse(Config, argv)
     result = run(config, log=lambda m: print(m, file=sys.stderr))

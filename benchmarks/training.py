@@ -1,10 +1,10 @@
 """Training-loop speed: jaxvg's `fit` against a plain-JAX `lax.scan` floor and the per-step `nnx.jit` loop.
 
 The loops train the same MLP (tanh, LeCun normal; `width` units x `depth` blocks, a linear head) on
-the same full batch of a teacher-student regression set (`jaxvg.data.load("teacher")`, noisy labels,
+the same full batch of a teacher-student regression set (`jaxvg.train.data.load("teacher")`, noisy labels,
 MSE loss) with the same optimizer (Adam, lr 1e-3), for `steps` steps each, from the same weights:
 
-- **fit chunks**: what `jaxvg.training.fit` runs between its setup and its history assembly: its
+- **fit chunks**: what `jaxvg.train.training.fit` runs between its setup and its history assembly: its
   compiled chunk program (`log_every` steps under `lax.scan`, with fit's finiteness checks, kernel
   gradient norms and a train-loss evaluation per chunk) over the same chunk boundaries, with the
   host loop between chunks. Driven through private names of `jaxvg.training` (see
@@ -56,8 +56,11 @@ import optax
 from flax import nnx
 
 from benchmarks import _timing
-from jaxvg import _checks, data, losses, models, results
-from jaxvg import training as jaxvg_training
+from jaxvg import checks
+from jaxvg.nn import losses, models
+from jaxvg.report import results
+from jaxvg.train import data
+from jaxvg.train import training as jaxvg_training
 
 NAME = "training"
 LOSS = "mse"
@@ -104,12 +107,12 @@ class Config:
             "log_every",
             "repeat",
         ):
-            _checks.positive_int(name, getattr(self, name))
-        _checks.positive_int("matmul_size", self.matmul_size)
+            checks.positive_int(name, getattr(self, name))
+        checks.positive_int("matmul_size", self.matmul_size)
         if self.nnx_steps is not None:
-            _checks.positive_int("nnx_steps", self.nnx_steps)
-        _checks.positive("learning_rate", self.learning_rate)
-        _checks.nonnegative_int("seed", self.seed)
+            checks.positive_int("nnx_steps", self.nnx_steps)
+        checks.positive("learning_rate", self.learning_rate)
+        checks.nonnegative_int("seed", self.seed)
 
 
 def effective(config: Config) -> Config:
@@ -322,7 +325,7 @@ def ratio(suite: str, name: str, value: float, *, target: float | None = None, o
 
 
 def environment() -> dict[str, Any]:
-    """`jaxvg.results.environment()` plus the first device's kind, the matmul precision setting and
+    """`jaxvg.report.results.environment()` plus the first device's kind, the matmul precision setting and
     the CPU threads available."""
     env = results.environment()
     env["device_kind"] = jax.devices()[0].device_kind
@@ -436,8 +439,8 @@ def run(config: Config, *, log: Callable[[str], None] | None = None) -> dict[str
     if chunks is not None:
         loss_of["fit_chunks"] = chunks_loss
     what = {
-        "fit_chunks": "jaxvg.training.fit's scanned chunks and host loop alone (setup outside the timer)",
-        "fit": "jaxvg.training.fit, whole warm call (setup + scanned chunks + host loop + history)",
+        "fit_chunks": "jaxvg.train.training.fit's scanned chunks and host loop alone (setup outside the timer)",
+        "fit": "jaxvg.train.training.fit, whole warm call (setup + scanned chunks + host loop + history)",
         "plain_scan": "hand-written jax.jit(lax.scan) over nnx.split state + optax.adam",
         "nnx_jit": "per-step @nnx.jit + nnx.Optimizer(model, tx, wrt=nnx.Param), Python loop",
     }
@@ -545,7 +548,7 @@ def write(config: Config, result: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse flags, run, write results/benchmarks/training.json and print the table."""
-    from jaxvg import cli
+    from jaxvg.report import cli
 
     config = cli.parse(Config, argv)
     result = run(config, log=lambda m: print(m, file=sys.stderr))

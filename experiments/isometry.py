@@ -76,7 +76,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvg import _checks, activations, initializers, sweeps, theory
+from jaxvg import checks, theory
+from jaxvg.nn import activations, initializers
+from jaxvg.scale import sweeps
 
 NAME = "isometry"
 WEIGHTS = ("gaussian", "orthogonal")
@@ -114,14 +116,14 @@ class Config:
                 f"`weights` must be a non-empty subset of {list(WEIGHTS)}, got {self.weights!r}."
             )
         for w in self.weights:
-            _checks.choice("weights", w, WEIGHTS)
+            checks.choice("weights", w, WEIGHTS)
         if not self.depths:
             raise ValueError(f"`depths` must be a non-empty tuple of integers >= 1, got {self.depths!r}.")
         for d in self.depths:
-            _checks.positive_int("depths", d)
-        _checks.positive_int("width", self.width)
-        _checks.positive_int("seeds", self.seeds)
-        _checks.nonnegative("sigma_b2", self.sigma_b2)
+            checks.positive_int("depths", d)
+        checks.positive_int("width", self.width)
+        checks.positive_int("seeds", self.seeds)
+        checks.nonnegative("sigma_b2", self.sigma_b2)
         object.__setattr__(self, "depths", tuple(sorted({int(d) for d in self.depths})))
 
 
@@ -269,7 +271,7 @@ def run(
     Args:
       config: the experiment `Config`.
       on_cell: called as `on_cell("isometry", cell)` when the spectra are computed.
-      done: {key: cell} already computed (`jaxvg.results.finished_cells`).
+      done: {key: cell} already computed (`jaxvg.report.results.finished_cells`).
       log: optional progress printer.
 
     Returns:
@@ -460,8 +462,8 @@ def _summary_text(config: Config, res: dict[str, Any], table: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    from jaxvg import cli, plotting
-    from jaxvg import results as results_lib
+    from jaxvg.report import cli, plotting
+    from jaxvg.report import results as results_lib
 
     config = cli.parse(Config, argv)
     res = results_lib.run_resumable(run, config, log=lambda m: print(m, file=sys.stderr))

@@ -65,7 +65,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvg import _checks, activations, data, sweeps, theory
+from jaxvg import checks, theory
+from jaxvg.nn import activations
+from jaxvg.scale import sweeps
+from jaxvg.train import data
 
 NAME = "phase_diagram"
 
@@ -124,21 +127,21 @@ class Config:
             for f in dataclasses.fields(self):
                 if f.name in _QUICK and getattr(self, f.name) == f.default:
                     object.__setattr__(self, f.name, _QUICK[f.name])
-        _checks.choice("dataset", self.dataset, ("digits", "mnist1d"))
+        checks.choice("dataset", self.dataset, ("digits", "mnist1d"))
         activations.get(self.activation)
-        _checks.nonnegative("sigma_b2", self.sigma_b2)
+        checks.nonnegative("sigma_b2", self.sigma_b2)
         if not self.sigma_w2:
             raise ValueError(f"`sigma_w2` must be a non-empty tuple of numbers > 0, got {self.sigma_w2!r}.")
         for s in self.sigma_w2:
-            _checks.positive("sigma_w2", s)
+            checks.positive("sigma_w2", s)
         if not self.depths:
             raise ValueError(f"`depths` must be a non-empty tuple of integers >= 1, got {self.depths!r}.")
         for d in self.depths:
-            _checks.positive_int("depths", d)
+            checks.positive_int("depths", d)
         for name in ("width", "steps", "batch_size", "seeds"):
-            _checks.positive_int(name, getattr(self, name))
-        _checks.positive("learning_rate", self.learning_rate)
-        _checks.nonnegative_int("data_seed", self.data_seed)
+            checks.positive_int(name, getattr(self, name))
+        checks.positive("learning_rate", self.learning_rate)
+        checks.nonnegative_int("data_seed", self.data_seed)
         object.__setattr__(self, "sigma_w2", tuple(float(s) for s in self.sigma_w2))
         object.__setattr__(self, "depths", tuple(sorted({int(d) for d in self.depths})))
 
@@ -306,7 +309,7 @@ def run(
       config: the experiment `Config`.
       on_cell: called as `on_cell(key, cell)` for every newly computed cell (see `cell_key`);
         `cell` is a JSON-ready dict with per-seed lists.
-      done: {key: cell} of cells already computed (as `jaxvg.results.finished_cells` returns);
+      done: {key: cell} of cells already computed (as `jaxvg.report.results.finished_cells` returns);
         cells whose stored setup matches this config are reused, not recomputed.
       log: optional progress printer (main passes `print`).
 
@@ -515,8 +518,8 @@ def accuracy_table(res: dict[str, Any], field: str = "train_accuracy") -> list[d
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    from jaxvg import cli, plotting
-    from jaxvg import results as results_lib
+    from jaxvg.report import cli, plotting
+    from jaxvg.report import results as results_lib
 
     config = cli.parse(Config, argv)
     res = results_lib.run_resumable(run, config, log=lambda m: print(m, file=sys.stderr))

@@ -21,10 +21,10 @@ Every variant changes one thing of the baseline (`variants` lists them):
   batch norm                               | Adam (Kingma & Ba 2014), lr 1e-3
   batch norm + dropout                     | gradient clipping (Pascanu et al. 2013), global norm 1
 
-For each, all seeds train together in one vmapped `jaxvg.training.fit` (minibatch SGD unless the
+For each, all seeds train together in one vmapped `jaxvg.train.training.fit` (minibatch SGD unless the
 cure is the optimizer; a seed that goes non-finite is frozen and recorded as diverged, not fatal),
 and the table reports:
-- the per-block log10 gain at init (`jaxvg.analysis.gradient_flow` on the first 256 training
+- the per-block log10 gain at init (`jaxvg.measure.analysis.gradient_flow` on the first 256 training
   examples, mean over seeds; batch-norm and dropout variants in training mode, `train=True`, the
   network that training sees) and its mean over blocks;
 - the init gap = log10 ||dL/dW_L|| - log10 ||dL/dW_1|| in decades (last minus first block's kernel
@@ -104,8 +104,11 @@ import jax
 import numpy as np
 from flax import nnx
 
-from jaxvg import _checks, analysis, data, models, theory, training
-from jaxvg import results as results_lib
+from jaxvg import checks, theory
+from jaxvg.measure import analysis
+from jaxvg.nn import models
+from jaxvg.report import results as results_lib
+from jaxvg.train import data, training
 
 NAME = "remedies"
 TARGET_ACCURACY = 0.9  # "steps to 90% train accuracy"
@@ -145,13 +148,13 @@ class Config:
                 if f.name in _QUICK and getattr(self, f.name) == f.default:
                     object.__setattr__(self, f.name, _QUICK[f.name])
         for name in ("depth", "width", "steps", "batch_size", "log_every", "seeds"):
-            _checks.positive_int(name, getattr(self, name))
-        _checks.nonnegative_int("reinit_seed", self.reinit_seed)
-        _checks.nonnegative_int("data_seed", self.data_seed)
-        _checks.positive("learning_rate", self.learning_rate)
-        _checks.positive("adam_learning_rate", self.adam_learning_rate)
-        _checks.in_range("dropout", self.dropout, 0.0, 1.0)
-        _checks.positive("clip_norm", self.clip_norm)
+            checks.positive_int(name, getattr(self, name))
+        checks.nonnegative_int("reinit_seed", self.reinit_seed)
+        checks.nonnegative_int("data_seed", self.data_seed)
+        checks.positive("learning_rate", self.learning_rate)
+        checks.positive("adam_learning_rate", self.adam_learning_rate)
+        checks.in_range("dropout", self.dropout, 0.0, 1.0)
+        checks.positive("clip_norm", self.clip_norm)
         if self.reinit_seed < self.seeds:
             raise ValueError(
                 f"`reinit_seed` must be >= `seeds` ({self.seeds}) so that the re-initialised nets are new, "
@@ -549,7 +552,7 @@ def run(
       config: the experiment `Config`.
       on_cell: called as `on_cell(key, cell)` after each newly computed variant (`Variant.key`);
         `cell` is a JSON-ready dict (per-seed lists, NaN as None).
-      done: {key: cell} of cells already computed (as `jaxvg.results.finished_cells` returns);
+      done: {key: cell} of cells already computed (as `jaxvg.report.results.finished_cells` returns);
         a cell whose stored `setup` equals this config's is reused, not recomputed.
       log: optional progress printer (main prints to stderr).
 
@@ -610,7 +613,7 @@ def summary_text(config: Config, res: Mapping[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    from jaxvg import cli, plotting
+    from jaxvg.report import cli, plotting
 
     config = cli.parse(Config, argv)
     res = results_lib.run_resumable(run, config, log=lambda m: print(m, file=sys.stderr))

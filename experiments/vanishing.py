@@ -4,7 +4,7 @@ For deep sigmoid, tanh and relu MLPs (depth 50, width 256) this measures how fas
 shrinks, layer by layer, and sets three numbers side by side, all in decades per layer (log10 gain
 of one block, ‖δ_{l-1}‖/‖δ_l‖; negative = the gradient shrinks towards the input):
 
-- measured: `jaxvg.analysis.gradient_flow`, exact in log space (no float32 underflow);
+- measured: `jaxvg.measure.analysis.gradient_flow`, exact in log space (no float32 underflow);
 - mean field: `jaxvg.theory.gradient_profile`, ½·log10 χ(q_l) per layer with χ(q) = σ_w²·E[φ'(√q z)²],
   following the input's second moment q0 layer by layer (Poole et al. 2016; Schoenholz et al. 2017);
 - the "derivative product" of the popular story: the RMS activation derivative per layer,
@@ -77,8 +77,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxvg import _checks, activations, analysis, initializers, models, theory
-from jaxvg import results as results_lib
+from jaxvg import checks, theory
+from jaxvg.measure import analysis
+from jaxvg.nn import activations, initializers, models
+from jaxvg.report import results as results_lib
 
 NAME = "vanishing"
 OUT_FEATURES = 10  # head outputs (MSE against N(0, 1) targets)
@@ -128,10 +130,10 @@ class Config:
         if len(set(self.activations)) != len(self.activations):
             raise ValueError(f"`activations` must not repeat a name, got {self.activations!r}.")
         for name in ("depth", "width", "batch", "seeds"):
-            _checks.positive_int(name, getattr(self, name))
-        _checks.choice("init", self.init, ("auto", *initializers.SCHEMES))
+            checks.positive_int(name, getattr(self, name))
+        checks.choice("init", self.init, ("auto", *initializers.SCHEMES))
         if self.q0 is not None:
-            _checks.positive("q0", self.q0)
+            checks.positive("q0", self.q0)
         for act in self.activations:
             initializers.validate(init_for(self, act), self.sigma_w2, self.sigma_b2)
         object.__setattr__(self, "activations", tuple(self.activations))
@@ -329,13 +331,13 @@ def run(
       config: the experiment `Config`.
       on_cell: called as `on_cell(activation, cell)` after each activation's nets are measured;
         `cell` is JSON-ready (per-seed lists; see `_measure_cell`).
-      done: {activation: cell} already computed (as `jaxvg.results.finished_cells` returns); a
+      done: {activation: cell} already computed (as `jaxvg.report.results.finished_cells` returns); a
         cell is reused when its stored setup matches this config, else recomputed.
       log: optional progress printer (main passes one that writes to stderr).
 
     Returns:
       Dict with `cells` {activation: cell}, `summary` {activation: `summarise(cell)`}, `profiles`
-      {activation: `profiles(cell)`} (what `jaxvg.plotting.vanishing` draws), `rows` (the
+      {activation: `profiles(cell)`} (what `jaxvg.report.plotting.vanishing` draws), `rows` (the
       table rows, one per activation), `layer_rows` (one per activation and layer, for the CSV),
       `computed` (activations computed in this call) and `seconds`.
 
@@ -405,7 +407,7 @@ def summary_text(config: Config, res: Mapping[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse flags, run, and write results/vanishing/ (metrics.json, CSV, PNG, summary.md)."""
-    from jaxvg import cli, plotting
+    from jaxvg.report import cli, plotting
 
     config = cli.parse(Config, argv)
     res = results_lib.run_resumable(run, config, log=lambda m: print(m, file=sys.stderr))

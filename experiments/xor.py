@@ -14,7 +14,7 @@ when |output - y| < 0.5), adds a hidden layer and takes exact gradients with `ja
 
 (a) shallow: `MLP(2, 8, depth=1, 1, activation="sigmoid", init="lecun_normal")` (one hidden layer of 8
     sigmoid units, a linear head), full-batch gradient descent, learning rate 0.3, 2000 steps, 8 seeds
-    trained together in one vmapped program (`jaxvg.training.fit(..., seeds=range(8))`).
+    trained together in one vmapped program (`jaxvg.train.training.fit(..., seeds=range(8))`).
 (b) deep: the same, but 20 hidden layers, same optimizer, learning rate and steps. Its backward
     signal shrinks by about 0.68 decades per sigmoid layer (sigma'(z) <= 1/4 and LeCun weights), so
     the first block's kernel gradient starts about 13 decades below the last block's: the first
@@ -50,8 +50,10 @@ import numpy as np
 from flax import nnx
 
 import jaxvg
-from jaxvg import _checks, activations, data, initializers, training
-from jaxvg import results as results_lib
+from jaxvg import checks
+from jaxvg.nn import activations, initializers
+from jaxvg.report import results as results_lib
+from jaxvg.train import data, training
 
 NAME = "xor"
 _QUICK = {"steps": 1000, "log_every": 50}
@@ -62,7 +64,7 @@ class Config:
     depth: int = 20  # hidden layers of the deep net (the shallow net has 1)
     width: int = 8  # units per hidden layer, both nets
     activation: str = "sigmoid"  # hidden-layer activation (registry name)
-    init: str = "lecun_normal"  # kernel scheme (jaxvg.initializers.SCHEMES)
+    init: str = "lecun_normal"  # kernel scheme (jaxvg.nn.initializers.SCHEMES)
     loss: str = "mse"  # the source's loss; binary_cross_entropy also works
     optimizer: str = "gd"  # full-batch gradient descent, as the source intends
     learning_rate: float = 0.3  # peak learning rate
@@ -80,12 +82,12 @@ class Config:
                 if f.name in _QUICK and getattr(self, f.name) == f.default:
                     object.__setattr__(self, f.name, _QUICK[f.name])
         for name in ("depth", "width", "steps", "seeds", "log_every"):
-            _checks.positive_int(name, getattr(self, name))
+            checks.positive_int(name, getattr(self, name))
         activations.get(self.activation)
-        _checks.choice("init", self.init, initializers.SCHEMES)
-        _checks.choice("loss", self.loss, ("mse", "binary_cross_entropy"))
-        _checks.choice("optimizer", self.optimizer, training.OPTIMIZERS)
-        _checks.positive("learning_rate", self.learning_rate)
+        checks.choice("init", self.init, initializers.SCHEMES)
+        checks.choice("loss", self.loss, ("mse", "binary_cross_entropy"))
+        checks.choice("optimizer", self.optimizer, training.OPTIMIZERS)
+        checks.positive("learning_rate", self.learning_rate)
 
 
 def accuracy(loss: str, outputs: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -245,7 +247,7 @@ def summary_text(config: Config, res: Mapping[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse flags, run, and write results/xor/ (metrics.json, curves.csv, layers.csv, xor.png,
     summary.md)."""
-    from jaxvg import cli, plotting
+    from jaxvg.report import cli, plotting
 
     config = cli.parse(Config, argv)
     res = results_lib.run_resumable(run, config)

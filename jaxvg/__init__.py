@@ -1,8 +1,9 @@
 """jaxvg: measure, predict and cure vanishing and exploding gradients in deep networks, in JAX.
 
-Submodules: `activations`, `initializers`, `losses` -> `models`, `data`, `theory` -> `analysis` ->
-`training` -> `results`, `cli`, `plotting`; `sweeps` and `distributed` for scale. Headline names are
-re-exported here.
+Sub-packages, imported one way: `nn` (activations, initializers, losses, models) -> `measure`
+(exact per-layer gradient flow, Jacobians, taps) and `theory` (mean field) -> `train` (losses to
+optimizers, fit, data) -> `scale` (sweeps, devices, memory, multi-process) -> `report` (results, cli,
+plotting). Headline names are re-exported here.
 
 Example:
   >>> import jax, jax.numpy as jnp
@@ -14,30 +15,25 @@ Example:
   True
 """
 
-from jaxvg import activations as activations
-from jaxvg import analysis as analysis
-from jaxvg import cli as cli
-from jaxvg import data as data
-from jaxvg import distributed as distributed
-from jaxvg import initializers as initializers
-from jaxvg import losses as losses
-from jaxvg import models as models
-from jaxvg import plotting as plotting
-from jaxvg import results as results
-from jaxvg import sweeps as sweeps
+from jaxvg import checks as checks
+from jaxvg import measure as measure
+from jaxvg import nn as nn
+from jaxvg import report as report
+from jaxvg import scale as scale
 from jaxvg import theory as theory
-from jaxvg import training as training
-from jaxvg.analysis import GradientFlow as GradientFlow
-from jaxvg.analysis import JacobianNorms as JacobianNorms
-from jaxvg.analysis import JacobianSpectrum as JacobianSpectrum
-from jaxvg.analysis import flow_table as flow_table
-from jaxvg.analysis import gradient_flow as gradient_flow
-from jaxvg.analysis import jacobian_norms as jacobian_norms
-from jaxvg.analysis import jacobian_spectrum as jacobian_spectrum
-from jaxvg.analysis import tap as tap
-from jaxvg.analysis import tapped_gradients as tapped_gradients
-from jaxvg.models import MLP as MLP
-from jaxvg.training import FitResult as FitResult
-from jaxvg.training import fit as fit
+from jaxvg import train as train
+from jaxvg.measure import GradientFlow as GradientFlow
+from jaxvg.measure import JacobianNorms as JacobianNorms
+from jaxvg.measure import JacobianSpectrum as JacobianSpectrum
+from jaxvg.measure import flow_table as flow_table
+from jaxvg.measure import gradient_flow as gradient_flow
+from jaxvg.measure import jacobian_norms as jacobian_norms
+from jaxvg.measure import jacobian_spectrum as jacobian_spectrum
+from jaxvg.measure import tap as tap
+from jaxvg.measure import tapped_gradients as tapped_gradients
+from jaxvg.nn import MLP as MLP
+from jaxvg.train import FitResult as FitResult
+from jaxvg.train import fit as fit
+from jaxvg.train import fit_stacked as fit_stacked
 
 __version__ = "0.1.0"

@@ -83,7 +83,7 @@ def check_devices():
 
 def check_sweep_sigma_grid():
     """12 nets (padded to 16 on 8 devices), an SGD step each, equal to the unsharded vmap."""
-    from jaxvg import sweeps
+    from jaxvg.scale import sweeps
 
     sigma_w2 = jnp.linspace(0.5, 3.0, 12)
     keys = jax.random.split(jax.random.key(1), 12)
@@ -106,7 +106,7 @@ def check_naive_shard_map_pitfall():
     inside the shard over devices. Reported, not asserted (a future jax may change it)."""
     from jax.sharding import PartitionSpec as P
 
-    from jaxvg import sweeps
+    from jaxvg.scale import sweeps
 
     x, _ = _data()
 
@@ -132,7 +132,7 @@ def check_naive_shard_map_pitfall():
 
 def check_pytrees_keys_and_sizes():
     """Dict params, typed PRNG keys, nets = 1 and 9 (padded to 8 and 16)."""
-    from jaxvg import sweeps
+    from jaxvg.scale import sweeps
 
     def fn(params, key):
         noise = jax.random.normal(key, params["w"].shape)
@@ -151,7 +151,7 @@ def check_pytrees_keys_and_sizes():
 
 def check_padding_copies_first():
     """Padded nets are copies of net 0: a function that fails on NaN/zero never sees them."""
-    from jaxvg import sweeps
+    from jaxvg.scale import sweeps
 
     seen = []
 
@@ -171,7 +171,7 @@ def check_padding_copies_first():
 def check_depth_sweep_sharded():
     """Depths 1, 3, 6 (x4 seeds) padded to 6, masked blocks, sharded: equal to each net unpadded
     (a plain single net: a different XLA program, float32 differed by 6.7e-6 relative)."""
-    from jaxvg import sweeps
+    from jaxvg.scale import sweeps
 
     depths = [1, 3, 6] * 4
     max_depth = 6
@@ -221,7 +221,7 @@ def check_data_parallel_gradient():
     """Batch of 64 split over 8 devices: the jitted gradient equals the 1-device gradient (float64,
     rtol 1e-6; float32 reported and held to rtol 1e-4, since the batch sum is taken in another
     order: 8 partial sums, then an all-reduce that XLA inserted)."""
-    from jaxvg import sweeps
+    from jaxvg.scale import sweeps
 
     def loss(params, x, y):
         ws, bs = params
@@ -251,7 +251,7 @@ def check_data_parallel_gradient():
 
 def check_shard_batch_indivisible():
     """12 rows cannot split over 8 devices: ValueErrors that say so and how to fix it."""
-    from jaxvg import sweeps
+    from jaxvg.scale import sweeps
 
     messages = {}
     for name, fn, want in [
@@ -269,13 +269,9 @@ def check_shard_batch_indivisible():
 
 
 def check_fit_stacked_integration():
-    """jaxvg.training.fit_stacked sharded over nets (skipped if training.py lacks it)."""
-    try:
-        from jaxvg import training
-    except Exception as e:  # training.py absent or broken: reported as skipped
-        return {"skipped": f"jaxvg.training not importable: {e!r}"}
-    if not hasattr(training, "fit_stacked"):
-        return {"skipped": "jaxvg.training has no fit_stacked yet"}
+    """jaxvg.train.fit_stacked sharded over nets."""
+    from jaxvg.train import training
+
     return _fit_stacked_integration(training)
 
 
@@ -285,7 +281,7 @@ def _fit_stacked_integration(training):
     from flax import nnx
 
     import jaxvg
-    from jaxvg import sweeps
+    from jaxvg.scale import sweeps
 
     n = 6
     models = [

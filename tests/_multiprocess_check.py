@@ -3,7 +3,7 @@
     python tests/_multiprocess_check.py PROCESS_ID NUM_PROCESSES PORT OUT.npz [LOCAL_DEVICES]
 
 Each process gets LOCAL_DEVICES (default 2) CPU devices (XLA_FLAGS, set before jax starts), joins
-the others through `jaxvg.distributed.initialize("127.0.0.1:PORT", ...)` (Gloo collectives over
+the others through `jaxvg.scale.distributed.initialize("127.0.0.1:PORT", ...)` (Gloo collectives over
 loopback TCP) and computes, on the global mesh of all processes' devices, from its own block of
 the data: a sharded sum, a data-parallel MLP gradient, and a `sweeps.map_nets` sweep. It writes
 the global results to OUT.npz. `compute` also runs in one process (the reference).
@@ -70,7 +70,7 @@ def compute() -> dict[str, np.ndarray]:
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
-    from jaxvg import distributed, sweeps
+    from jaxvg.scale import distributed, sweeps
 
     data = full_data()
     p, n_proc = jax.process_index(), jax.process_count()
@@ -108,7 +108,7 @@ def main() -> None:
     local_devices = int(sys.argv[5]) if len(sys.argv) > 5 else 2
     jax.config.update("jax_enable_x64", True)
     jax.config.update("jax_numpy_rank_promotion", "raise")
-    from jaxvg import distributed
+    from jaxvg.scale import distributed
 
     info = distributed.initialize(f"127.0.0.1:{port}", num_processes, process_id, initialization_timeout=60)
     assert (info.process_index, info.process_count) == (process_id, num_processes), info

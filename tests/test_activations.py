@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import special
 
-from jaxvg import activations
+from jaxvg.nn import activations
 
 ISSUE_NAMES = (
     "sigmoid", "tanh", "relu", "leaky_relu", "gelu", "selu", "elu", "erf", "hard_tanh", "softplus", "swish", "linear",

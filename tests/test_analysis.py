@@ -14,7 +14,8 @@ import pytest
 from flax import nnx
 
 import jaxvg
-from jaxvg import analysis, losses
+from jaxvg.measure import analysis
+from jaxvg.nn import losses
 
 TOL64 = 1e-10  # decades: float64 against float64 brute force (rounding ~1e-15 per op)
 TOL32 = 1e-4  # decades: float32 against a float64 reference (eps32 ~ 1e-7 times a few hundred ops)
@@ -333,7 +334,7 @@ class FeedForwardBlock(nnx.Module):
         self.norm = nnx.LayerNorm(d, param_dtype=dtype, rngs=rngs)
         self.linear = nnx.Linear(d, 2 * d, param_dtype=dtype, rngs=rngs)
         self.out = nnx.Linear(2 * d, d, param_dtype=dtype, rngs=rngs)
-        self.activation = jaxvg.activations.get("gelu")
+        self.activation = jaxvg.nn.activations.get("gelu")
 
     def preactivation(self, h):
         return self.linear(self.norm(h))

@@ -5,7 +5,8 @@ from typing import Any, ClassVar, Literal
 
 import pytest
 
-from jaxvg import _checks, cli
+from jaxvg import checks
+from jaxvg.report import cli
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,10 +30,10 @@ class Config:
     }
 
     def __post_init__(self):
-        _checks.positive_int("depth", self.depth)
-        _checks.positive("sigma_w2", self.sigma_w2)
+        checks.positive_int("depth", self.depth)
+        checks.positive("sigma_w2", self.sigma_w2)
         for a in self.activations:
-            _checks.choice("activations", a, ("sigmoid", "tanh", "relu"))
+            checks.choice("activations", a, ("sigmoid", "tanh", "relu"))
 
 
 def test_defaults():

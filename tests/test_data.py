@@ -6,7 +6,8 @@ import socket
 import numpy as np
 import pytest
 
-from jaxvg import data, losses
+from jaxvg.nn import losses
+from jaxvg.train import data
 
 # Small options so the whole file runs in a few seconds; the defaults are checked once below.
 SMALL = {

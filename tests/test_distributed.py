@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxvg import distributed
+from jaxvg.scale import distributed
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "_multiprocess_check.py"

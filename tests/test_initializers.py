@@ -17,7 +17,7 @@ import pytest
 from flax import nnx
 from scipy import stats
 
-from jaxvg import initializers, models
+from jaxvg.nn import initializers, models
 
 FAN_IN, FAN_OUT = 1024, 64
 N = FAN_IN * FAN_OUT

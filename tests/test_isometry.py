@@ -15,7 +15,9 @@ from scipy.special import polygamma
 
 import jaxvg
 from experiments import isometry
-from jaxvg import activations, analysis, results
+from jaxvg.measure import analysis
+from jaxvg.nn import activations
+from jaxvg.report import results
 
 QUICK = isometry.Config(quick=True)
 N, S = QUICK.width, QUICK.seeds

@@ -1,4 +1,4 @@
-"""jaxvg.models.MLP: the block contract, residual/norm/dropout, dtypes, determinism, bad input."""
+"""jaxvg.nn.models.MLP: the block contract, residual/norm/dropout, dtypes, determinism, bad input."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxvg import activations, models
+from jaxvg.nn import activations, models
 
 X = jax.random.normal(jax.random.key(42), (6, 3))
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from experiments import phase_diagram
-from jaxvg import results as results_lib
+from jaxvg.report import results as results_lib
 
 QUICK = phase_diagram.Config(quick=True)
 

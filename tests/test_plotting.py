@@ -9,7 +9,8 @@ from flax import nnx
 from matplotlib.figure import Figure
 
 import jaxvg
-from jaxvg import analysis, plotting
+from jaxvg.measure import analysis
+from jaxvg.report import plotting
 
 matplotlib.use("Agg")
 

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from experiments import remedies
-from jaxvg import analysis, data, results, training
+from jaxvg.measure import analysis
+from jaxvg.report import results
+from jaxvg.train import data, training
 
 CURES = [
     "baseline",

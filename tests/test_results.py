@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from flax import struct
 
-from jaxvg import results
+from jaxvg.report import results
 
 
 @struct.dataclass
@@ -290,7 +290,7 @@ def test_finished_cells_skips_partial_and_corrupt_files(tmp_path):
 def test_run_resumable_stores_cells_and_reuses_them(tmp_path):
     import dataclasses
 
-    from jaxvg import results
+    from jaxvg.report import results
 
     @dataclasses.dataclass(frozen=True)
     class Cfg:

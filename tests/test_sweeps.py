@@ -22,7 +22,7 @@ import pytest
 from flax import nnx
 
 import jaxvg
-from jaxvg import sweeps
+from jaxvg.scale import sweeps
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -503,7 +503,7 @@ def test_estimate_bytes_errors(kwargs, match):
 def test_compilation_cache_is_written_then_hit(tmp_path):
     script = textwrap.dedent(f"""
         import jax, jax.numpy as jnp
-        from jaxvg import sweeps
+        from jaxvg.scale import sweeps
         hits = []
         jax.monitoring.register_event_listener(lambda e, **kw: hits.append(e) if e.endswith("cache_hits") else None)
         sweeps.enable_compilation_cache({str(tmp_path / "cache")!r})

@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import digamma
 
-from jaxvg import activations, theory
+from jaxvg import theory
+from jaxvg.nn import activations
 
 
 def _erf_by_quadrature(x):

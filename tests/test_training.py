@@ -11,7 +11,9 @@ import pytest
 from flax import nnx
 
 import jaxvg
-from jaxvg import data, losses, training
+from jaxvg.measure import analysis
+from jaxvg.nn import losses
+from jaxvg.train import data, training
 
 SPIRALS = data.load("spirals", seed=0, n_train=96, n_test=32, noise=0.1)
 X4 = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
@@ -229,7 +231,7 @@ _labels_3[0] = 2
         (dict(data=(SPIRALS.x_train, _labels_3)), r"`data\[1\] \(y\)` .* labels in \[0, 2\)"),
         (dict(data=(SPIRALS.x_train, SPIRALS.y_train), loss="mse"), r"`data\[1\] \(y\)` for loss='mse'"),
         (dict(data=(SPIRALS.x_train, SPIRALS.y_train[:10])), r"`data` labels must have 96 rows"),
-        (dict(data=[SPIRALS.x_train]), r"`data` must be a jaxvg.data.Dataset or a tuple"),
+        (dict(data=[SPIRALS.x_train]), r"`data` must be a jaxvg.train.data.Dataset or a tuple"),
         (dict(seeds=[0, 0], model=_factory), r"`seeds` must be distinct"),
         (dict(seeds=[-1], model=_factory), r"`seeds` must hold ints"),
         (dict(seeds=3, model=_factory), r"`seeds` must be a non-empty sequence"),
@@ -369,7 +371,6 @@ def test_batch_norm_and_dropout_train():
 
 
 def test_monitor_records_gradient_flow_inside_the_loop():
-    analysis = pytest.importorskip("jaxvg.analysis")
     out = training.fit(_factory, SPIRALS, seeds=[0, 1], monitor_every=12, **COMMON)
     h = out.history
     np.testing.assert_array_equal(h["monitor_step"], [0, 12, 24])

@@ -16,7 +16,10 @@ import pytest
 from flax import nnx
 
 from experiments import vanishing
-from jaxvg import analysis, cli, models, results, theory
+from jaxvg import theory
+from jaxvg.measure import analysis
+from jaxvg.nn import models
+from jaxvg.report import cli, results
 
 TINY = dict(depth=3, width=8, batch=4, seeds=2)  # compiles in about a second
 

@@ -60,7 +60,7 @@ def test_config_validation(field, value, match):
 def test_main_writes_results(quick, tmp_path, capsys):
     """main() writes metrics.json, the CSVs, the PNG and summary.md; the cells stored beforehand
     (as an interrupted run would have left them) are reused, so nothing is retrained here."""
-    from jaxvg import results
+    from jaxvg.report import results
 
     write = results.cell_writer(tmp_path)
     for key in ("shallow", "deep"):

@@ -33,7 +33,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxvg import _checks
+from jaxvg import checks
 
 Initializer = Callable[[jax.Array, tuple[int, ...], jnp.dtype], jax.Array]
 
@@ -83,9 +83,9 @@ def _zeros(key, shape, dtype=jnp.float32):
 
 def validate(init: str, sigma_w2: float, sigma_b2: float) -> None:
     """Check a scheme name and its variances; raise ValueError naming the bad argument."""
-    _checks.choice("init", init, SCHEMES)
-    _checks.positive("sigma_w2", sigma_w2)
-    _checks.nonnegative("sigma_b2", sigma_b2)
+    checks.choice("init", init, SCHEMES)
+    checks.positive("sigma_w2", sigma_w2)
+    checks.nonnegative("sigma_b2", sigma_b2)
     if init not in SIGMA_SCHEMES and (sigma_w2 != 1.0 or sigma_b2 != 0.0):
         raise ValueError(
             f"`sigma_w2`/`sigma_b2` apply only to the schemes {list(SIGMA_SCHEMES)}; init={init!r} fixes "

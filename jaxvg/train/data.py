@@ -15,7 +15,7 @@ stores its labels in the form that its `loss` takes (DESIGN.md, "Losses"):
 The xor labels also suit "binary_cross_entropy" (same shape as a 1-unit output, 0/1).
 
 Example:
-  >>> from jaxvg import data
+  >>> from jaxvg.train import data
   >>> ds = data.load("xor")
   >>> ds.x_train.shape, ds.y_train.shape, ds.in_features, ds.out_features, ds.loss
   ((4, 2), (4, 1), 2, 1, 'mse')
@@ -34,7 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvg import _checks, activations, losses
+from jaxvg import checks
+from jaxvg.nn import activations, losses
 
 DATASETS = ("xor", "spirals", "teacher", "digits", "mnist1d")
 
@@ -74,7 +75,7 @@ class Dataset:
       x_test: inputs, shape (n_test, d), float32.
       y_test: labels, same form as `y_train`.
       num_classes: number of classes, or None for regression.
-      loss: the loss name (a key of `jaxvg.losses.LOSSES`) the labels are stored for.
+      loss: the loss name (a key of `jaxvg.nn.losses.LOSSES`) the labels are stored for.
     Raises:
       ValueError: inconsistent shapes, NaN/Inf inputs, or an unknown `loss`.
     """
@@ -88,12 +89,12 @@ class Dataset:
     loss: str
 
     def __post_init__(self):
-        _checks.choice("loss", self.loss, losses.LOSSES)
+        checks.choice("loss", self.loss, losses.LOSSES)
         if self.num_classes is not None:
-            _checks.positive_int("num_classes", self.num_classes)
+            checks.positive_int("num_classes", self.num_classes)
         for split in ("train", "test"):
-            x = _checks.finite_array(f"x_{split}", getattr(self, f"x_{split}"))
-            y = _checks.finite_array(f"y_{split}", getattr(self, f"y_{split}"))
+            x = checks.finite_array(f"x_{split}", getattr(self, f"x_{split}"))
+            y = checks.finite_array(f"y_{split}", getattr(self, f"y_{split}"))
             if x.ndim != 2:
                 raise ValueError(f"`x_{split}` must have shape (n, d), got shape {x.shape!r}.")
             if y.ndim not in (1, 2) or y.shape[0] != x.shape[0]:
@@ -153,7 +154,7 @@ def load(name: str, *, seed: int = 0, **options: Any) -> Dataset:
       same map applies to the test targets), then y = f(x) + noise N(0, 1): `noise` is the
       noise-to-signal std ratio. Targets (n, out_features) float32, loss "mse", num_classes None.
       Options: in_features [10], depth [3], width [64], activation ["tanh", a name of
-      `jaxvg.activations.ACTIVATIONS`], out_features [1], n_train [1000], n_test [1000], noise [0.0].
+      `jaxvg.nn.activations.ACTIVATIONS`], out_features [1], n_train [1000], n_test [1000], noise [0.0].
       Saxe et al., Exact solutions to the nonlinear dynamics of learning in deep linear networks,
       2014, https://arxiv.org/abs/1312.6120 (the teacher-student setting).
     - "digits": scikit-learn's bundled 8x8 handwritten digits (`sklearn.datasets.load_digits`,
@@ -194,8 +195,8 @@ def load(name: str, *, seed: int = 0, **options: Any) -> Dataset:
       >>> load("teacher", depth=5, out_features=3, n_train=16, n_test=4).y_test.shape
       (4, 3)
     """
-    _checks.choice("name", name, DATASETS)
-    _checks.nonnegative_int("seed", seed)
+    checks.choice("name", name, DATASETS)
+    checks.nonnegative_int("seed", seed)
     defaults = _DEFAULTS[name]
     unknown = sorted(set(options) - set(defaults))
     if unknown:
@@ -218,10 +219,10 @@ def _xor(*, seed: int) -> Dataset:
 
 
 def _spirals(*, seed: int, n_train: int, n_test: int, noise: float, turns: float) -> Dataset:
-    n_train = _checks.positive_int("n_train", n_train)
-    n_test = _checks.positive_int("n_test", n_test)
-    noise = _checks.nonnegative("noise", noise)
-    turns = _checks.positive("turns", turns)
+    n_train = checks.positive_int("n_train", n_train)
+    n_test = checks.positive_int("n_test", n_test)
+    noise = checks.nonnegative("noise", noise)
+    turns = checks.positive("turns", turns)
     rng = _rng("spirals", seed)
 
     def draw(n):
@@ -250,13 +251,13 @@ def _teacher(
     n_test: int,
     noise: float,
 ) -> Dataset:
-    in_features = _checks.positive_int("in_features", in_features)
-    depth = _checks.positive_int("depth", depth)
-    width = _checks.positive_int("width", width)
-    out_features = _checks.positive_int("out_features", out_features)
-    n_train = _checks.positive_int("n_train", n_train)
-    n_test = _checks.positive_int("n_test", n_test)
-    noise = _checks.nonnegative("noise", noise)
+    in_features = checks.positive_int("in_features", in_features)
+    depth = checks.positive_int("depth", depth)
+    width = checks.positive_int("width", width)
+    out_features = checks.positive_int("out_features", out_features)
+    n_train = checks.positive_int("n_train", n_train)
+    n_test = checks.positive_int("n_test", n_test)
+    noise = checks.nonnegative("noise", noise)
     phi = activations.get(activation)
     rng = _rng("teacher", seed)
 
@@ -296,7 +297,7 @@ def _teacher(
 
 
 def _check_test_fraction(test_fraction: Any) -> float:
-    if isinstance(test_fraction, bool) or not _checks._is_real(test_fraction) or not 0 < test_fraction < 1:
+    if isinstance(test_fraction, bool) or not checks._is_real(test_fraction) or not 0 < test_fraction < 1:
         raise ValueError(f"`test_fraction` must lie in (0, 1), got {test_fraction!r}.")
     return float(test_fraction)
 
@@ -353,7 +354,7 @@ def _global_rng_restored() -> Iterator[None]:
 
 
 def _mnist1d(*, seed: int, num_samples: int, test_fraction: float) -> Dataset:
-    num_samples = _checks.positive_int("num_samples", num_samples)
+    num_samples = checks.positive_int("num_samples", num_samples)
     if num_samples % 10:
         raise ValueError(
             f"`num_samples` must be a positive multiple of 10 (ten classes), got {num_samples!r}."

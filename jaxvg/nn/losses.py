@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxvg import _checks
+from jaxvg import checks
 
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -54,7 +54,7 @@ def get(loss: str | LossFn) -> LossFn:
     """
     if callable(loss):
         return loss
-    _checks.choice("loss", loss, LOSSES)
+    checks.choice("loss", loss, LOSSES)
     return LOSSES[loss]
 
 
@@ -84,8 +84,8 @@ def check_targets(loss: str, targets, output_shape: tuple[int, ...], *, name: st
     """
     if callable(loss):
         return
-    _checks.choice("loss", loss, LOSSES)
-    y = _checks.finite_array(name, targets)
+    checks.choice("loss", loss, LOSSES)
+    y = checks.finite_array(name, targets)
     out = tuple(output_shape)
     if loss == "mse":
         if y.shape != out:

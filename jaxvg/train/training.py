@@ -53,7 +53,7 @@ there are several):
     near 1e-13.5).
   "diverged" (...,) bool, "diverged_step" (...,) int: the step at which the loss, a gradient or the
     updated parameters first went non-finite; -1 if never.
-  "monitor" (a `jaxvg.analysis.GradientFlow` with leading (..., M)) and "monitor_step" (M,), with
+  "monitor" (a `jaxvg.measure.analysis.GradientFlow` with leading (..., M)) and "monitor_step" (M,), with
     `monitor_every=k`: the gradient flow every k steps on the monitor batch.
 
 References:
@@ -69,7 +69,7 @@ Example:
   >>> import numpy as np
   >>> from flax import nnx
   >>> import jaxvg
-  >>> from jaxvg import training
+  >>> from jaxvg.train import training
   >>> x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
   >>> y = np.array([[0], [1], [1], [0]], np.float32)
   >>> result = training.fit(
@@ -96,7 +96,8 @@ import optax
 from flax import nnx
 from tqdm import tqdm
 
-from jaxvg import _checks, losses
+from jaxvg import checks
+from jaxvg.nn import losses
 
 __all__ = [
     "MONITOR_BATCH",
@@ -181,9 +182,9 @@ def fit(
         `nnx.Rngs(seed)` (its init and dropout streams then derive from the seed). Any module whose
         output the loss accepts; per-block logs need the block-model contract (`blocks`, each with a
         `linear`), other models log an empty (..., T, 0) kernel-gradient array.
-      data: a `jaxvg.data.Dataset` (train and test sets), or a tuple `(x, y)`: training set only.
+      data: a `jaxvg.train.data.Dataset` (train and test sets), or a tuple `(x, y)`: training set only.
         x has shape (n, ...) with the model's input features trailing; y the labels for `loss`.
-      loss: a name from `jaxvg.losses.LOSSES` or a callable `loss(outputs, y) -> scalar`; None takes
+      loss: a name from `jaxvg.nn.losses.LOSSES` or a callable `loss(outputs, y) -> scalar`; None takes
         `data.loss` (a Dataset's natural loss).
       optimizer: one of `OPTIMIZERS`: "gd" (full-batch gradient descent; `batch_size` must be None or
         n), "sgd" (minibatch SGD), "momentum" (heavy ball, 0.9), "adam", "adamw" (weight decay 1e-4).
@@ -195,7 +196,7 @@ def fit(
       clip_norm: if set (> 0), gradients are clipped to this global L2 norm
         (`optax.clip_by_global_norm`) before the optimizer.
       log_every: steps per chunk and between logged points, >= 1; None gives about 100 log points.
-      monitor_every: if set, a `jaxvg.analysis.GradientFlow` (evaluation mode, on the first
+      monitor_every: if set, a `jaxvg.measure.analysis.GradientFlow` (evaluation mode, on the first
         min(256, n) training examples) is recorded every `monitor_every` steps inside the compiled
         loop, into `history["monitor"]` with steps `history["monitor_step"]`.
       seeds: distinct non-negative ints; one network per seed, trained together under `vmap`. Equal to
@@ -402,11 +403,11 @@ def learning_rate_factor(schedule: str, t: jax.Array, *, steps: int, warmup_step
     2016, decaying to 0 at the end); "linear" 1 - u.
 
     Example:
-      >>> from jaxvg import training
+      >>> from jaxvg.train import training
       >>> [round(float(training.learning_rate_factor("cosine", t, steps=10)), 3) for t in (0, 5, 10)]
       [1.0, 0.5, 0.0]
     """
-    _checks.choice("schedule", schedule, SCHEDULES)
+    checks.choice("schedule", schedule, SCHEDULES)
     t = jnp.asarray(t, jnp.result_type(float))
     decay = max(steps - warmup_steps, 1)
     u = jnp.clip((t - warmup_steps) / decay, 0.0, 1.0)
@@ -546,7 +547,9 @@ def _unpack_data(data: Any) -> tuple[Any, Any, Any, Any, str | None]:
             getattr(data, "y_test", None),
             getattr(data, "loss", None),
         )
-    raise ValueError(f"`data` must be a jaxvg.data.Dataset or a tuple (x, y), got {type(data).__name__}.")
+    raise ValueError(
+        f"`data` must be a jaxvg.train.data.Dataset or a tuple (x, y), got {type(data).__name__}."
+    )
 
 
 def _validate(
@@ -568,21 +571,21 @@ def _validate(
     on_nonfinite,
     names,
 ):
-    _checks.choice("optimizer", optimizer, OPTIMIZERS)
-    _checks.choice("schedule", schedule, SCHEDULES)
-    _checks.choice("on_nonfinite", on_nonfinite, ON_NONFINITE)
-    steps = _checks.positive_int("steps", steps)
-    warmup_steps = _checks.nonnegative_int("warmup_steps", warmup_steps)
+    checks.choice("optimizer", optimizer, OPTIMIZERS)
+    checks.choice("schedule", schedule, SCHEDULES)
+    checks.choice("on_nonfinite", on_nonfinite, ON_NONFINITE)
+    steps = checks.positive_int("steps", steps)
+    warmup_steps = checks.nonnegative_int("warmup_steps", warmup_steps)
     if warmup_steps >= steps:
         raise ValueError(f"`warmup_steps` must be < `steps` = {steps}, got {warmup_steps!r}.")
     if clip_norm is not None:
-        clip_norm = _checks.positive("clip_norm", clip_norm)
+        clip_norm = checks.positive("clip_norm", clip_norm)
     if log_every is None:
         log_every = max(1, -(-steps // DEFAULT_LOG_POINTS))
-    log_every = _checks.positive_int("log_every", log_every)
+    log_every = checks.positive_int("log_every", log_every)
     log_every = min(log_every, steps)
     if monitor_every is not None:
-        monitor_every = _checks.positive_int("monitor_every", monitor_every)
+        monitor_every = checks.positive_int("monitor_every", monitor_every)
 
     leaves = jax.tree.leaves((params, rest))
     if not leaves:
@@ -601,7 +604,7 @@ def _validate(
     except (TypeError, ValueError):
         raise ValueError(f"`learning_rate` must be a finite number > 0, got {learning_rate!r}.") from None
     if lr.ndim == 0:
-        _checks.positive(
+        checks.positive(
             "learning_rate", learning_rate if isinstance(learning_rate, int | float) else float(lr)
         )
         lr = np.full((n_nets,), float(lr))
@@ -619,8 +622,8 @@ def _validate(
             raise ValueError(f"`loss` must be one of {sorted(losses.LOSSES)} or a callable, got None.")
         loss = data_loss
     losses.get(loss)  # unknown name -> ValueError listing the choices
-    x = _checks.finite_array("data.x_train" if xt is not None or data_loss else "data[0] (x)", x)
-    y = _checks.finite_array("data.y_train" if xt is not None or data_loss else "data[1] (y)", y)
+    x = checks.finite_array("data.x_train" if xt is not None or data_loss else "data[0] (x)", x)
+    y = checks.finite_array("data.y_train" if xt is not None or data_loss else "data[1] (y)", y)
     if x.ndim < 2 or x.shape[0] < 1:
         raise ValueError(f"`data` inputs must have shape (n, features) with n >= 1, got {x.shape}.")
     if y.ndim < 1 or y.shape[0] != x.shape[0]:
@@ -628,11 +631,11 @@ def _validate(
     n = x.shape[0]
     has_test = xt is not None and yt is not None and np.asarray(xt).shape[0] > 0
     if has_test:
-        xt = _checks.finite_array("data.x_test", xt)
-        yt = _checks.finite_array("data.y_test", yt)
+        xt = checks.finite_array("data.x_test", xt)
+        yt = checks.finite_array("data.y_test", yt)
 
     if batch_size is not None:
-        batch_size = _checks.positive_int("batch_size", batch_size)
+        batch_size = checks.positive_int("batch_size", batch_size)
         if batch_size > n:
             raise ValueError(
                 f"`batch_size` must be in [1, {n}] (the training set size) or None, got {batch_size!r}."
@@ -917,7 +920,7 @@ def _make_functions(spec: _Spec) -> dict[str, Callable]:
         return log
 
     def monitor(params, rest, arrays):
-        from jaxvg import analysis  # lazily: training works without the analysis module
+        from jaxvg.measure import analysis  # lazily: training works without the analysis module
 
         full = nnx.merge_state(params, rest)
         return analysis.gradient_flow_from_split(

@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxvg import _checks, activations, initializers
+from jaxvg import checks
+from jaxvg.nn import activations, initializers
 
 NORMS = (None, "batch", "layer")
 
@@ -125,7 +126,7 @@ class MLP(nnx.Module):
       depth: number of blocks L (>= 1).
       out_features: head output dimension, or None for no head (output = h_L).
       activation: registry name or callable (see `jaxvg.activations`).
-      init: kernel scheme (see `jaxvg.initializers.SCHEMES`).
+      init: kernel scheme (see `jaxvg.nn.initializers.SCHEMES`).
       sigma_w2, sigma_b2: weight and bias variances of the "gaussian"/"orthogonal" schemes,
         W ~ N(0, sigma_w2/fan_in), b ~ N(0, sigma_b2) (Poole et al. 2016).
       use_bias: whether linear layers have biases.
@@ -158,17 +159,17 @@ class MLP(nnx.Module):
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ):
-        _checks.positive_int("in_features", in_features)
-        _checks.positive_int("width", width)
-        _checks.positive_int("depth", depth)
+        checks.positive_int("in_features", in_features)
+        checks.positive_int("width", width)
+        checks.positive_int("depth", depth)
         if out_features is not None:
-            _checks.positive_int("out_features", out_features)
+            checks.positive_int("out_features", out_features)
         act = activations.get(activation)
         k_init = initializers.kernel_init(init, sigma_w2=sigma_w2, sigma_b2=sigma_b2)
         b_init = initializers.bias_init(init, sigma_w2=sigma_w2, sigma_b2=sigma_b2)
         if norm not in NORMS:
             raise ValueError(f"`norm` must be one of {list(NORMS)}, got {norm!r}.")
-        _checks.in_range("dropout", dropout, 0.0, 1.0)
+        checks.in_range("dropout", dropout, 0.0, 1.0)
         param_dtype = check_param_dtype(param_dtype)
         if not isinstance(rngs, nnx.Rngs):
             raise TypeError(f"`rngs` must be an nnx.Rngs, got {type(rngs).__name__}.")

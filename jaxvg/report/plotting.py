@@ -8,7 +8,8 @@ Example:
   >>> import jax.numpy as jnp
   >>> from flax import nnx
   >>> import jaxvg
-  >>> from jaxvg import analysis, plotting
+  >>> from jaxvg.measure import analysis
+  >>> from jaxvg.report import plotting
   >>> model = jaxvg.MLP(4, 8, 6, 1, activation="sigmoid", rngs=nnx.Rngs(0))
   >>> flow = analysis.gradient_flow(model, jnp.ones((8, 4)), jnp.zeros((8, 1)))
   >>> fig = plotting.gradient_flow(flow, labels=["sigmoid"])
@@ -25,7 +26,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 if TYPE_CHECKING:
-    from jaxvg.analysis import GradientFlow
+    from jaxvg.measure.analysis import GradientFlow
 
 # Below 10**_MIN_LOG10 a float64 would underflow: such flows are drawn in decades on a linear axis.
 _MIN_LOG10 = -300.0
@@ -45,7 +46,7 @@ def gradient_flow(*flows: GradientFlow, labels: Sequence[str] | None = None) -> 
     instead, so that nothing is lost.
 
     Args:
-      *flows: one or more `jaxvg.analysis.GradientFlow` (log10_act_grad of shape (..., L+1)); the
+      *flows: one or more `jaxvg.measure.analysis.GradientFlow` (log10_act_grad of shape (..., L+1)); the
         depths may differ.
       labels: one label per flow (default "flow 0", "flow 1", ...).
     Returns:
@@ -118,7 +119,7 @@ def remedies(results: dict) -> Figure:
       ValueError: `results` has no cells.
 
     Example:
-      >>> from jaxvg import plotting
+      >>> from jaxvg.report import plotting
       >>> cell = {"label": "baseline", "group": "article", "init/log10_gain": [[-0.9, -0.8]],
       ...         "step": [0, 100], "train/accuracy": [[0.1, 0.5]]}
       >>> len(plotting.remedies({"cells": {"baseline": cell}}).axes)
@@ -261,7 +262,7 @@ def phase_diagram(res: dict) -> Figure:
 
     Example:
       >>> import numpy as np
-      >>> from jaxvg import plotting
+      >>> from jaxvg.report import plotting
       >>> res = {"sigma_w2": [1.0, 1.75, 3.0], "depths": [4, 32], "chance": 0.1,
       ...        "train_accuracy": np.array([[0.9, 0.95, 0.9], [0.1, 0.6, 0.2]]),
       ...        "test_accuracy": np.array([[0.85, 0.9, 0.85], [0.1, 0.5, 0.2]]),
@@ -329,7 +330,7 @@ def isometry(res: dict) -> Figure:
 
     Example:
       >>> import numpy as np
-      >>> from jaxvg import plotting
+      >>> from jaxvg.report import plotting
       >>> rows = [{"activation": "linear", "weights": w, "depth": d, "var_sq_sv": v, "var_sq_sv_theory": t}
       ...         for w, v, t in (("gaussian", 1.9, 2.0), ("orthogonal", 0.0, 0.0)) for d in (2,)]
       >>> spectra = {f"linear/{w}": {"log10_sv": np.zeros((1, 8)), "lyapunov": np.zeros((1, 2, 4))}

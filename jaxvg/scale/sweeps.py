@@ -23,7 +23,7 @@ for every program, however small.
 
 Example:
   >>> import jax, jax.numpy as jnp
-  >>> from jaxvg import sweeps
+  >>> from jaxvg.scale import sweeps
   >>> cells = sweeps.grid(width=[8, 16], sigma_w2=[1.0, 2.0])
   >>> [sweeps.cell_key(c) for c in cells]
   ['sigma_w2=1.0,width=8', 'sigma_w2=2.0,width=8', 'sigma_w2=1.0,width=16', 'sigma_w2=2.0,width=16']
@@ -50,7 +50,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxvg import _checks
+from jaxvg import checks
 
 __all__ = [
     "MemoryEstimate",
@@ -218,10 +218,10 @@ def pad_depth_mask(depths: Sequence[int], max_depth: int | None = None) -> jax.A
     if not depths:
         raise ValueError(f"`depths` must list at least one depth, got {depths!r}.")
     for d in depths:
-        _checks.positive_int("depths", d)
+        checks.positive_int("depths", d)
     if max_depth is None:
         max_depth = max(depths)
-    _checks.positive_int("max_depth", max_depth)
+    checks.positive_int("max_depth", max_depth)
     if max(depths) > max_depth:
         raise ValueError(f"`depths` must all be <= max_depth={max_depth}, got {depths!r}.")
     return jnp.asarray(np.arange(max_depth)[None, :] < np.asarray(depths)[:, None])
@@ -338,7 +338,7 @@ def map_nets(
       shared: pytrees passed whole to every net (data, a monitor batch); replicated on devices.
       mesh: a mesh with axis `axis_name` (other axes are ignored, i.e. replicated over); default
         `local_mesh(axis_name)`, all local devices. For several hosts pass a global mesh
-        (`jaxvg.distributed.global_mesh`), global arrays (`jaxvg.distributed.global_array`) and
+        (`jaxvg.scale.distributed.global_mesh`), global arrays (`jaxvg.scale.distributed.global_array`) and
         a number of nets divisible by the global device count (tested with 2 processes; padding
         of global arrays is not).
       axis_name: name of the mesh axis that carries the nets.
@@ -412,7 +412,7 @@ def pad_nets(stacked: Any, multiple: int) -> tuple[Any, int]:
       >>> padded["s"], n
       (Array([1., 2., 3., 1.], dtype=float32), 3)
     """
-    _checks.positive_int("multiple", multiple)
+    checks.positive_int("multiple", multiple)
     n = _leading_size((stacked,), "stacked")
     pad = (-n) % multiple
     if pad:
@@ -636,8 +636,8 @@ def estimate_bytes(
         ("out_features", out_features),
         ("n_devices", n_devices),
     ]:
-        _checks.positive_int(name, value)
-    _checks.nonnegative_int("optimizer_slots", optimizer_slots)
+        checks.positive_int(name, value)
+    checks.nonnegative_int("optimizer_slots", optimizer_slots)
     dt = jnp.dtype(dtype)
     if not jnp.issubdtype(dt, jnp.floating):
         raise ValueError(f"`dtype` must be a floating dtype, got {dtype!r}.")
@@ -715,7 +715,7 @@ def check_fits(
     Example:
       >>> check_fits(estimate_bytes(8, 32, 4, 16, in_features=4, out_features=1))   # fits
     """
-    _checks.in_range("fraction", fraction, 0.0, 1.0, high_inclusive=True)
+    checks.in_range("fraction", fraction, 0.0, 1.0, high_inclusive=True)
     if fraction == 0.0:
         raise ValueError(f"`fraction` must lie in (0, 1], got {fraction!r}.")
     if isinstance(estimate, MemoryEstimate):
@@ -781,8 +781,8 @@ def enable_compilation_cache(
     Raises:
       ValueError: if a minimum is negative.
     """
-    _checks.nonnegative("min_compile_time_secs", min_compile_time_secs)
-    _checks.nonnegative_int("min_entry_size_bytes", min_entry_size_bytes)
+    checks.nonnegative("min_compile_time_secs", min_compile_time_secs)
+    checks.nonnegative_int("min_entry_size_bytes", min_entry_size_bytes)
     path = os.path.abspath(os.fspath(path))
     os.makedirs(path, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", path)

@@ -65,7 +65,8 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from jaxvg import _checks, activations
+from jaxvg import checks
+from jaxvg.nn import activations
 
 WEIGHTS = ("gaussian", "orthogonal")
 
@@ -678,7 +679,7 @@ def gradient_profile(
       [-1.0, -0.5, 0.0]
     """
     act = _prepare(activation, sigma_w2, sigma_b2, q0=q0)
-    depth = _checks.positive_int("depth", depth)
+    depth = checks.positive_int("depth", depth)
     return _profile_jit(act, depth, *_float_args(sigma_w2, sigma_b2, q0))
 
 
@@ -743,7 +744,7 @@ def typical_log_rate(
       -0.288608
     """
     act = _prepare(activation, sigma_w2, sigma_b2, q0=q0)
-    width = _checks.positive_int("width", width)
+    width = checks.positive_int("width", width)
     sw, sb, q0 = _float_args(sigma_w2, sigma_b2, q0)
     return _rate_jit(act, width, sw, _q_star_jit(act, sw, sb, q0))
 
@@ -803,9 +804,9 @@ def jacobian_moments(
       >>> [round(float(m), 6) for m in theory.jacobian_moments("relu", 2.0, 0.0, depth=4, weights="orthogonal")]
       [1.0, 4.0]
     """
-    _checks.choice("weights", weights, WEIGHTS)
+    checks.choice("weights", weights, WEIGHTS)
     act = _prepare(activation, sigma_w2, sigma_b2, q0=q0)
-    depth = _checks.positive_int("depth", depth)
+    depth = checks.positive_int("depth", depth)
     sw, sb, q0 = _float_args(sigma_w2, sigma_b2, q0)
     return _moments_jit(act, depth, weights, sw, _q_star_jit(act, sw, sb, q0))
 

@@ -26,7 +26,7 @@ Example:
   >>> import jax.numpy as jnp
   >>> from flax import nnx
   >>> import jaxvg
-  >>> from jaxvg import analysis
+  >>> from jaxvg.measure import analysis
   >>> model = jaxvg.MLP(4, 8, 3, 1, activation="sigmoid", rngs=nnx.Rngs(0))
   >>> flow = analysis.gradient_flow(model, jnp.ones((16, 4)), jnp.zeros((16, 1)))
   >>> flow.log10_act_grad.shape, flow.log10_gain.shape
@@ -47,7 +47,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx, struct
 
-from jaxvg import _checks, activations, losses
+from jaxvg import checks
+from jaxvg.nn import activations, losses
 
 _LN10 = math.log(10.0)
 _SCAN_MIN_RUN = 128  # runs of identical blocks at least this long run under lax.scan (see above)
@@ -564,7 +565,7 @@ def gradient_flow_from_split(
         (`nnx.split(model, nnx.Param, ...)`).
       x: inputs, (batch, ...) as the model takes them.
       y: targets for `loss` (None allowed for a callable loss).
-      loss: a name from `jaxvg.losses.LOSSES` or a callable `loss(outputs, y) -> scalar` (static).
+      loss: a name from `jaxvg.nn.losses.LOSSES` or a callable `loss(outputs, y) -> scalar` (static).
       key: optional `jax.random.key`; when given, every RNG stream of the model (dropout) is reseeded
         from it, so the result depends on the key, not on the model's counters.
     Returns:
@@ -574,7 +575,7 @@ def gradient_flow_from_split(
       >>> import jax, jax.numpy as jnp
       >>> from flax import nnx
       >>> import jaxvg
-      >>> from jaxvg import analysis
+      >>> from jaxvg.measure import analysis
       >>> graphdef, params, rest = nnx.split(jaxvg.MLP(2, 4, 3, 1, rngs=nnx.Rngs(0)), nnx.Param, ...)
       >>> kernel = jax.jit(lambda p, x, y: analysis.gradient_flow_from_split(graphdef, (p, rest), x, y, loss="mse"))
       >>> kernel(params, jnp.ones((5, 2)), jnp.zeros((5, 1))).log10_act_grad.shape
@@ -619,7 +620,7 @@ def gradient_flow(
       x: inputs, shape (batch, ...) as the model takes them.
       y: targets: required for a named loss (checked with `losses.check_targets`); passed through
         (None allowed) to a callable loss.
-      loss: a name from `jaxvg.losses.LOSSES` or a callable `loss(outputs, y) -> scalar`.
+      loss: a name from `jaxvg.nn.losses.LOSSES` or a callable `loss(outputs, y) -> scalar`.
       train: False (default) analyses the eval-mode view (`deterministic=True`,
         `use_running_average=True`); True the train-mode view (batch statistics, active dropout).
       key: `jax.random.key` for dropout; required when `train=True` and the model has dropout.
@@ -638,7 +639,7 @@ def gradient_flow(
       >>> import jax.numpy as jnp
       >>> from flax import nnx
       >>> import jaxvg
-      >>> from jaxvg import analysis
+      >>> from jaxvg.measure import analysis
       >>> model = jaxvg.MLP(4, 8, 200, 1, activation="sigmoid", rngs=nnx.Rngs(0))
       >>> flow = analysis.gradient_flow(model, jnp.ones((8, 4)), jnp.zeros((8, 1)))
       >>> bool(jnp.isfinite(flow.log10_act_grad).all()), bool(flow.log10_act_grad[0] < -60)
@@ -647,7 +648,7 @@ def gradient_flow(
     _check_model(model)
     x = _check_x(model, x)
     if isinstance(loss, str):
-        _checks.choice("loss", loss, losses.LOSSES)
+        checks.choice("loss", loss, losses.LOSSES)
         if y is None:
             raise ValueError(
                 f"`y` is required for the named loss {loss!r}, got None; pass targets, or a callable `loss`."
@@ -818,15 +819,15 @@ def jacobian_norms(
       >>> import jax.numpy as jnp
       >>> from flax import nnx
       >>> import jaxvg
-      >>> from jaxvg import analysis
+      >>> from jaxvg.measure import analysis
       >>> model = jaxvg.MLP(4, 8, 3, None, rngs=nnx.Rngs(0))
       >>> norms = analysis.jacobian_norms(model, jnp.ones((2, 4)))
       >>> norms.log10_fro.shape, round(float(norms.log10_fro[0, -1]), 4)  # ||I_8||_F = sqrt(8)
       ((2, 4), 0.4515)
     """
     _check_model(model)
-    _checks.choice("method", method, METHODS)
-    _checks.positive_int("num_probes", num_probes)
+    checks.choice("method", method, METHODS)
+    checks.positive_int("num_probes", num_probes)
     x = _check_x(model, x)
     meta, dyn = _prepare(_mode_view(model, False))
     _output_shape(meta, dyn, x)
@@ -933,7 +934,7 @@ def jacobian_spectrum(model: nnx.Module, x: jax.Array, *, layers: Sequence[int] 
       >>> import jax.numpy as jnp
       >>> from flax import nnx
       >>> import jaxvg
-      >>> from jaxvg import analysis
+      >>> from jaxvg.measure import analysis
       >>> model = jaxvg.MLP(6, 6, 4, None, activation="linear", init="orthogonal", use_bias=False,
       ...                   rngs=nnx.Rngs(0))
       >>> spec = analysis.jacobian_spectrum(model, jnp.ones(6), layers=(0, 2))
@@ -985,7 +986,7 @@ def tap(module: nnx.Module, name: str, value: Any) -> Any:
     Example:
       >>> import jax.numpy as jnp
       >>> from flax import nnx
-      >>> from jaxvg import analysis
+      >>> from jaxvg.measure import analysis
       >>> class Net(nnx.Module):
       ...     def __call__(self, x):
       ...         h = analysis.tap(self, "h", 3 * x)
@@ -1062,7 +1063,7 @@ def tapped_gradients(fn: Callable[..., jax.Array], model: nnx.Module, *args: Any
     Example:
       >>> import jax.numpy as jnp
       >>> from flax import nnx
-      >>> from jaxvg import analysis
+      >>> from jaxvg.measure import analysis
       >>> class Net(nnx.Module):
       ...     def __call__(self, x):
       ...         h = analysis.tap(self, "h", 3 * x)
@@ -1079,7 +1080,7 @@ def tapped_gradients(fn: Callable[..., jax.Array], model: nnx.Module, *args: Any
     _, result = _tapped_kernel(graphdef, fn)(state, args)
     if not result:
         raise ValueError(
-            f"`model` ({type(model).__name__}) has no taps: call `jaxvg.analysis.tap(self, name, value)` "
+            f"`model` ({type(model).__name__}) has no taps: call `jaxvg.measure.analysis.tap(self, name, value)` "
             "in its __call__ (or a submodule's)."
         )
     return result
@@ -1109,7 +1110,7 @@ def flow_table(flow: GradientFlow) -> str:
       >>> import jax.numpy as jnp
       >>> from flax import nnx
       >>> import jaxvg
-      >>> from jaxvg import analysis
+      >>> from jaxvg.measure import analysis
       >>> flow = analysis.gradient_flow(jaxvg.MLP(2, 4, 2, 1, rngs=nnx.Rngs(0)), jnp.ones((3, 2)), jnp.zeros((3, 1)))
       >>> print(analysis.flow_table(flow).splitlines()[0])
       l  log10|dL/dh_l|  log10 gain  log10|dL/dW|  log10|dL/dK|  log10 rms phi'  dead frac

@@ -17,7 +17,7 @@ skips the keys in `done`, reusing their stored values. `main` passes `cell_write
 
 Example:
   >>> import math, tempfile
-  >>> from jaxvg import results
+  >>> from jaxvg.report import results
   >>> out = tempfile.mkdtemp()
   >>> write = results.cell_writer(out)
   >>> write("tanh/depth=50", {"log10_gain": [-0.1, math.nan]})
@@ -65,7 +65,7 @@ __all__ = [
 ]
 
 _PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "jaxvg")
-_REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+_REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 # --------------------------------------------------------------------------- environment
@@ -85,7 +85,7 @@ def environment() -> dict[str, Any]:
       `git_dirty` (True when tracked files have uncommitted changes; None without git).
 
     Example:
-      >>> from jaxvg import results
+      >>> from jaxvg.report import results
       >>> env = results.environment()
       >>> env["backend"] in {"cpu", "gpu", "tpu"} and env["device_count"] >= 1
       True
@@ -165,7 +165,7 @@ def to_jsonable(obj: Any) -> Any:
 
     Example:
       >>> import numpy as np
-      >>> from jaxvg import results
+      >>> from jaxvg.report import results
       >>> results.to_jsonable({"x": np.array([1.0, np.nan]), "n": np.int32(3), "t": (1, 2)})
       {'x': [1.0, None], 'n': 3, 't': [1, 2]}
     """

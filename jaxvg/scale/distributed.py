@@ -6,7 +6,7 @@ the number of processes and its own id. After that, `jax.devices()` lists every 
 `global_mesh()` spans them, and a jitted program over global arrays (`global_array`) runs on all
 hosts at once, with XLA's collectives (NCCL on GPU, ICI on TPU, Gloo over TCP on CPU) between them.
 
-How to run a script that calls `jaxvg.distributed.initialize()` first on two hosts (addresses are
+How to run a script that calls `jaxvg.scale.distributed.initialize()` first on two hosts (addresses are
 examples; any free port, the same on every host)::
 
     # host 0 (its address 10.0.0.1 must be reachable from the other hosts)
@@ -40,7 +40,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxvg import _checks
+from jaxvg import checks
 
 __all__ = ["Processes", "global_array", "global_mesh", "initialize"]
 
@@ -104,9 +104,9 @@ def initialize(
     if process_id is None and os.environ.get("JAX_PROCESS_ID"):
         process_id = _env_int("JAX_PROCESS_ID")
     if num_processes is not None:
-        _checks.positive_int("num_processes", num_processes)
+        checks.positive_int("num_processes", num_processes)
     if process_id is not None:
-        _checks.nonnegative_int("process_id", process_id)
+        checks.nonnegative_int("process_id", process_id)
         if num_processes is not None and process_id >= num_processes:
             raise ValueError(f"`process_id` must lie in [0, {num_processes}), got {process_id!r}.")
     if coordinator_address is not None:
@@ -115,7 +115,7 @@ def initialize(
             raise ValueError(
                 f"`coordinator_address` must be 'host:port' (e.g. '10.0.0.1:8476'), got {coordinator_address!r}."
             )
-    _checks.positive_int("initialization_timeout", initialization_timeout)
+    checks.positive_int("initialization_timeout", initialization_timeout)
 
     if jax.distributed.is_initialized() or num_processes == 1:
         return _processes()

@@ -6,7 +6,7 @@ have kinks or closed forms that quadrature handles badly). Because the network a
 read the same object, they cannot drift apart (the neural-tangents lesson).
 
 Example:
-  >>> from jaxvg import activations
+  >>> from jaxvg.nn import activations
   >>> act = activations.get("sigmoid")
   >>> float(act.dfn(0.0))
   0.25
