@@ -3,5 +3,7 @@
 from jaxvg.nn import activations as activations
 from jaxvg.nn import initializers as initializers
 from jaxvg.nn import losses as losses
+from jaxvg.nn import contracts as contracts
 from jaxvg.nn import models as models
 from jaxvg.nn.models import MLP as MLP
+from jaxvg.nn.contracts import BlockModel as BlockModel
