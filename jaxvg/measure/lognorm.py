@@ -42,7 +42,7 @@ def max_abs(tree: Any, axes_keep: int = 0) -> jax.Array:
 
 def log_norm(tree: Any, axes_keep: int = 0) -> jax.Array:
     """Natural log of the Frobenius norm over all leaves of `tree` (keeping `axes_keep` leading
-    axes): log m + ½·log Σ (v/m)², m = max|v|. -inf when every entry is zero.
+    axes): log m + ½·log Σ (v/m)², m = max|v|. -inf when every entry is zero, NaN when one is NaN.
 
     Returns:
       Shape (leading `axes_keep` axes,), natural log.
@@ -57,7 +57,7 @@ def log_norm(tree: Any, axes_keep: int = 0) -> jax.Array:
         )
         for v in leaves
     )
-    return jnp.where(m > 0, jnp.log(safe) + 0.5 * jnp.log(sq), -jnp.inf)
+    return jnp.where(m == 0, -jnp.inf, jnp.log(safe) + 0.5 * jnp.log(sq))  # m NaN: sq NaN
 
 
 def log10_norm(tree: Any, axes_keep: int = 0) -> jax.Array:
@@ -69,13 +69,13 @@ def log10_norm(tree: Any, axes_keep: int = 0) -> jax.Array:
 
 
 def normalise(v: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(v / ‖v‖_F, log ‖v‖_F) for one array; zeros and -inf when v == 0."""
+    """(v / ‖v‖_F, log ‖v‖_F) for one array; zeros and -inf when v == 0, NaNs when v has a NaN."""
     m = jnp.max(jnp.abs(v))
     safe = jnp.where(m > 0, m, 1)
     u = v / safe
     n = jnp.sqrt(jnp.sum(jnp.square(u)))
-    u = jnp.where(m > 0, u / jnp.where(m > 0, n, 1), 0)
-    return u, jnp.where(m > 0, jnp.log(safe) + jnp.log(n), -jnp.inf)
+    u = jnp.where(m == 0, 0, u / jnp.where(m == 0, 1, n))  # m NaN: n NaN
+    return u, jnp.where(m == 0, -jnp.inf, jnp.log(safe) + jnp.log(n))
 
 
 @jax.custom_vjp

@@ -298,6 +298,14 @@ def test_named_loss_needs_y_and_unknown_loss(small):
         measure.gradient_flow(model, x, jnp.zeros((2,)))
 
 
+def test_nan_input_gives_nan_not_the_minus_inf_of_a_zero_gradient(small):
+    model, x, y = small
+    flow = measure.gradient_flow(model, x.at[0, 0].set(jnp.nan), y)
+    assert np.all(np.isnan(flow.log10_act_grad)) and np.all(np.isnan(flow.log10_param_grad))
+    norms = measure.jacobian_norms(model, x.at[0, 0].set(jnp.nan))
+    assert np.all(np.isnan(norms.log10_fro[0, :-1])) and np.all(np.isfinite(norms.log10_fro[1]))
+
+
 def test_dropout_train_needs_key():
     model = jaxvg.MLP(3, 4, 2, 1, dropout=0.2, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"`key` is required with `train=True`"):

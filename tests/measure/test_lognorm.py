@@ -46,3 +46,12 @@ def test_renorm_is_identity_forward_and_unit_cotangent_backward():
     g_h, g_d = jax.grad(f, argnums=(0, 1))(h, 0.0)
     np.testing.assert_allclose(g_h, [0.6, 0.8], rtol=1e-6)
     np.testing.assert_allclose(g_d, np.log(5e-20), rtol=1e-6)
+
+
+def test_nan_propagates_zero_gives_minus_inf():
+    v = jnp.asarray([[1.0, jnp.nan], [0.0, 0.0]])
+    got = lognorm.log_norm(v, axes_keep=1)
+    assert np.isnan(got[0]) and got[1] == -np.inf
+    assert np.isnan(lognorm.log10_norm({"a": v[0], "b": v[1]}))
+    u, log_n = lognorm.normalise(v[0])
+    assert np.all(np.isnan(u)) and np.isnan(log_n)
