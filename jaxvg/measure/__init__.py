@@ -1,15 +1,53 @@
-"""Exact per-layer measurement in log space: gradient flow, Jacobian norms and spectra, taps."""
+"""Exact per-layer measurement in log space: gradient flow, Jacobian norms and spectra, taps.
 
-from jaxvg.measure import analysis as analysis
-from jaxvg.measure.analysis import GradientFlow as GradientFlow
-from jaxvg.measure.analysis import JacobianNorms as JacobianNorms
-from jaxvg.measure.analysis import JacobianSpectrum as JacobianSpectrum
-from jaxvg.measure.analysis import TapGradient as TapGradient
-from jaxvg.measure.analysis import flow_table as flow_table
-from jaxvg.measure.analysis import gradient_flow as gradient_flow
-from jaxvg.measure.analysis import gradient_flow_from_split as gradient_flow_from_split
-from jaxvg.measure.analysis import jacobian_norms as jacobian_norms
-from jaxvg.measure.analysis import jacobian_norms_from_split as jacobian_norms_from_split
-from jaxvg.measure.analysis import jacobian_spectrum as jacobian_spectrum
-from jaxvg.measure.analysis import tap as tap
-from jaxvg.measure.analysis import tapped_gradients as tapped_gradients
+Modules, one concern each:
+
+- `engine`: the block engine (a block model split once into a static `BlockProgram` and its arrays;
+  scanned and unrolled runs of blocks; the host-side checks the measures share);
+- `lognorm`: underflow- and overflow-safe norms in log space, and the `renorm` VJP node;
+- `gradient_flow`: `GradientFlow`, `gradient_flow`, `gradient_flow_from_split`;
+- `jacobians`: `JacobianNorms`, `JacobianSpectrum`, `jacobian_norms(_from_split)`, `jacobian_spectrum`;
+- `taps`: `tap`, `tapped_gradients`, `TapGradient` for models that are not block-structured;
+- `table`: `flow_table`.
+
+The public functions and result types are re-exported here. `jaxvg.measure.gradient_flow` is the
+function (it shadows its module; import the module's other names from here).
+"""
+
+from jaxvg.measure import engine as engine
+from jaxvg.measure import jacobians as jacobians
+from jaxvg.measure import lognorm as lognorm
+from jaxvg.measure import table as table
+from jaxvg.measure import taps as taps
+from jaxvg.measure.gradient_flow import GradientFlow as GradientFlow
+from jaxvg.measure.gradient_flow import gradient_flow as gradient_flow
+from jaxvg.measure.gradient_flow import gradient_flow_from_split as gradient_flow_from_split
+from jaxvg.measure.jacobians import JacobianNorms as JacobianNorms
+from jaxvg.measure.jacobians import JacobianSpectrum as JacobianSpectrum
+from jaxvg.measure.jacobians import jacobian_norms as jacobian_norms
+from jaxvg.measure.jacobians import jacobian_norms_from_split as jacobian_norms_from_split
+from jaxvg.measure.jacobians import jacobian_spectrum as jacobian_spectrum
+from jaxvg.measure.table import flow_table as flow_table
+from jaxvg.measure.taps import TapGradient as TapGradient
+from jaxvg.measure.taps import tap as tap
+from jaxvg.measure.taps import tapped_gradients as tapped_gradients
+
+__all__ = [
+    "GradientFlow",
+    "JacobianNorms",
+    "JacobianSpectrum",
+    "TapGradient",
+    "engine",
+    "flow_table",
+    "gradient_flow",
+    "gradient_flow_from_split",
+    "jacobian_norms",
+    "jacobian_norms_from_split",
+    "jacobian_spectrum",
+    "jacobians",
+    "lognorm",
+    "table",
+    "tap",
+    "tapped_gradients",
+    "taps",
+]

@@ -5,6 +5,9 @@ already near 1e-19 (g² underflows). Every function here scales by m = max|g| fi
 log‖g‖ = log m + ½·log Σ (g/m)², which neither underflows nor overflows for any finite g.
 Conventions: -inf means every entry is exactly zero; NaN propagates from NaN entries.
 
+`renorm` carries this into a backward pass: an identity whose VJP hands on the unit cotangent and
+returns the log of the cotangent's norm, so that a chain of block VJPs never forms the raw product.
+
 Example:
   >>> import jax.numpy as jnp
   >>> from jaxvg.measure import lognorm
@@ -21,7 +24,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-__all__ = ["LN10", "log10_norm", "log_norm", "max_abs", "normalise"]
+__all__ = ["LN10", "log10_norm", "log_norm", "max_abs", "normalise", "renorm"]
 
 LN10 = math.log(10.0)
 
@@ -39,7 +42,7 @@ def max_abs(tree: Any, axes_keep: int = 0) -> jax.Array:
 
 def log_norm(tree: Any, axes_keep: int = 0) -> jax.Array:
     """Natural log of the Frobenius norm over all leaves of `tree` (keeping `axes_keep` leading
-    axes): log m + ½·log Σ (v/m)², m = max|v|. -inf when every entry is zero.
+    axes): log m + ½·log Σ (v/m)², m = max|v|. -inf when every entry is zero, NaN when one is NaN.
 
     Returns:
       Shape (leading `axes_keep` axes,), natural log.
@@ -54,7 +57,7 @@ def log_norm(tree: Any, axes_keep: int = 0) -> jax.Array:
         )
         for v in leaves
     )
-    return jnp.where(m > 0, jnp.log(safe) + 0.5 * jnp.log(sq), -jnp.inf)
+    return jnp.where(m == 0, -jnp.inf, jnp.log(safe) + 0.5 * jnp.log(sq))  # m NaN: sq NaN
 
 
 def log10_norm(tree: Any, axes_keep: int = 0) -> jax.Array:
@@ -66,10 +69,42 @@ def log10_norm(tree: Any, axes_keep: int = 0) -> jax.Array:
 
 
 def normalise(v: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(v / ‖v‖_F, log ‖v‖_F) for one array; zeros and -inf when v == 0."""
+    """(v / ‖v‖_F, log ‖v‖_F) for one array; zeros and -inf when v == 0, NaNs when v has a NaN."""
     m = jnp.max(jnp.abs(v))
     safe = jnp.where(m > 0, m, 1)
     u = v / safe
     n = jnp.sqrt(jnp.sum(jnp.square(u)))
-    u = jnp.where(m > 0, u / jnp.where(m > 0, n, 1), 0)
-    return u, jnp.where(m > 0, jnp.log(safe) + jnp.log(n), -jnp.inf)
+    u = jnp.where(m == 0, 0, u / jnp.where(m == 0, 1, n))  # m NaN: n NaN
+    return u, jnp.where(m == 0, -jnp.inf, jnp.log(safe) + jnp.log(n))
+
+
+@jax.custom_vjp
+def renorm(h: jax.Array, d: jax.Array) -> jax.Array:
+    """Identity on `h`; its VJP divides the cotangent of h by its Frobenius norm and returns the
+    natural log of that norm as the cotangent of the scalar `d` (dtype of d).
+
+    Placed after every block of a forward pass, with one scalar d per node, every VJP upstream of a
+    node starts from a unit-norm cotangent, so nothing underflows at any depth, and `jax.grad` with
+    respect to the d's returns the per-block natural-log gains (at the last node: log ||dloss/dh_L||);
+    `jaxvg.measure.gradient_flow` is built on it.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> g = jax.grad(lambda h, d: jnp.sum(1e-30 * renorm(h, d)), argnums=(0, 1))(jnp.ones(4), 0.0)
+      >>> g[0].tolist(), round(float(g[1]) / LN10, 4)  # unit cotangent; log10 ||1e-30 * 1_4||
+      ([0.5, 0.5, 0.5, 0.5], -29.699)
+    """
+    del d
+    return h
+
+
+def _renorm_fwd(h, d):
+    return h, jnp.zeros((), d.dtype)
+
+
+def _renorm_bwd(d0, ct):
+    u, logn = normalise(ct)
+    return u, logn.astype(d0.dtype)
+
+
+renorm.defvjp(_renorm_fwd, _renorm_bwd)

@@ -26,7 +26,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 if TYPE_CHECKING:
-    from jaxvg.measure.analysis import GradientFlow
+    from jaxvg.measure import GradientFlow
 
 # Below 10**_MIN_LOG10 a float64 would underflow: such flows are drawn in decades on a linear axis.
 _MIN_LOG10 = -300.0

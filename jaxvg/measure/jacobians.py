@@ -1,0 +1,348 @@
+"""Input-output Jacobians of a block model: per-example norms, singular values, Lyapunov exponents.
+
+J_{L<-l} = dh_L/dh_l = J_L ... J_{l+1}, with J_j = dh_j/dh_{j-1} the Jacobian of block j, for
+l = 0..L (J_{L<-L} = I). Products of many J_j underflow or overflow in float32; as in
+`gradient_flow`, every chain here is renormalised after each block and its log scale accumulated, so
+the results are exact to working precision at any depth. Fields are in decades (log10).
+
+- `jacobian_norms`: ||J_{L<-l}||_F per example for every l, exactly (all dim h_L basis cotangents)
+  or by Hutchinson's estimator with a standard error.
+- `jacobian_spectrum`: for one example, the singular values of J_{L<-l} and the Lyapunov exponents
+  of the block chain (QR method).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from jaxvg import checks
+from jaxvg.measure import engine, lognorm
+from jaxvg.nn import contracts
+
+__all__ = [
+    "METHODS",
+    "JacobianNorms",
+    "JacobianSpectrum",
+    "jacobian_norms",
+    "jacobian_norms_from_split",
+    "jacobian_spectrum",
+]
+
+METHODS = ("exact", "hutchinson")
+
+
+@struct.dataclass
+class JacobianNorms:
+    """Per-example norms of the input-output Jacobians J_{L<-l} = dh_L/dh_l, l = 0..L.
+
+    Attributes:
+      log10_fro: (batch, L+1) log10 ||J_{L<-l}||_F per example (column L: log10 sqrt(dim h_L)).
+      log10_msv: (batch, L+1) log10(||J||_F^2 / dim h_L), the mean eigenvalue of J J^T.
+      log10_fro_stderr: (batch, L+1) standard error of `log10_fro` in decades (zeros for "exact").
+    """
+
+    log10_fro: jax.Array
+    log10_msv: jax.Array
+    log10_fro_stderr: jax.Array
+
+
+@struct.dataclass
+class JacobianSpectrum:
+    """Singular values and Lyapunov exponents of the Jacobians of one example.
+
+    Attributes:
+      log10_sv: tuple, one array per requested layer l of the min(dim h_L, dim h_l) singular values of
+        J_{L<-l} in decades, descending; NaN below max(dim h_L, dim h_l) * eps * sigma_1.
+      log10_lyapunov: (k,) Lyapunov exponents for l = layers[0], decades per block, descending.
+    """
+
+    log10_sv: tuple[jax.Array, ...]
+    log10_lyapunov: jax.Array
+
+
+# --------------------------------------------------------------------------------------------------
+# Norms
+# --------------------------------------------------------------------------------------------------
+
+
+def _norms_core(
+    program: engine.BlockProgram, arrays: engine.BlockArrays, x, key, *, method: str, num_probes: int
+) -> JacobianNorms:
+    # jax.vjp returns a Partial pytree of residuals: the backward pass reuses this forward pass (a
+    # scan stacks the residuals) instead of recomputing it.
+    hL, vjps = engine.run_blocks(
+        program, arrays, x, lambda piece, h: jax.vjp(lambda hh: engine.apply(*piece, hh), h)
+    )
+    batch, trailing = hL.shape[0], hL.shape[1:]
+    dim = int(np.prod(trailing, dtype=np.int64))
+    dtype = hL.dtype
+    axes = tuple(range(2, 2 + len(trailing)))
+    if method == "exact":
+        eye = jnp.eye(dim, dtype=dtype).reshape((dim, 1) + trailing)
+        cts = jnp.broadcast_to(eye, (dim, batch) + trailing)
+        k = dim
+    else:
+        key = jax.random.key(0) if key is None else key
+        cts = jax.random.rademacher(key, (num_probes, batch) + trailing, dtype=dtype)
+        k = num_probes
+
+    def normalise(c):
+        """Per example, one scale over (probes, trailing): (c_unit, log scale (batch,), q (k, batch)),
+        q the per-probe squared norms of c_unit (summing to 1 over probes)."""
+        u, log_scale = jax.vmap(lognorm.normalise, in_axes=1, out_axes=(1, 0))(c)
+        return u, log_scale, jnp.sum(jnp.square(u), axis=axes)
+
+    def report(log_scale, q):
+        if method == "exact":
+            return log_scale / lognorm.LN10, jnp.zeros_like(log_scale)
+        # F^2 ~ mean_k a_k with a_k = exp(2 S) q_k and sum_k q_k = 1, so F^2 = exp(2 S) / K.
+        mean = 1.0 / k
+        var = jnp.sum(jnp.square(q - mean), axis=0) / max(k - 1, 1)
+        se = 0.5 * jnp.sqrt(var / k) / mean / lognorm.LN10
+        return (log_scale - 0.5 * math.log(k)) / lognorm.LN10, se
+
+    u, S, q = normalise(cts)
+    fro_L, se_L = report(S, q)
+
+    def body(carry, piece, vjp):
+        del piece
+        c, S = carry
+        c, dS, q = normalise(jax.vmap(lambda ct: vjp(ct)[0])(c))
+        S = S + dS
+        return (c, S), report(S, q)
+
+    _, ys = engine.map_blocks(engine.segments(program, arrays), body, (u, S), vjps, reverse=True)
+    fro, se = engine.concat(ys)  # (L, batch): entry i for h_i
+    log10_fro = jnp.concatenate([fro, fro_L[None]], axis=0).T
+    return JacobianNorms(
+        log10_fro=log10_fro,
+        log10_msv=2 * log10_fro - math.log10(dim),
+        log10_fro_stderr=jnp.concatenate([se, se_L[None]], axis=0).T,
+    )
+
+
+_norms_jit = jax.jit(_norms_core, static_argnums=(0,), static_argnames=("method", "num_probes"))
+
+
+def jacobian_norms_from_split(
+    graphdef: Any,
+    state: Any,
+    x: jax.Array,
+    *,
+    method: str = "exact",
+    num_probes: int = 16,
+    key: jax.Array | None = None,
+) -> JacobianNorms:
+    """Pure kernel behind `jacobian_norms` (jittable; vmappable, e.g. over `key`), the graphdef
+    already in evaluation mode; `state` one State or a tuple of them. Arguments and result as
+    `jacobian_norms` (no host checks)."""
+    program, arrays = engine.split_blocks_from_split(graphdef, state)
+    return _norms_core(program, arrays, x, key, method=method, num_probes=num_probes)
+
+
+def jacobian_norms(
+    model: contracts.BlockModel,
+    x: jax.Array,
+    *,
+    method: str = "exact",
+    num_probes: int = 16,
+    key: jax.Array | None = None,
+) -> JacobianNorms:
+    """Per-example Frobenius norms of J_{L<-l} = dh_L/dh_l for every l, exact or by Hutchinson.
+
+    "exact": the dim h_L basis vectors e_i of h_L are pushed back through the block VJPs together
+    (vmapped), ||J||_F^2 = sum_i ||J^T e_i||^2. "hutchinson": K Rademacher probes u (E uu^T = I),
+    ||J||_F^2 ~ (1/K) sum_k ||J^T u_k||^2, one backward pass for all layers; standard error by the
+    delta method, se(log10 F) = se(mean a) / (2 ln10 mean a) with a_k = ||J^T u_k||^2. Each example's
+    probes are renormalised together after every block (one scale per example, its log accumulated),
+    so nothing underflows at any depth. Evaluation mode. log10_msv = log10(||J||_F^2 / dim h_L), the
+    mean eigenvalue of J J^T, what chi_1^(L-l) predicts. Loop as in `gradient_flow`.
+
+    Args:
+      model: block model (`contracts.BlockModel`); not mutated.
+      x: inputs (batch, ...).
+      method: "exact" or "hutchinson".
+      num_probes: Hutchinson probes K (ignored for "exact").
+      key: `jax.random.key` for the probes; default `jax.random.key(0)`.
+    Returns:
+      `JacobianNorms`, each field (batch, L+1) in decades.
+    Raises:
+      TypeError: `model` without `blocks`.
+      ValueError: unknown `method`, `num_probes` < 1, `x` that does not fit the model.
+    References:
+      Hutchinson, A stochastic estimator of the trace of the influence matrix for Laplacian smoothing
+      splines, 1989; Pennington et al., The emergence of spectral universality in deep networks, 2018,
+      https://arxiv.org/abs/1802.09979
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> import jaxvg
+      >>> from jaxvg import measure
+      >>> model = jaxvg.MLP(4, 8, 3, None, rngs=nnx.Rngs(0))
+      >>> norms = measure.jacobian_norms(model, jnp.ones((2, 4)))
+      >>> norms.log10_fro.shape, round(float(norms.log10_fro[0, -1]), 4)  # ||I_8||_F = sqrt(8)
+      ((2, 4), 0.4515)
+    """
+    contracts.check_block_model(model)
+    checks.choice("method", method, METHODS)
+    checks.positive_int("num_probes", num_probes)
+    x = engine.check_x(model, x)
+    program, arrays = engine.split_blocks(engine.mode_view(model, False))
+    engine.output_shape(program, arrays, x)
+    if method == "hutchinson":
+        key = jax.random.key(0) if key is None else engine.as_key(key)
+    else:
+        key, num_probes = None, 1
+    return _norms_jit(program, arrays, x, key, method=method, num_probes=num_probes)
+
+
+# --------------------------------------------------------------------------------------------------
+# Spectrum
+# --------------------------------------------------------------------------------------------------
+
+
+def _block_vjp(piece: engine.Piece, h: jax.Array, cts: jax.Array) -> jax.Array:
+    """VJPs of one block at h, vmapped over a leading probe axis of `cts`."""
+    _, vjp = jax.vjp(lambda hh: engine.apply(*piece, hh), h)
+    return jax.vmap(lambda c: vjp(c)[0])(cts)
+
+
+def _spectrum_core(
+    program: engine.BlockProgram, arrays: engine.BlockArrays, x, *, layers: tuple[int, ...]
+) -> JacobianSpectrum:
+    segs = engine.segments(program, arrays)
+    depth = program.depth
+    hL, inputs = engine.run_blocks(program, arrays, x[None], lambda piece, h: (engine.apply(*piece, h), h))
+    inputs = [
+        h for seg, hs in zip(segs, inputs, strict=True) for h in engine.unstack(hs, seg.n)
+    ]  # h_0..h_{L-1}
+    pieces = engine.block_pieces(segs)
+    dims = [int(np.prod(h.shape[1:], dtype=np.int64)) for h in inputs] + [int(np.prod(hL.shape[1:]))]
+    dtype = hL.dtype
+    eps = float(jnp.finfo(dtype).eps)
+    n_out = dims[-1]
+
+    # Singular values: push the basis of h_L back with one common scale per block.
+    c = jnp.eye(n_out, dtype=dtype).reshape((n_out, 1) + hL.shape[1:])
+    S = jnp.zeros((), dtype)
+    mats = {}
+    for l in range(depth - 1, min(layers) - 1, -1):  # noqa: E741
+        c, dS = lognorm.normalise(_block_vjp(pieces[l], inputs[l], c))
+        S = S + dS
+        if l in layers:
+            mats[l] = (c.reshape(n_out, dims[l]), S)
+    log10_sv = []
+    for l in layers:  # noqa: E741
+        m, S_l = mats[l]
+        s = jnp.linalg.svd(m, compute_uv=False)
+        tol = max(m.shape) * eps * s[0]
+        log10_sv.append(jnp.where(s > tol, jnp.log10(jnp.where(s > 0, s, 1)) + S_l / lognorm.LN10, jnp.nan))
+
+    # Lyapunov exponents from l0 = layers[0]: Q_j R_j = J_j Q_{j-1}, Q_l = I.
+    l0 = layers[0]
+    k = min(dims[l0:])
+    q = jnp.eye(dims[l0], dtype=dtype).reshape((dims[l0], 1) + inputs[l0].shape[1:])
+    total = jnp.zeros((k,), dtype)
+    for l in range(l0, depth):  # noqa: E741
+        piece, h = pieces[l], inputs[l]
+        t = jax.vmap(
+            lambda tt, h=h, piece=piece: jax.jvp(lambda hh: engine.apply(*piece, hh), (h,), (tt,))[1]
+        )(q)
+        a = t.reshape(t.shape[0], -1).T  # (dim h_{l+1}, columns)
+        qm, r = jnp.linalg.qr(a)
+        total = total + jnp.log(jnp.abs(jnp.diagonal(r)[:k]))
+        q = qm.T.reshape((qm.shape[1],) + t.shape[1:])
+    lyap = jnp.sort(total / (depth - l0) / lognorm.LN10)[::-1]
+    return JacobianSpectrum(log10_sv=tuple(log10_sv), log10_lyapunov=lyap)
+
+
+_spectrum_jit = jax.jit(_spectrum_core, static_argnums=(0,), static_argnames=("layers",))
+
+
+def _check_layers(layers: Any, depth: int) -> tuple[int, ...]:
+    if isinstance(layers, int | np.integer) and not isinstance(layers, bool):
+        layers = (layers,)
+    try:
+        layers = tuple(layers)
+    except TypeError:
+        raise TypeError(f"`layers` must be a sequence of ints in [0, {depth}), got {layers!r}.") from None
+    if not layers:
+        raise ValueError(f"`layers` must name at least one layer in [0, {depth}), got {layers!r}.")
+    for l in layers:  # noqa: E741
+        if isinstance(l, bool) or not isinstance(l, int | np.integer) or not 0 <= l < depth:
+            raise ValueError(f"`layers` must hold ints in [0, {depth}) (L = {depth} blocks), got {layers!r}.")
+    return tuple(int(l) for l in layers)  # noqa: E741
+
+
+def _check_example(model: contracts.BlockModel, x: Any) -> jax.Array:
+    """`x` as ONE example (no batch axis) with the model's input size, where the model states it."""
+    x = jnp.asarray(x)
+    d_in = contracts.input_features(model)
+    if d_in is not None:
+        if x.ndim != 1:
+            raise ValueError(
+                f"`x` must be ONE example of shape ({d_in},) (no batch axis), got shape {x.shape}; "
+                "call jacobian_spectrum per example (or jacobian_norms for a batch)."
+            )
+        if x.shape[0] != d_in:
+            raise ValueError(f"`x` must have {d_in} features, got shape {x.shape}.")
+    return x
+
+
+def jacobian_spectrum(
+    model: contracts.BlockModel, x: jax.Array, *, layers: Sequence[int] = (0,)
+) -> JacobianSpectrum:
+    """Singular values of J_{L<-l} = dh_L/dh_l and Lyapunov exponents, for one example.
+
+    Singular values: the dim h_L basis of h_L is pushed back through the block VJPs (vmapped), with one
+    common renormalisation after every block (its log accumulated), giving exp(-S) J_{L<-l} exactly;
+    its SVD gives the singular values exact relative to the largest. Values below
+    max(dim h_L, dim h_l) * eps * sigma_1 (working precision) are NaN: use float64 or the Lyapunov
+    spectrum for the tail.
+
+    Lyapunov exponents (QR method), for l = layers[0]: Q_l = I; for j = l+1..L,
+    Q_j R^(j) = J_j Q_{j-1} (reduced QR of the basis pushed forward by JVPs);
+    lambda_i = (1/(L-l)) sum_j log10 |R^(j)_ii|, i < k = min_{j>=l} dim h_j, sorted descending:
+    signed per-block rates in decades, the typical finite-width rate. The block loop is unrolled
+    (one SVD/QR per block): meant for moderate depth.
+
+    Args:
+      model: block model (`contracts.BlockModel`; its evaluation view is used); not mutated.
+      x: ONE example, without the batch axis (the model's input shape minus the batch).
+      layers: the layers l (0 <= l < L) whose J_{L<-l} spectrum to return.
+    Returns:
+      `JacobianSpectrum` with `log10_sv` (one array of min(dim h_L, dim h_l) values per layer,
+      descending, decades) and `log10_lyapunov` (k,) decades per block.
+    Raises:
+      TypeError: `model` without `blocks`.
+      ValueError: `x` with a batch axis or the wrong feature size; `layers` out of range.
+    References:
+      Pennington, Schoenholz, Ganguli, The emergence of spectral universality in deep networks, 2018,
+      https://arxiv.org/abs/1802.09979 ; Benettin et al., Lyapunov characteristic exponents for smooth
+      dynamical systems, Meccanica 15, 1980 (the QR method).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> import jaxvg
+      >>> from jaxvg import measure
+      >>> model = jaxvg.MLP(6, 6, 4, None, activation="linear", init="orthogonal", use_bias=False,
+      ...                   rngs=nnx.Rngs(0))
+      >>> spec = measure.jacobian_spectrum(model, jnp.ones(6), layers=(0, 2))
+      >>> [round(float(abs(v).max()), 4) for v in spec.log10_sv]  # orthogonal: every sv is 1
+      [0.0, 0.0]
+    """
+    contracts.check_block_model(model)
+    layers = _check_layers(layers, len(model.blocks))
+    x = _check_example(model, x)
+    program, arrays = engine.split_blocks(engine.mode_view(model, False))
+    engine.output_shape(program, arrays, x[None])  # x must be one example: the model takes x[None]
+    return _spectrum_jit(program, arrays, x, layers=layers)

@@ -1,0 +1,154 @@
+"""Gradients at marked points of any NNX model: `tap` marks a value, `tapped_gradients` measures.
+
+For models that do not follow the block contract (`jaxvg.nn.contracts.BlockModel`): a loop over a
+stacked parameter, a model with branches, any `__call__`. `tap(self, name, value)` in the forward
+pass is a no-op outside a capture; `tapped_gradients(fn, model, *args)` runs `fn` under
+`nnx.capture(..., nnx.Perturbation)` and returns, for every tap, the log10 Frobenius norm of
+d(fn)/d(value) and whether that gradient underflowed, in one backward pass.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx, struct
+
+from jaxvg.measure import lognorm
+
+__all__ = ["TapGradient", "tap", "tapped_gradients"]
+
+
+@struct.dataclass
+class TapGradient:
+    """Gradient at one tap.
+
+    Attributes:
+      log10_grad_norm: () log10 of the Frobenius norm of d(fn)/d(tapped value) (-inf when zero).
+      underflowed: () bool, True when every entry is zero or subnormal (below the dtype's `tiny`).
+    """
+
+    log10_grad_norm: jax.Array
+    underflowed: jax.Array
+
+
+def tap(module: nnx.Module, name: str, value: Any) -> Any:
+    """Mark `value` inside `module.__call__` so that `tapped_gradients` reports d(fn)/d(value).
+
+    Returns `value` unchanged (plus a zero perturbation under `nnx.capture`, via `Module.perturb`);
+    outside a capture it is a no-op and emits no warning, so it can stay in the normal forward path.
+    Use the returned value downstream. Calling `tap` twice with the same name in the same module adds
+    the two gradients.
+
+    Args:
+      module: the module whose `__call__` is running (usually `self`).
+      name: tap name, unique within the module.
+      value: the array (or pytree) to tap.
+    Returns:
+      `value` (under capture: value + perturbation, numerically equal).
+    Raises:
+      TypeError: `module` is not an NNX module, or `name` not a string.
+
+    Example:
+      In a module's `__call__`, `h = tap(self, "h", h)` (see `tapped_gradients`). Outside a capture
+      it returns `value` itself:
+
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from jaxvg import measure
+      >>> measure.tap(nnx.Linear(2, 2, rngs=nnx.Rngs(0)), "h", jnp.ones(2)).tolist()
+      [1.0, 1.0]
+    """
+    if not isinstance(module, nnx.Module):
+        raise TypeError(f"`module` must be an nnx.Module (usually `self`), got {type(module).__name__}.")
+    if not isinstance(name, str):
+        raise TypeError(f"`name` must be a str, got {name!r}.")
+    if "__captures__" not in vars(module):
+        return value
+    return module.perturb(name, value)
+
+
+def _path_str(path: tuple) -> str:
+    return "/".join(map(str, path))  # nnx paths are tuples of attribute names and list indices
+
+
+@functools.lru_cache(maxsize=64)
+def _tapped_kernel(graphdef, fn):
+    def kernel(state, args):
+        def run(perts):
+            m = nnx.merge(graphdef, state, copy=True)
+            init = perts if perts else None
+            out, _ = nnx.capture(fn, nnx.Perturbation, init=init)(m, *args)
+            return out
+
+        def first_pass():
+            m0 = nnx.merge(graphdef, state, copy=True)  # built inside the trace: capture may mutate it
+            return nnx.capture(fn, nnx.Perturbation)(m0, *args)
+
+        _, shapes = jax.eval_shape(first_pass)
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+        out, grads = jax.value_and_grad(run)(zeros)
+        flat = nnx.to_flat_state(grads)
+        result = {}
+        for path, var in flat:
+            g = var[...] if isinstance(var, nnx.Variable) else var
+            leaves = jax.tree.leaves(g)
+            tiny = min(jnp.finfo(v.dtype).tiny for v in leaves)
+            result[_path_str(path)] = TapGradient(
+                log10_grad_norm=lognorm.log10_norm(leaves),
+                underflowed=lognorm.max_abs(leaves) < tiny,
+            )
+        return out, result
+
+    return jax.jit(kernel)
+
+
+def tapped_gradients(fn: Callable[..., jax.Array], model: nnx.Module, *args: Any) -> dict[str, TapGradient]:
+    """Log10 gradient norms of a scalar `fn(model, *args)` at every `tap`, in one backward pass.
+
+    For models that are not block-structured: call `tap(self, name, value)` in their `__call__`.
+    `fn` runs under `nnx.capture(..., nnx.Perturbation)` on a copy of the model merged inside the
+    trace; a first abstract pass (`jax.eval_shape`) gives the perturbation shapes, then one
+    `jax.value_and_grad` with respect to the zero perturbations gives d(fn)/d(tap) for all taps. This
+    is the plain float gradient (no renormalisation): `underflowed` says when it is zero or subnormal,
+    instead of a silent -inf.
+
+    Args:
+      fn: `fn(model, *args) -> scalar`, e.g. a loss. Pass the same function object to reuse the
+        compiled program.
+      model: any NNX module with taps (not mutated).
+      *args: further arguments of `fn` (arrays).
+    Returns:
+      dict from tap path ("module/path/name", e.g. "layers/3/h") to `TapGradient`
+      (`log10_grad_norm` in decades, `underflowed` bool).
+    Raises:
+      TypeError: `fn` not callable or `model` not an NNX module.
+      ValueError: the model has no taps.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from jaxvg import measure
+      >>> class Net(nnx.Module):
+      ...     def __call__(self, x):
+      ...         h = measure.tap(self, "h", 3 * x)
+      ...         return jnp.sum(h**2)
+      >>> g = measure.tapped_gradients(lambda m, x: m(x), Net(), jnp.ones(2))
+      >>> round(float(g["h"].log10_grad_norm), 4), bool(g["h"].underflowed)  # ||2 h|| = 6 sqrt(2)
+      (0.9287, False)
+    """
+    if not callable(fn):
+        raise TypeError(f"`fn` must be callable as fn(model, *args) -> scalar, got {fn!r}.")
+    if not isinstance(model, nnx.Module):
+        raise TypeError(f"`model` must be an nnx.Module, got {type(model).__name__}.")
+    graphdef, state = nnx.split(model)
+    _, result = _tapped_kernel(graphdef, fn)(state, args)
+    if not result:
+        raise ValueError(
+            f"`model` ({type(model).__name__}) has no taps: call `jaxvg.measure.tap(self, name, value)` "
+            "in its __call__ (or a submodule's)."
+        )
+    return result
