@@ -5,23 +5,23 @@ Modules, one concern each:
 - `engine`: the block engine (a block model split once into a static `BlockProgram` and its arrays;
   scanned and unrolled runs of blocks; the host-side checks the measures share);
 - `lognorm`: underflow- and overflow-safe norms in log space, and the `renorm` VJP node;
-- `gradient_flow`: `GradientFlow`, `gradient_flow`, `gradient_flow_from_split`;
+- `flow`: `GradientFlow`, `gradient_flow`, `gradient_flow_from_split`;
 - `jacobians`: `JacobianNorms`, `JacobianSpectrum`, `jacobian_norms(_from_split)`, `jacobian_spectrum`;
 - `taps`: `tap`, `tapped_gradients`, `TapGradient` for models that are not block-structured;
 - `table`: `flow_table`.
 
-The public functions and result types are re-exported here. `jaxvg.measure.gradient_flow` is the
-function (it shadows its module; import the module's other names from here).
+The public functions and result types are re-exported here.
 """
 
 from jaxvg.measure import engine as engine
+from jaxvg.measure import flow as flow
 from jaxvg.measure import jacobians as jacobians
 from jaxvg.measure import lognorm as lognorm
 from jaxvg.measure import table as table
 from jaxvg.measure import taps as taps
-from jaxvg.measure.gradient_flow import GradientFlow as GradientFlow
-from jaxvg.measure.gradient_flow import gradient_flow as gradient_flow
-from jaxvg.measure.gradient_flow import gradient_flow_from_split as gradient_flow_from_split
+from jaxvg.measure.flow import GradientFlow as GradientFlow
+from jaxvg.measure.flow import gradient_flow as gradient_flow
+from jaxvg.measure.flow import gradient_flow_from_split as gradient_flow_from_split
 from jaxvg.measure.jacobians import JacobianNorms as JacobianNorms
 from jaxvg.measure.jacobians import JacobianSpectrum as JacobianSpectrum
 from jaxvg.measure.jacobians import jacobian_norms as jacobian_norms

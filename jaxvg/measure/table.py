@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from jaxvg.measure.gradient_flow import GradientFlow  # the module: `measure.gradient_flow` is the function
+from jaxvg.measure.flow import GradientFlow
 
 __all__ = ["flow_table"]
 

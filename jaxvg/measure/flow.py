@@ -6,9 +6,6 @@ smallest normal number (1e-38) after some 60 blocks. `gradient_flow` never forms
 `jax.value_and_grad` of the loss with a `lognorm.renorm` node after the embed and after every block
 chains block VJPs on unit-norm cotangents and accumulates the log of every norm, so each reported
 number is exact to working precision at any depth, in float32. Fields are in decades (log10).
-
-Note: `jaxvg.measure.gradient_flow` is the function; import this module's names from
-`jaxvg.measure` (or `from jaxvg.measure.gradient_flow import GradientFlow`).
 """
 
 from __future__ import annotations
