@@ -11,7 +11,7 @@ Example:
   >>> est = scale.estimate_bytes(64, 128, 10, 32, in_features=8, out_features=1)
   >>> est.total == est.params_bytes + est.gradients_bytes + est.optimizer_bytes + est.activations_bytes
   True
-  >>> scale.check_fits(est)   # 0.05 GiB fits: returns None
+  >>> scale.check_fits(est)   # about 0.16 GiB: fits, returns None
 """
 
 from __future__ import annotations
