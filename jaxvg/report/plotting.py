@@ -1,29 +1,34 @@
-"""Figures for jaxvg results: the only module that imports matplotlib.
+"""Figures of jaxvg's results, and `save`; with `jaxvg.report.figures` (the experiments' figures)
+the only modules that import matplotlib.
 
-A flat module of functions, each returning a `matplotlib.figure.Figure`. Figures are built with
-`matplotlib.figure.Figure` directly (no `pyplot`), so nothing leaks into pyplot's global state and any
-backend (including "Agg") works: save with `fig.savefig(path)`.
+Functions return a `matplotlib.figure.Figure` built directly (no `pyplot`), so nothing leaks into
+pyplot's global state and any backend (including "Agg") works: save with `save(fig, path)`
+(atomic) or `fig.savefig(path)`.
 
 Example:
   >>> import jax.numpy as jnp
   >>> from flax import nnx
   >>> import jaxvg
-  >>> from jaxvg.measure import analysis
   >>> from jaxvg.report import plotting
-  >>> model = jaxvg.MLP(4, 8, 6, 1, activation="sigmoid", rngs=nnx.Rngs(0))
-  >>> flow = analysis.gradient_flow(model, jnp.ones((8, 4)), jnp.zeros((8, 1)))
-  >>> fig = plotting.gradient_flow(flow, labels=["sigmoid"])
-  >>> fig.axes[0].get_yscale()
-  'log'
+  >>> x, y = jnp.ones((8, 4)), jnp.zeros((8, 1))
+  >>> flows = [jaxvg.gradient_flow(jaxvg.MLP(4, 8, 6, 1, activation=a, rngs=nnx.Rngs(0)), x, y)
+  ...          for a in ("sigmoid", "tanh")]
+  >>> fig = plotting.gradient_flow(*flows, labels=["sigmoid", "tanh"])
+  >>> fig.axes[0].get_yscale(), len(fig.axes[0].get_lines())
+  ('log', 2)
 """
 
 from __future__ import annotations
 
+import os
+import pathlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.figure import Figure
+
+from jaxvg.report import files
 
 if TYPE_CHECKING:
     from jaxvg.measure import GradientFlow
@@ -32,9 +37,19 @@ if TYPE_CHECKING:
 _MIN_LOG10 = -300.0
 
 
-def save(fig: Figure, path: str) -> None:
-    """Write `fig` as the experiments do (PNG at 120 dpi, tight bounding box)."""
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+def save(fig: Figure, path: str | os.PathLike[str]) -> pathlib.Path:
+    """Write `fig` as the experiments do (120 dpi, tight bounding box), atomically.
+
+    The format follows the suffix (".png" when there is none); an interrupted save leaves the old
+    file, never half an image. Parent directories are created. Returns `path` as a Path.
+
+    Raises:
+      ValueError: if `path` is "".
+    """
+    path = files.as_path(path)
+    with files.open_atomic(path, "wb") as f:
+        fig.savefig(f, format=path.suffix[1:] or "png", dpi=120, bbox_inches="tight")
+    return path
 
 
 def gradient_flow(*flows: GradientFlow, labels: Sequence[str] | None = None) -> Figure:
@@ -46,8 +61,8 @@ def gradient_flow(*flows: GradientFlow, labels: Sequence[str] | None = None) -> 
     instead, so that nothing is lost.
 
     Args:
-      *flows: one or more `jaxvg.measure.analysis.GradientFlow` (log10_act_grad of shape (..., L+1)); the
-        depths may differ.
+      *flows: one or more `jaxvg.GradientFlow` (log10_act_grad of shape (..., L+1)); the depths may
+        differ.
       labels: one label per flow (default "flow 0", "flow 1", ...).
     Returns:
       A `matplotlib.figure.Figure` with one axes: x = layer l (0 = input side), y = gradient norm.
@@ -96,372 +111,4 @@ def gradient_flow(*flows: GradientFlow, labels: Sequence[str] | None = None) -> 
     ax.set_title("gradient flow")
     ax.grid(True, which="major", alpha=0.3)
     ax.legend()
-    return fig
-
-
-def remedies(results: dict) -> Figure:
-    """The remedies experiment: per-block log10 gain at init, and train accuracy over training.
-
-    A 2x2 grid: the popular account's cures (left column) and the literature's (right column); the
-    top row is the per-block log10 gain at init, log10(||delta_{l-1}|| / ||delta_l||) for block l
-    (mean over seeds; 0: the block passes the gradient back unchanged, -1: it shrinks it tenfold),
-    the bottom row the mean train accuracy over seeds against the step, with the 90% target dashed.
-    The baseline is drawn black in every panel; legend entries carry the verdict.
-
-    Args:
-      results: what `experiments.remedies.run` returns: `cells` {key: cell}, each with `label`,
-        `group` ("article" or "literature"), `init/log10_gain` (seeds, L), `step` (T,) and
-        `train/accuracy` (seeds, T) (JSON lists with None for NaN are fine); optional `rows`, one
-        per cell, with `key` and `verdict`.
-    Returns:
-      A `matplotlib.figure.Figure` with four axes.
-    Raises:
-      ValueError: `results` has no cells.
-
-    Example:
-      >>> from jaxvg.report import plotting
-      >>> cell = {"label": "baseline", "group": "article", "init/log10_gain": [[-0.9, -0.8]],
-      ...         "step": [0, 100], "train/accuracy": [[0.1, 0.5]]}
-      >>> len(plotting.remedies({"cells": {"baseline": cell}}).axes)
-      4
-    """
-    import matplotlib
-    from matplotlib.ticker import MaxNLocator
-
-    cells = results.get("cells") or {}
-    if not cells:
-        raise ValueError("`results` must hold the remedies `cells`, got none.")
-    verdicts = {r["key"]: r.get("verdict") for r in results.get("rows", ()) if "key" in r}
-    fig = Figure(figsize=(13, 8.5), layout="constrained")
-    axes = fig.subplots(2, 2, sharey="row")
-    groups = (("article", "the popular account's cures"), ("literature", "the literature's cures"))
-
-    def draw(col: int, key: str, color, lw: float, zorder: int) -> None:
-        cell = cells[key]
-        gain = np.asarray(cell["init/log10_gain"], dtype=np.float64)
-        gain = gain.reshape(-1, gain.shape[-1])
-        gain = np.nanmean(gain, axis=0) if np.isfinite(gain).any() else gain[0]
-        verdict = verdicts.get(key)
-        label = cell.get("label", key) + (f": {verdict}" if verdict and key != "baseline" else "")
-        axes[0, col].plot(np.arange(1, gain.size + 1), gain, "o-", color=color, lw=lw, ms=3, zorder=zorder)
-        acc = np.asarray(cell["train/accuracy"], dtype=np.float64).reshape(-1, len(cell["step"]))
-        ok = np.isfinite(acc).any(axis=0)
-        mean = np.full(acc.shape[-1], np.nan)
-        mean[ok] = np.nanmean(acc[:, ok], axis=0)
-        axes[1, col].plot(np.asarray(cell["step"]), mean, color=color, lw=lw, zorder=zorder, label=label)
-
-    for col, (group, title) in enumerate(groups):
-        keys = [k for k, c in cells.items() if c.get("group") == group and k != "baseline"]
-        cmap = matplotlib.colormaps["tab10" if len(keys) <= 10 else "tab20"]
-        if "baseline" in cells:
-            draw(col, "baseline", "black", 2.5, 3)
-        for i, key in enumerate(keys):
-            draw(col, key, cmap(i % cmap.N), 1.3, 2)
-        axes[0, col].axhline(0.0, color="grey", lw=0.8, ls=":")
-        axes[0, col].set_title(f"{title}: gain per block at init")
-        axes[0, col].set_xlabel("block l (input side first)")
-        axes[0, col].xaxis.set_major_locator(MaxNLocator(integer=True))
-        axes[1, col].axhline(0.9, color="grey", lw=0.8, ls="--")
-        axes[1, col].set_title(f"{title}: train accuracy")
-        axes[1, col].set_xlabel("step")
-        axes[1, col].set_ylim(0.0, 1.02)
-        axes[1, col].legend(fontsize=7, loc="lower right")
-    axes[0, 0].set_ylabel("log10 gain = log10 ||δ_{l-1}|| / ||δ_l||  (decades)")
-    axes[1, 0].set_ylabel("train accuracy (mean over seeds)")
-    return fig
-
-
-def vanishing(res: dict) -> Figure:
-    """`experiments.vanishing`: one panel per activation, the gradient profile against the layer.
-
-    Each panel shows log10‖δ_l‖ − log10‖δ_L‖ (decades; 0 at the output, l = L) for l = 0..L: every
-    seed (thin), their mean (thick), the mean-field prediction (`theory.gradient_profile`, dashed),
-    the derivative product of the popular story (summed `log10_dphi`, dotted) and the max-φ' story
-    ((L − l)·log10 max φ', dash-dot).
-
-    Args:
-      res: what `experiments.vanishing.run` returns; uses `res["profiles"]` ({activation: curves})
-        and `res["summary"]` (decades per layer, printed in each panel).
-
-    Returns:
-      A matplotlib `Figure` (not shown; call `fig.savefig(...)`).
-    Raises:
-      ValueError: `res` has no `profiles`.
-    """
-    if not isinstance(res, dict) or not res.get("profiles"):
-        raise ValueError(
-            "`res` must be what experiments.vanishing.run returns (with `profiles`), got no profiles."
-        )
-    curves = res["profiles"]
-    n = len(curves)
-    fig = Figure(figsize=(4.3 * n, 3.8), layout="constrained")
-    axes = fig.subplots(1, n, squeeze=False)[0]
-    for ax, (name, c) in zip(axes, curves.items(), strict=True):
-        seeds = np.asarray(c["measured_seeds"], dtype=float)
-        layers = np.arange(seeds.shape[1])
-        for i, row in enumerate(seeds):
-            ax.plot(
-                layers, row, color="C0", alpha=0.3, lw=0.8, label="measured, each seed" if i == 0 else None
-            )
-        ax.plot(layers, np.asarray(c["measured"], dtype=float), color="C0", lw=2.2, label="measured, mean")
-        ax.plot(layers, np.asarray(c["mean_field"], dtype=float), "k--", lw=1.4, label="mean field")
-        ax.plot(
-            layers,
-            np.asarray(c["dphi_product"], dtype=float),
-            color="C3",
-            ls=":",
-            lw=1.8,
-            label="derivative product (RMS φ')",
-        )
-        ax.plot(
-            layers, np.asarray(c["story"], dtype=float), color="C2", ls="-.", lw=1.0, label="max φ' story"
-        )
-        s = res["summary"][name]
-        ax.set_title(f"{name} ({s['init']}, σ_w² = {s['sigma_w2']:g})")
-        ax.set_xlabel("layer l (0 = input)")
-        ax.text(
-            0.97,
-            0.04,
-            f"decades/layer\nmeasured {s['measured']:+.3f}\nmean field {s['mean_field']:+.3f}\n"
-            f"RMS φ' {s['dphi_product']:+.3f}",
-            transform=ax.transAxes,
-            ha="right",
-            va="bottom",
-            fontsize=8,
-            bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "0.8"},
-        )
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("log10‖δ_l‖ − log10‖δ_L‖ (decades)")
-    axes[0].legend(fontsize=7, loc="upper left")
-    return fig
-
-
-def _edges(centres: Sequence[float]) -> np.ndarray:
-    """Cell edges for a (possibly non-uniform) increasing grid: midpoints, extended at both ends."""
-    c = np.asarray(centres, dtype=float)
-    if c.size == 1:
-        return np.array([c[0] - 0.5, c[0] + 0.5])
-    mid = (c[1:] + c[:-1]) / 2
-    return np.concatenate([[c[0] - (mid[0] - c[0])], mid, [c[-1] + (c[-1] - mid[-1])]])
-
-
-def phase_diagram(res: dict) -> Figure:
-    """Heat maps of accuracy over sigma_w2 x depth with the 6 xi_c curve (Schoenholz et al. Fig. 5).
-
-    Args:
-      res: the dict `experiments.phase_diagram.run` returns: `sigma_w2` (S,), `depths` (D,),
-        `train_accuracy` and `test_accuracy` (D, S), `diverged_fraction` (D, S), `chance`, and
-        `theory` with `critical_sigma_w2` and `curve_sigma_w2`/`curve_six_xi_c` (or `six_xi_c` (S,)).
-    Returns:
-      A `Figure` with two heat maps (train, test accuracy; x = sigma_w2, y = depth), the curve
-      depth = 6 xi_c (dashed white), the critical sigma_w2 (dotted) and an x on diverged cells.
-    Raises:
-      KeyError: if `res` lacks one of the keys above.
-    References:
-      Schoenholz et al., Deep Information Propagation, 2017, https://arxiv.org/abs/1611.01232
-
-    Example:
-      >>> import numpy as np
-      >>> from jaxvg.report import plotting
-      >>> res = {"sigma_w2": [1.0, 1.75, 3.0], "depths": [4, 32], "chance": 0.1,
-      ...        "train_accuracy": np.array([[0.9, 0.95, 0.9], [0.1, 0.6, 0.2]]),
-      ...        "test_accuracy": np.array([[0.85, 0.9, 0.85], [0.1, 0.5, 0.2]]),
-      ...        "theory": {"critical_sigma_w2": 1.76, "six_xi_c": [21.8, 2557.0, 54.3]}}
-      >>> [ax.get_title() for ax in plotting.phase_diagram(res).axes[:2]]
-      ['train accuracy', 'test accuracy']
-    """
-    sig = np.asarray(res["sigma_w2"], float)
-    depths = np.asarray(res["depths"], float)
-    th = res["theory"]
-    curve_x = np.asarray(th.get("curve_sigma_w2", sig), float)
-    curve_y = np.asarray(th.get("curve_six_xi_c", th["six_xi_c"]), float)
-    fig = Figure(figsize=(11, 4.2), layout="constrained")
-    axes = fig.subplots(1, 2, sharey=True)
-    for ax, field, title in zip(
-        axes, ("train_accuracy", "test_accuracy"), ("train accuracy", "test accuracy"), strict=True
-    ):
-        acc = np.asarray(res[field], float)
-        mesh = ax.pcolormesh(
-            _edges(sig),
-            _edges(depths),
-            acc,
-            vmin=res.get("chance", 0.0),
-            vmax=1.0,
-            cmap="viridis",
-            shading="flat",
-        )
-        ax.plot(curve_x, curve_y, "w--", lw=2, label=r"$6\,\xi_c$ (mean field)")
-        ax.axvline(float(th["critical_sigma_w2"]), color="w", ls=":", lw=1.2, label=r"critical $\sigma_w^2$")
-        div = np.asarray(res.get("diverged_fraction", np.zeros_like(acc)), float)
-        ii, jj = np.nonzero(div > 0)
-        if ii.size:
-            ax.plot(sig[jj], depths[ii], "rx", ms=7, label="diverged")
-        ax.set_ylim(_edges(depths)[0], _edges(depths)[-1])
-        ax.set_xlim(_edges(sig)[0], _edges(sig)[-1])
-        ax.set_xlabel(r"$\sigma_w^2$")
-        ax.set_title(title)
-        fig.colorbar(mesh, ax=ax)
-    axes[0].set_ylabel("depth (hidden layers)")
-    axes[0].legend(loc="upper right", fontsize=8, framealpha=0.5)
-    return fig
-
-
-_VAR_FLOOR = 1e-3  # isometry(): variances below it (an exact isometry: 0, or ~1e-30 in float64) drawn here
-
-
-def isometry(res: dict) -> Figure:
-    """Jacobian singular-value densities, moment growth and Lyapunov spectra (Pennington et al. 2017).
-
-    One row per activation. Columns: the density of log10 singular values of J = dh_L/dh_0 at every
-    depth for Gaussian and for orthogonal weights (only values resolved in float64 are binned); the
-    variance of the squared singular values against depth, measured (markers) and free-probability
-    theory (lines), values below 1e-3 drawn at 1e-3 (an exact isometry has variance 0); the Lyapunov spectrum at the largest depth (natural log per layer against i/N),
-    with the exact Gaussian linear (Ginibre) spectrum where it applies.
-
-    Args:
-      res: the dict `experiments.isometry.run` returns (`rows`, `spectra`, `depths`, `width`).
-    Returns:
-      A `Figure` with a (activations x 4) grid of axes.
-    Raises:
-      KeyError: if `res` lacks one of the keys above.
-    References:
-      Pennington, Schoenholz & Ganguli, Resurrecting the sigmoid in deep learning through dynamical
-      isometry, 2017, https://arxiv.org/abs/1711.04735
-
-    Example:
-      >>> import numpy as np
-      >>> from jaxvg.report import plotting
-      >>> rows = [{"activation": "linear", "weights": w, "depth": d, "var_sq_sv": v, "var_sq_sv_theory": t}
-      ...         for w, v, t in (("gaussian", 1.9, 2.0), ("orthogonal", 0.0, 0.0)) for d in (2,)]
-      >>> spectra = {f"linear/{w}": {"log10_sv": np.zeros((1, 8)), "lyapunov": np.zeros((1, 2, 4))}
-      ...            for w in ("gaussian", "orthogonal")}
-      >>> fig = plotting.isometry({"rows": rows, "spectra": spectra, "depths": [2], "width": 4})
-      >>> fig.axes[2].get_title()
-      'linear: moment growth'
-    """
-    from matplotlib import colormaps
-    from scipy.special import digamma
-
-    depths = list(res["depths"])
-    acts = list(dict.fromkeys(r["activation"] for r in res["rows"]))
-    weights = list(dict.fromkeys(r["weights"] for r in res["rows"]))
-    n = int(res["width"])
-    cmap = colormaps["plasma"]
-    colours = [cmap(0.85 * i / max(1, len(depths) - 1)) for i in range(len(depths))]
-    fig = Figure(figsize=(16, 3.4 * len(acts)), layout="constrained")
-    axes = np.asarray(fig.subplots(len(acts), 4, squeeze=False))
-    style = {"gaussian": ("o", "-"), "orthogonal": ("s", "--")}
-    for i, a in enumerate(acts):
-        for j, w in enumerate(weights[:2]):
-            ax = axes[i, j]
-            spec = res["spectra"].get(f"{a}/{w}")
-            if spec is None:
-                ax.set_visible(False)
-                continue
-            values = np.asarray(spec["log10_sv"], float)  # (depths, seeds * N)
-            finite = values[np.isfinite(values)]
-            lo = max(float(finite.min()) if finite.size else -1.0, -16.0)
-            hi = float(finite.max()) if finite.size else 1.0
-            lo, hi = min(lo, -0.5), max(hi, 0.5)
-            bins = np.linspace(lo, hi, 80)
-            for c, depth in enumerate(depths):
-                v = values[c][np.isfinite(values[c])]
-                v = v[v >= v.max() - 15.0] if v.size else v  # float64 resolves ~15 decades below the top
-                ax.hist(v, bins=bins, density=True, histtype="step", color=colours[c], label=f"L={depth}")
-            ax.set_yscale("log")
-            ax.set_title(f"{a}, {w} weights")
-            ax.set_xlabel(r"$\log_{10}$ singular value of $J$")
-        axes[i, 0].set_ylabel("density")
-        if i == 0:
-            axes[i, 0].legend(fontsize=7, ncol=2)
-        ax = axes[i, 2]
-        for w in weights:
-            rows = [r for r in res["rows"] if r["activation"] == a and r["weights"] == w]
-            d = np.array([r["depth"] for r in rows], float)
-            var = np.array([r["var_sq_sv"] for r in rows], float)
-            tvar = np.array([r["var_sq_sv_theory"] for r in rows], float)
-            marker, ls = style.get(w, ("^", "-."))
-            line = ax.plot(d, np.maximum(tvar, _VAR_FLOOR), ls, label=f"{w} theory")[0]
-            ax.plot(
-                d,
-                np.maximum(var, _VAR_FLOOR),
-                marker,
-                color=line.get_color(),
-                ls="none",
-                label=f"{w} measured",
-            )
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("depth L")
-        ax.set_ylabel(r"variance of $\sigma^2$ (eig. of $JJ^T$)")
-        ax.set_title(f"{a}: moment growth")
-        ax.legend(fontsize=7)
-        ax = axes[i, 3]
-        x = (np.arange(n) + 0.5) / n
-        for w in weights:
-            spec = res["spectra"].get(f"{a}/{w}")
-            if spec is None:
-                continue
-            ly = np.asarray(spec["lyapunov"], float)[-1]  # (seeds, N) at the largest depth
-            ok = np.isfinite(ly)
-            mean = np.where(ok, ly, 0.0).sum(axis=0) / np.maximum(ok.sum(axis=0), 1)
-            ax.plot(
-                x,
-                np.where(ok.any(axis=0), mean, np.nan),
-                style.get(w, ("^", "-."))[1],
-                label=f"{w} (L={depths[-1]})",
-            )
-        if a == "linear" and "gaussian" in weights:
-            k = np.arange(1, n + 1)
-            ax.plot(x, 0.5 * (np.log(2.0 / n) + digamma((n - k + 1) / 2.0)), "k:", label="Ginibre exact")
-        ax.set_ylim(bottom=max(ax.get_ylim()[0], -4.0))  # relu's zero directions sit near -37
-        ax.set_xlabel("i / N")
-        ax.set_ylabel("Lyapunov exponent (ln per layer)")
-        ax.set_title(f"{a}: Lyapunov spectrum")
-        ax.legend(fontsize=7)
-    return fig
-
-
-def xor_curves(res: dict) -> Figure:
-    """The XOR experiment (`experiments.xor.run` output): training-loss curves of the shallow and the
-    deep nets (left, one thin line per seed, log scale), and the deep net's per-block log10
-    kernel-gradient norms at init and at the end (right, mean over seeds with a +-1 std band;
-    block 1 = input side).
-
-    Args:
-      res: dict with "shallow" and "deep" cells, each holding "step" (T,), "loss_curves" (seeds, T),
-        "depth", "solved", and for "deep" "log10_kernel_grad_init" / "log10_kernel_grad_end"
-        (seeds, L), in decades.
-    Returns:
-      A `matplotlib.figure.Figure` with two axes.
-    """
-    fig = Figure(figsize=(11, 4), layout="constrained")
-    ax_loss, ax_grad = fig.subplots(1, 2)
-    colors = {"shallow": "tab:blue", "deep": "tab:red"}
-    for key in ("shallow", "deep"):
-        cell = res[key]
-        steps = np.asarray(cell["step"], dtype=float)
-        curves = np.asarray(cell["loss_curves"], dtype=float)
-        for i, curve in enumerate(curves):
-            solved = f"{cell['solved']}/{len(curves)} solved"
-            label = f"{key} ({cell['depth']} hidden, {solved})" if i == 0 else None
-            ax_loss.plot(steps, np.maximum(curve, 1e-12), color=colors[key], lw=0.8, alpha=0.7, label=label)
-    ax_loss.set_yscale("log")
-    ax_loss.set_xlabel("step")
-    ax_loss.set_ylabel("training loss (floored at 1e-12)")
-    ax_loss.set_title("XOR, full-batch gradient descent")
-    ax_loss.legend(fontsize=8)
-
-    deep = res["deep"]
-    for name, style in (("log10_kernel_grad_init", "-o"), ("log10_kernel_grad_end", "--s")):
-        values = np.asarray(deep[name], dtype=float)  # (seeds, L)
-        blocks = np.arange(1, values.shape[1] + 1)
-        mean, std = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
-        when = "init" if name.endswith("init") else "end"
-        ax_grad.plot(blocks, mean, style, color="tab:red", ms=3, label=f"at {when}")
-        ax_grad.fill_between(blocks, mean - std, mean + std, color="tab:red", alpha=0.15)
-    ax_grad.set_xlabel("block (1 = input side)")
-    ax_grad.set_ylabel("log10 ||dloss/dW_l||_F (decades)")
-    ax_grad.set_title(f"deep net ({deep['depth']} hidden layers): kernel gradients")
-    ax_grad.legend(fontsize=8)
     return fig

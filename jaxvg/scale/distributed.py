@@ -1,12 +1,13 @@
-"""Several hosts: start JAX's distributed runtime and build a mesh over every process's devices.
+"""Several hosts: start JAX's distributed runtime and assemble global arrays from every process.
 
 JAX runs one Python process per host (or per GPU); all of them run the same program. Each process
 calls `initialize` first, before any other JAX call, with the address of process 0's coordinator,
 the number of processes and its own id. After that, `jax.devices()` lists every process's devices,
-`global_mesh()` spans them, and a jitted program over global arrays (`global_array`) runs on all
-hosts at once, with XLA's collectives (NCCL on GPU, ICI on TPU, Gloo over TCP on CPU) between them.
+`jaxvg.scale.device_mesh(axis_name, scope="global")` spans them, and a jitted program over global
+arrays (`global_array`) runs on all hosts at once, with XLA's collectives (NCCL on GPU, ICI on TPU,
+Gloo over TCP on CPU) between them.
 
-How to run a script that calls `jaxvg.scale.distributed.initialize()` first on two hosts (addresses are
+How to run a script that calls `jaxvg.scale.initialize()` first on two hosts (addresses are
 examples; any free port, the same on every host)::
 
     # host 0 (its address 10.0.0.1 must be reachable from the other hosts)
@@ -22,10 +23,10 @@ lets jax detect the cluster. With no arguments, no variables and no cluster (or 
 already run in this process and nothing was asked for), `initialize` does nothing and the program
 runs as one process, so scripts may call it unconditionally.
 
-On CPU the cross-process collectives are Gloo's (jax 0.10.2: `jax_cpu_collectives_implementation`
-is "gloo" by default; nothing to set). Tested (tests/test_distributed.py): two processes on one machine over loopback (127.0.0.1 and a
-free port), each with 2 CPU devices, compute a sharded sum, a data-parallel gradient and a
-`sweeps.map_nets` sweep over the 4-device global mesh, equal to one process.
+On CPU the cross-process collectives are Gloo's (jax's default `jax_cpu_collectives_implementation`;
+nothing to set): two processes on one machine over loopback (127.0.0.1 and a free port), each with
+2 CPU devices, compute a sharded sum, a data-parallel gradient and a `jaxvg.scale.map_nets` sweep
+over the 4-device global mesh equal to one process.
 """
 
 from __future__ import annotations
@@ -37,12 +38,13 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxvg import checks
+from jaxvg.scale import devices
 
-__all__ = ["Processes", "global_array", "global_mesh", "initialize"]
+__all__ = ["Processes", "global_array", "initialize"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,32 +141,17 @@ def initialize(
     return _processes()
 
 
-def global_mesh(axis_name: str = "nets") -> Mesh:
-    """A 1-D mesh over every process's devices (`jax.devices()`), axis type Auto.
-
-    Args:
-      axis_name: mesh axis name ("nets" for `sweeps.map_nets`, "batch" for data parallelism).
-    Returns:
-      `jax.sharding.Mesh` of shape (jax.device_count(),), devices ordered by process.
-
-    Example:
-      >>> dict(global_mesh("batch").shape) == {"batch": jax.device_count()}
-      True
-    """
-    return jax.make_mesh((jax.device_count(),), (axis_name,), axis_types=(AxisType.Auto,))
-
-
 def global_array(local: Any, mesh: Mesh | None = None, axis_name: str = "nets") -> Any:
     """Assemble one global array from every process's block of rows.
 
     Process p passes its rows (the p-th block along the first axis, the same number on every
     process); the result is a global `jax.Array` of leading size sum over processes, sharded along
-    `axis_name`, that jitted programs and `sweeps.map_nets(..., mesh=mesh)` take as input. With one
-    process it is the array itself, placed on the mesh.
+    `axis_name`, that jitted programs and `jaxvg.scale.map_nets(..., mesh=mesh)` take as input.
+    With one process it is the array itself, placed on the mesh.
 
     Args:
       local: pytree of arrays, this process's rows, leading size divisible by its local devices.
-      mesh: default `global_mesh(axis_name)`.
+      mesh: default `jaxvg.scale.device_mesh(axis_name, scope="global")`.
       axis_name: mesh axis to shard over.
     Returns:
       Pytree of global `jax.Array`s.
@@ -172,10 +159,11 @@ def global_array(local: Any, mesh: Mesh | None = None, axis_name: str = "nets") 
       ValueError: if a leaf is a scalar or its leading size is not divisible by the local devices.
 
     Example:
-      >>> global_array(np.arange(4.0)).shape
-      (4,)
+      >>> rows = np.arange(2.0 * jax.local_device_count())   # a multiple of this process's devices
+      >>> global_array(rows).shape == rows.shape   # one process: the array itself
+      True
     """
-    mesh = global_mesh(axis_name) if mesh is None else mesh
+    mesh = devices.device_mesh(axis_name, scope="global") if mesh is None else mesh
     sharding = NamedSharding(mesh, P(axis_name))
     n_local = sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
 

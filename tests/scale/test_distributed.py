@@ -1,78 +1,29 @@
-"""Tests for jaxvg.distributed: two processes on loopback together equal one process."""
+"""Tests for jaxvg.scale.distributed: two processes on loopback together equal one process."""
 
 from __future__ import annotations
 
-import os
-import pathlib
-import socket
-import subprocess
-import sys
-
+import _multiprocess_check
 import jax
 import numpy as np
 import pytest
 
+from jaxvg import scale
 from jaxvg.scale import distributed
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-WORKER = ROOT / "tests" / "_multiprocess_check.py"
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _run_processes(n: int, local_devices: int, tmp_path: pathlib.Path) -> list[dict[str, np.ndarray]]:
-    port = _free_port()
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    env.pop("XLA_FLAGS", None)
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                str(WORKER),
-                str(i),
-                str(n),
-                str(port),
-                str(tmp_path / f"p{i}.npz"),
-                str(local_devices),
-            ],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for i in range(n)
-    ]
-    logs = []
-    try:
-        for p in procs:
-            logs.append(p.communicate(timeout=240)[0])
-    finally:
-        for p in procs:  # only the processes started here
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    for i, p in enumerate(procs):
-        assert p.returncode == 0, f"process {i} failed:\n" + "\n".join(logs)
-    return [dict(np.load(tmp_path / f"p{i}.npz")) for i in range(n)]
-
-
-def test_two_processes_on_loopback_equal_one_process(tmp_path, x64):
+def test_two_processes_on_loopback_equal_one_process(tmp_path, x64, run_python, free_port):
     """2 processes x 2 CPU devices (a 4-device global mesh, Gloo over 127.0.0.1) compute a sharded
     sum, a data-parallel gradient and a map_nets sweep from their own halves of the data; both
     hold the same global results as this single process computing everything on 1 device.
     Float64; rtol 1e-10 (the sums are taken in another order: measured 5e-15)."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    try:
-        import _multiprocess_check
-    finally:
-        sys.path.remove(str(ROOT / "tests"))
     want = _multiprocess_check.compute()
-    results = _run_processes(2, 2, tmp_path)
+    n, local_devices = 2, 2
+    commands = [
+        (_multiprocess_check.PATH, i, n, free_port, tmp_path / f"p{i}.npz", local_devices) for i in range(n)
+    ]
+    run_python(*commands, env={"XLA_FLAGS": None}, timeout=240)  # each worker sets its own devices
+    results = [dict(np.load(tmp_path / f"p{i}.npz")) for i in range(n)]
+    assert len(results) == n
     for got in results:
         assert int(got.pop("device_count")) == 4
         assert sorted(got) == sorted(want)
@@ -114,18 +65,28 @@ def test_initialize_errors(monkeypatch, kwargs, env, match):
         distributed.initialize(**kwargs)
 
 
-def test_initialize_after_jax_started_names_the_problem(monkeypatch):
+def test_initialize_after_jax_started_names_the_problem(monkeypatch, free_port):
     """Asked for several processes after JAX already ran: jax's RuntimeError, not a silent no-op."""
     for var in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
         monkeypatch.delenv(var, raising=False)
     jax.devices()
     with pytest.raises(RuntimeError, match="must be called before"):
-        distributed.initialize(f"127.0.0.1:{_free_port()}", 2, 0, initialization_timeout=1)
+        distributed.initialize(f"127.0.0.1:{free_port}", 2, 0, initialization_timeout=1)
 
 
 def test_global_array_single_process_and_errors():
-    a = distributed.global_array({"w": np.arange(6.0).reshape(3, 2)})
-    np.testing.assert_array_equal(a["w"], np.arange(6.0).reshape(3, 2))
+    """One process: the array itself, split over this process's devices (1, or 8 with XLA_FLAGS)."""
+    n_local = jax.local_device_count()
+    rows = np.arange(4.0 * n_local).reshape(2 * n_local, 2)
+    a = distributed.global_array({"w": rows})
+    np.testing.assert_array_equal(a["w"], rows)
     assert a["w"].sharding.spec == jax.sharding.PartitionSpec("nets")
+    assert len(a["w"].sharding.device_set) == n_local
     with pytest.raises(ValueError, match=r"`local\['s'\]` must have a leading size"):
         distributed.global_array({"s": np.float32(1.0)})
+    mesh = scale.device_mesh("batch", scope="global")
+    b = scale.global_array(rows, mesh, "batch")
+    assert b.sharding.spec == jax.sharding.PartitionSpec("batch")
+    if n_local > 1:  # only several devices can refuse a size
+        with pytest.raises(ValueError, match=rf"divisible by this process's {n_local} devices"):
+            distributed.global_array(rows[: n_local + 1])

@@ -1,12 +1,13 @@
-"""Checks that need several devices, run by tests/test_sweeps.py in a fresh subprocess.
+"""Checks that need several devices, run by test_devices.py (next to this file) in a subprocess.
 
 The 8 CPU devices exist only if XLA_FLAGS=--xla_force_host_platform_device_count=8 is set before
-jax starts, so the pytest process (1 device) cannot run them itself. Run by hand:
+jax starts, so a pytest process with 1 device cannot run them itself. Run by hand:
 
-    XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/_multidevice_check.py
+    XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/scale/_multidevice_check.py
 
-It prints one JSON line, {check name: {"ok": bool, "detail": str, ...}}; test_sweeps.py turns each
-entry into one test. Workloads are small real ones: SGD steps of MLPs over a sigma_w2 grid.
+It prints one JSON line, {check name: {"ok": bool, "detail": str, ...}}, and exits 1 when a check
+failed (an import error included: it fails that check, it is never skipped); test_devices.py turns
+each entry into one test. Workloads are small real ones: SGD steps of MLPs over a sigma_w2 grid.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+PATH = pathlib.Path(__file__).resolve()
 N_DEVICES = 8
-# Equality checks run in float64 (x64 is switched on in main) at rtol 1e-6, the tolerance the
-# issue sets; float32 results are reported alongside. The references are the same vmap under
+# Equality checks run in float64 (x64 is switched on in main) at rtol 1e-6; float32 results are reported alongside. The references are the same vmap under
 # jax.jit on one device. Sharding changes only which device computes which net, but each device
 # compiles vmap(fn) for its own block of nets, a different shape from the unsharded vmap, and XLA
 # may vectorise differently: float32 results differed by up to 4.9e-6 relative (sometimes not
@@ -83,13 +84,13 @@ def check_devices():
 
 def check_sweep_sigma_grid():
     """12 nets (padded to 16 on 8 devices), an SGD step each, equal to the unsharded vmap."""
-    from jaxvg.scale import sweeps
+    from jaxvg import scale
 
     sigma_w2 = jnp.linspace(0.5, 3.0, 12)
     keys = jax.random.split(jax.random.key(1), 12)
     x, y = _data()
     fn = functools.partial(sgd_mlp, steps=1)
-    out = sweeps.map_nets(fn, sigma_w2, keys, shared=(x, y))
+    out = scale.map_nets(fn, sigma_w2, keys, shared=(x, y))
     ref = jax.jit(jax.vmap(fn, in_axes=(0, 0, None, None)))(sigma_w2, keys, x, y)
     err = _close(out, ref)
     loss = out["loss"]
@@ -106,7 +107,7 @@ def check_naive_shard_map_pitfall():
     inside the shard over devices. Reported, not asserted (a future jax may change it)."""
     from jax.sharding import PartitionSpec as P
 
-    from jaxvg.scale import sweeps
+    from jaxvg import scale
 
     x, _ = _data()
 
@@ -116,13 +117,13 @@ def check_naive_shard_map_pitfall():
 
     ws = jax.random.normal(jax.random.key(0), (16, IN, 2))
     naive = jax.jit(
-        jax.shard_map(jax.vmap(fn), mesh=sweeps.local_mesh(), in_specs=P("nets"), out_specs=P("nets"))
+        jax.shard_map(jax.vmap(fn), mesh=scale.device_mesh(), in_specs=P("nets"), out_specs=P("nets"))
     )
     ref = jax.jit(jax.vmap(fn))(ws)
-    ours = _close(sweeps.map_nets(fn, ws), ref)
+    ours = _close(scale.map_nets(fn, ws), ref)
     with jax.enable_x64(False):  # float32, reported
         ws32 = ws.astype(jnp.float32)
-        ours32 = _close(sweeps.map_nets(fn, ws32), jax.jit(jax.vmap(fn))(ws32), rtol=1e-4)
+        ours32 = _close(scale.map_nets(fn, ws32), jax.jit(jax.vmap(fn))(ws32), rtol=1e-4)
     return {
         "naive_abs_err": float(np.max(np.abs(naive(ws) - ref))),
         "map_nets_rel_err": ours,
@@ -132,7 +133,7 @@ def check_naive_shard_map_pitfall():
 
 def check_pytrees_keys_and_sizes():
     """Dict params, typed PRNG keys, nets = 1 and 9 (padded to 8 and 16)."""
-    from jaxvg.scale import sweeps
+    from jaxvg import scale
 
     def fn(params, key):
         noise = jax.random.normal(key, params["w"].shape)
@@ -143,7 +144,7 @@ def check_pytrees_keys_and_sizes():
     for n in (1, 9):
         params = {"w": jnp.arange(n * 6.0).reshape(n, 2, 3) / 7, "s": jnp.linspace(0.5, 1.5, n)}
         keys = jax.random.split(jax.random.key(n), n)
-        out = sweeps.map_nets(fn, params, keys)
+        out = scale.map_nets(fn, params, keys)
         errs.append(_close(out, jax.jit(jax.vmap(fn))(params, keys)))
         assert out["z"].shape == (n, 2)
     return {"max_rel_err": max(errs)}
@@ -151,7 +152,7 @@ def check_pytrees_keys_and_sizes():
 
 def check_padding_copies_first():
     """Padded nets are copies of net 0: a function that fails on NaN/zero never sees them."""
-    from jaxvg.scale import sweeps
+    from jaxvg import scale
 
     seen = []
 
@@ -160,7 +161,7 @@ def check_padding_copies_first():
         return 1.0 / a
 
     a = jnp.arange(1.0, 4.0)  # 3 nets -> 8 (5 copies of net 0)
-    out = sweeps.map_nets(fn, a)
+    out = scale.map_nets(fn, a)
     jax.effects_barrier()
     values = np.concatenate([np.atleast_1d(v) for v in seen])
     assert sorted(values.tolist()) == sorted([1.0] * 6 + [2.0, 3.0]), values
@@ -171,11 +172,11 @@ def check_padding_copies_first():
 def check_depth_sweep_sharded():
     """Depths 1, 3, 6 (x4 seeds) padded to 6, masked blocks, sharded: equal to each net unpadded
     (a plain single net: a different XLA program, float32 differed by 6.7e-6 relative)."""
-    from jaxvg.scale import sweeps
+    from jaxvg import scale
 
     depths = [1, 3, 6] * 4
     max_depth = 6
-    mask = sweeps.pad_depth_mask(depths, max_depth)
+    mask = scale.pad_depth_mask(depths, max_depth)
     keys = jax.random.split(jax.random.key(2), len(depths))
     x, y = jax.tree.map(lambda a: a.astype(jnp.float64), _data(3))
 
@@ -191,12 +192,12 @@ def check_depth_sweep_sharded():
     def loss(params, mask, x, y):
         ws, head = params
         blocks = [functools.partial(lambda h, w: jnp.tanh(h @ w), w=w) for w in ws]
-        return jnp.mean((sweeps.masked_forward(blocks, x, mask) @ head - y) ** 2)
+        return jnp.mean((scale.masked_forward(blocks, x, mask) @ head - y) ** 2)
 
     def fn(key, mask, x, y):
         return jax.value_and_grad(loss)(init(key), mask, x, y)
 
-    out = sweeps.map_nets(fn, keys, mask, shared=(x, y))
+    out = scale.map_nets(fn, keys, mask, shared=(x, y))
 
     @jax.jit
     def plain(params, x, y):  # a plain net of depth len(ws), no masks (one compile per depth)
@@ -221,7 +222,7 @@ def check_data_parallel_gradient():
     """Batch of 64 split over 8 devices: the jitted gradient equals the 1-device gradient (float64,
     rtol 1e-6; float32 reported and held to rtol 1e-4, since the batch sum is taken in another
     order: 8 partial sums, then an all-reduce that XLA inserted)."""
-    from jaxvg.scale import sweeps
+    from jaxvg import scale
 
     def loss(params, x, y):
         ws, bs = params
@@ -238,7 +239,7 @@ def check_data_parallel_gradient():
             cast = functools.partial(jnp.asarray, dtype=dtype)
             x, y = jax.tree.map(cast, _data(4, batch=64))
             params = jax.tree.map(cast, sgd_mlp(1.5, jax.random.key(5), x, y, steps=0)["params"])
-            xs, ys = sweeps.shard_batch((x, y))
+            xs, ys = scale.shard_batch((x, y))
             assert len(xs.sharding.device_set) == N_DEVICES
             compiled = step.lower(params, xs, ys).compile()
             assert "all-reduce" in compiled.as_text(), "XLA should reduce the gradient across devices"
@@ -251,12 +252,12 @@ def check_data_parallel_gradient():
 
 def check_shard_batch_indivisible():
     """12 rows cannot split over 8 devices: ValueErrors that say so and how to fix it."""
-    from jaxvg.scale import sweeps
+    from jaxvg import scale
 
     messages = {}
     for name, fn, want in [
-        ("shard_batch", sweeps.shard_batch, "divisible by the 8 devices"),
-        ("shard_nets", sweeps.shard_nets, "sweeps.pad_nets(stacked, 8)"),
+        ("shard_batch", scale.shard_batch, "divisible by the 8 devices"),
+        ("shard_nets", scale.shard_nets, "jaxvg.scale.pad_nets(stacked, 8)"),
     ]:
         try:
             fn(jnp.ones((12, 2)))
@@ -268,20 +269,37 @@ def check_shard_batch_indivisible():
     return messages
 
 
+def check_global_array_and_meshes():
+    """One process, 8 devices: the global mesh is the local one; global_array splits 16 rows over
+    the 8 devices and refuses 12 with a message that names the device count."""
+    from jaxvg import scale
+
+    local, glob = scale.device_mesh(), scale.device_mesh(scope="global")
+    assert list(local.devices.flat) == list(glob.devices.flat) == jax.devices()
+    rows = np.arange(32.0).reshape(16, 2)
+    out = scale.global_array({"w": rows})["w"]
+    np.testing.assert_array_equal(np.asarray(out), rows)
+    assert len(out.sharding.device_set) == N_DEVICES and out.sharding.spec == jax.sharding.PartitionSpec(
+        "nets"
+    )
+    try:
+        scale.global_array({"w": rows[:12]})
+    except ValueError as e:
+        assert "divisible by this process's 8 devices" in str(e), e
+        message = str(e)
+    else:
+        raise AssertionError("global_array accepted 12 rows on 8 devices")
+    return {"message": message}
+
+
 def check_fit_stacked_integration():
-    """jaxvg.train.fit_stacked sharded over nets."""
-    from jaxvg.train import training
-
-    return _fit_stacked_integration(training)
-
-
-def _fit_stacked_integration(training):
     """6 MLPs (float64) padded to 8 with pad_nets, placed with shard_nets, trained by the unchanged
     fit_stacked: equal to the one-device fit_stacked of the 6 nets (rtol 1e-6), results sharded."""
     from flax import nnx
 
     import jaxvg
-    from jaxvg.scale import sweeps
+    from jaxvg import scale
+    from jaxvg.train import training
 
     n = 6
     models = [
@@ -296,8 +314,8 @@ def _fit_stacked_integration(training):
     kw = dict(loss="mse", optimizer="sgd", steps=10, batch_size=8, log_every=5, progress=False)
     ref = training.fit_stacked(graphdef, params, rest, (x, y), keys=keys, learning_rate=lr, **kw)
 
-    (p8, r8, k8, lr8), _ = sweeps.pad_nets((params, rest, keys, lr), N_DEVICES)
-    p8, r8, k8 = sweeps.shard_nets((p8, r8, k8))
+    (p8, r8, k8, lr8), _ = scale.pad_nets((params, rest, keys, lr), N_DEVICES)
+    p8, r8, k8 = scale.shard_nets((p8, r8, k8))
     got = training.fit_stacked(graphdef, p8, r8, (x, y), keys=k8, learning_rate=np.asarray(lr8), **kw)
     leaf = jax.tree.leaves(got.params)[0]
     assert len(leaf.sharding.device_set) == N_DEVICES, leaf.sharding
@@ -315,12 +333,13 @@ CHECKS = {
     "depth_sweep_sharded": check_depth_sweep_sharded,
     "data_parallel_gradient": check_data_parallel_gradient,
     "shard_batch_indivisible": check_shard_batch_indivisible,
+    "global_array_and_meshes": check_global_array_and_meshes,
     "fit_stacked_integration": check_fit_stacked_integration,
 }
 
 
 def main() -> int:
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # the repository root: jaxvg
+    sys.path.insert(0, str(PATH.parents[2]))  # the repository root: the jaxvg under test
     jax.config.update("jax_numpy_rank_promotion", "raise")
     jax.config.update("jax_enable_x64", True)  # float64 by default; float32 where stated
     results = {}
@@ -332,8 +351,8 @@ def main() -> int:
             results[name] = {"ok": False, "detail": traceback.format_exc()}
         results[name]["seconds"] = round(time.perf_counter() - start, 2)
         results[name]["cpu_seconds"] = round(time.process_time() - cpu, 2)
-    print("RESULTS " + json.dumps(results))
-    return 0
+    print("RESULTS " + json.dumps(results), flush=True)
+    return 0 if all(r["ok"] for r in results.values()) else 1
 
 
 if __name__ == "__main__":

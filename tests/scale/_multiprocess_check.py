@@ -1,12 +1,12 @@
-"""One process of the two-process test in tests/test_distributed.py.
+"""One process of the two-process test in test_distributed.py (next to this file).
 
-    python tests/_multiprocess_check.py PROCESS_ID NUM_PROCESSES PORT OUT.npz [LOCAL_DEVICES]
+    python tests/scale/_multiprocess_check.py PROCESS_ID NUM_PROCESSES PORT OUT.npz [LOCAL_DEVICES]
 
 Each process gets LOCAL_DEVICES (default 2) CPU devices (XLA_FLAGS, set before jax starts), joins
-the others through `jaxvg.scale.distributed.initialize("127.0.0.1:PORT", ...)` (Gloo collectives over
-loopback TCP) and computes, on the global mesh of all processes' devices, from its own block of
-the data: a sharded sum, a data-parallel MLP gradient, and a `sweeps.map_nets` sweep. It writes
-the global results to OUT.npz. `compute` also runs in one process (the reference).
+the others through `jaxvg.scale.initialize("127.0.0.1:PORT", ...)` (Gloo collectives over loopback
+TCP) and computes, on the global mesh of all processes' devices, from its own block of the data: a
+sharded sum, a data-parallel MLP gradient, and a `jaxvg.scale.map_nets` sweep. It writes the global
+results to OUT.npz. `compute` also runs in one process (the reference).
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ if __name__ == "__main__":  # before jax starts: this process's CPU devices
     os.environ["XLA_FLAGS"] = (
         f"--xla_force_host_platform_device_count={sys.argv[5] if len(sys.argv) > 5 else 2}"
     )
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # the repository root: jaxvg
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))  # the repository root: jaxvg
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+PATH = pathlib.Path(__file__).resolve()
 N_NETS, BATCH, IN, WIDTH, OUT = 8, 16, 3, 8, 1
 
 
@@ -70,7 +71,7 @@ def compute() -> dict[str, np.ndarray]:
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
-    from jaxvg.scale import distributed, sweeps
+    from jaxvg import scale
 
     data = full_data()
     p, n_proc = jax.process_index(), jax.process_count()
@@ -80,19 +81,19 @@ def compute() -> dict[str, np.ndarray]:
         return a[p * rows : (p + 1) * rows]
 
     out = {}
-    mesh = distributed.global_mesh("batch")
-    values = distributed.global_array(mine(data["values"]), mesh, "batch")
+    mesh = scale.device_mesh("batch", scope="global")
+    values = scale.global_array(mine(data["values"]), mesh, "batch")
     out["sum"] = np.asarray(jax.jit(jnp.sum, out_shardings=NamedSharding(mesh, P()))(values))
 
-    x, y = distributed.global_array((mine(data["x"]), mine(data["y"])), mesh, "batch")
+    x, y = scale.global_array((mine(data["x"]), mine(data["y"])), mesh, "batch")
     step = jax.jit(jax.value_and_grad(loss), out_shardings=NamedSharding(mesh, P()))
     value, grads = step(data["params"], x, y)  # numpy params: replicated on every device
     out["dp_loss"] = np.asarray(value)
     out["dp_grad0"], out["dp_grad1"] = (np.asarray(g) for g in grads)
 
-    mesh = distributed.global_mesh("nets")
-    sigma_w2, seeds = distributed.global_array((mine(data["sigma_w2"]), mine(data["seeds"])), mesh, "nets")
-    sweep = sweeps.map_nets(net, sigma_w2, seeds, shared=(data["x"], data["y"]), mesh=mesh)
+    mesh = scale.device_mesh("nets", scope="global")
+    sigma_w2, seeds = scale.global_array((mine(data["sigma_w2"]), mine(data["seeds"])), mesh, "nets")
+    sweep = scale.map_nets(net, sigma_w2, seeds, shared=(data["x"], data["y"]), mesh=mesh)
     sweep = multihost_utils.process_allgather(sweep, tiled=True)
     out.update({f"sweep_{k}": np.asarray(v) for k, v in sweep.items()})
     return out
@@ -108,9 +109,9 @@ def main() -> None:
     local_devices = int(sys.argv[5]) if len(sys.argv) > 5 else 2
     jax.config.update("jax_enable_x64", True)
     jax.config.update("jax_numpy_rank_promotion", "raise")
-    from jaxvg.scale import distributed
+    from jaxvg import scale
 
-    info = distributed.initialize(f"127.0.0.1:{port}", num_processes, process_id, initialization_timeout=60)
+    info = scale.initialize(f"127.0.0.1:{port}", num_processes, process_id, initialization_timeout=60)
     assert (info.process_index, info.process_count) == (process_id, num_processes), info
     assert (info.local_device_count, info.device_count) == (local_devices, local_devices * num_processes), (
         info

@@ -1,4 +1,7 @@
-"""jaxvg.plotting: figures are returned (not shown), log-scale, one line per flow, no pyplot state."""
+"""jaxvg.report.plotting: figures are returned (not shown), log-scale, one line per flow, no pyplot
+state; `save` writes atomically."""
+
+import os
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +12,6 @@ from flax import nnx
 from matplotlib.figure import Figure
 
 import jaxvg
-from jaxvg.measure import analysis
 from jaxvg.report import plotting
 
 matplotlib.use("Agg")
@@ -18,8 +20,8 @@ matplotlib.use("Agg")
 @pytest.fixture(scope="module")
 def flows():
     x, y = jnp.ones((4, 3)), jnp.zeros((4, 1))
-    sig = analysis.gradient_flow(jaxvg.MLP(3, 8, 5, 1, activation="sigmoid", rngs=nnx.Rngs(0)), x, y)
-    tanh = analysis.gradient_flow(jaxvg.MLP(3, 8, 5, 1, activation="tanh", rngs=nnx.Rngs(0)), x, y)
+    sig = jaxvg.gradient_flow(jaxvg.MLP(3, 8, 5, 1, activation="sigmoid", rngs=nnx.Rngs(0)), x, y)
+    tanh = jaxvg.gradient_flow(jaxvg.MLP(3, 8, 5, 1, activation="tanh", rngs=nnx.Rngs(0)), x, y)
     return sig, tanh
 
 
@@ -57,3 +59,23 @@ def test_bad_arguments(flows):
         plotting.gradient_flow()
     with pytest.raises(TypeError, match=r"`flows\[0\]` must be a GradientFlow"):
         plotting.gradient_flow(np.zeros(3))
+
+
+def test_save_is_atomic_follows_the_suffix_and_refuses_an_empty_path(flows, tmp_path, monkeypatch):
+    fig = plotting.gradient_flow(flows[0])
+    png = plotting.save(fig, tmp_path / "deep" / "flow.png")
+    assert png == tmp_path / "deep" / "flow.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plotting.save(fig, str(tmp_path / "flow.svg")).read_text().lstrip().startswith("<?xml")
+    before = png.read_bytes()
+
+    def interrupted(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        plotting.save(plotting.gradient_flow(flows[1]), png)
+    monkeypatch.undo()
+    assert png.read_bytes() == before and os.listdir(png.parent) == ["flow.png"]  # old file, no debris
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="`path` must be a non-empty path"):
+        plotting.save(fig, "")
