@@ -174,7 +174,7 @@ class Outputs:
       csv: {file name: rows}, each written as a CSV file.
       seeds: the seeds used, for metrics.json (a list or a count); default: 0..config.seeds-1.
       figure: draws the figure (called after everything else is written), saved as NAME.png.
-      name: NAME of NAME.png (default: the last part of the config's module name).
+      name: NAME of NAME.png (default: the last part of the config's module name, e.g. "vanishing").
     """
 
     results: Mapping[str, Any]
@@ -201,6 +201,14 @@ def check_writable(out_dir: str | os.PathLike) -> pathlib.Path:
     except OSError as err:
         raise OSError(f"cannot write results to `out_dir` {str(path)!r}: {err}") from err
     return path
+
+
+def _module_name(config_cls: type) -> str:
+    """The last part of the name of the module that defines `config_cls` ("vanishing" for
+    experiments.vanishing), also when it runs as `python -m experiments.vanishing` (`__main__`)."""
+    module = sys.modules.get(config_cls.__module__)
+    spec = getattr(module, "__spec__", None)
+    return (spec.name if spec is not None else config_cls.__module__).rpartition(".")[2]
 
 
 def _stderr(message: str) -> None:
@@ -237,7 +245,7 @@ def main(
     if outputs.figure is not None:
         from jaxvg.report import plotting
 
-        png = out / f"{outputs.name or config_cls.__module__.rpartition('.')[2]}.png"
+        png = out / f"{outputs.name or _module_name(config_cls)}.png"
         plotting.save(outputs.figure(), str(png))
         written.append(png)
     print(outputs.summary.rstrip("\n"))
