@@ -190,7 +190,9 @@ def _build(config_cls: type) -> tuple[argparse.ArgumentParser, dict[str, _Flag]]
     if not (dataclasses.is_dataclass(config_cls) and isinstance(config_cls, type)):
         raise TypeError(f"`config_cls` must be a dataclass class, got {config_cls!r}.")
     description, epilog = _description(config_cls)
+    spec = getattr(sys.modules.get(config_cls.__module__), "__spec__", None)
     parser = argparse.ArgumentParser(
+        prog=f"python -m {spec.name}" if config_cls.__module__ == "__main__" and spec else None,
         description=description,
         epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
