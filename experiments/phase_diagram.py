@@ -9,20 +9,20 @@ transition sigma_w2 = `theory.critical_sigma_w2` (1.76 for sigma_b2 = 0.05), so 
 region is a tongue around criticality that reaches the greatest depths there.
 
 How it runs: every net of the grid (sigma_w2 x depth x seed) is padded to the largest depth, its
-extra blocks masked to the identity (`sweeps.pad_depth_mask`), so the whole grid is ONE compiled
-program; the nets are vmapped and their axis sharded over local devices (`sweeps.map_nets`). The
-grid runs in chunks of one depth row (all sigma_w2 x seeds), each written as it finishes
-(`on_cell`) and skipped when rerun. Why pad: on a 2-core CPU compiling the training program took
-~10x longer than running a whole depth row (measured, --quick: 45 s compile vs 1.8 s per row under
-load), so one program for all depths beats one program per depth even though padded blocks are
-computed and discarded (`--no-pad-depths` gives one exact-depth program per row instead, for
-accelerators where compute, not compile, dominates). Initial weights use common random numbers: a
-net's standard-normal draws depend only on (seed, layer) and sigma_w2 scales them, so neighbouring
-cells differ by sigma_w2 and depth alone. A net whose loss or parameters go non-finite is frozen at
-its last finite parameters and recorded as diverged.
+extra blocks masked to the identity (`jaxvg.scale.pad_depth_mask`), so the whole grid is ONE
+compiled program; the nets are vmapped and their axis sharded over local devices
+(`jaxvg.scale.map_nets`). The grid runs in chunks of one depth row (all sigma_w2 x seeds), each
+written as it finishes (`on_cell`) and skipped when rerun. Why pad: on a 2-core CPU compiling the
+training program takes several times longer than running a whole depth row, so one program for all
+depths beats one program per depth even though padded blocks are computed and discarded
+(`--no-pad-depths` gives one exact-depth program per row instead, for accelerators where compute,
+not compile, dominates). Initial weights use common random numbers: a net's standard-normal draws
+depend only on (seed, layer) and sigma_w2 scales them, so neighbouring cells differ by sigma_w2 and
+depth alone. A net whose loss or parameters go non-finite is frozen at its last finite parameters
+and recorded as diverged.
 
-Run:    python -m experiments.phase_diagram              (default grid, a few minutes on 2 CPU cores)
-        python -m experiments.phase_diagram --quick      (about a minute; what the tests run)
+Run:    python -m experiments.phase_diagram              (default grid)
+        python -m experiments.phase_diagram --quick      (4 x 3 grid, width 32, 150 steps; what the tests run)
         python -m experiments.phase_diagram --preset full (Schoenholz's depths to 300; accelerators)
 Writes: results/phase_diagram/{metrics.json,phase_diagram.csv,phase_diagram.png,summary.md,cells/}
 
@@ -30,8 +30,7 @@ Expected outcome: accuracy is high only inside the curve depth < 6 xi_c; near si
 the trainable region reaches the deepest nets of the grid, while deep nets in the ordered phase
 (sigma_w2 ~ 1) and deep chaotic nets (sigma_w2 >= 3) stay near chance (10 %).
 
-Measured (defaults: digits, width 64, 300 SGD steps of lr 0.02, batch 64, 2 seeds; 215 s on a
-shared 2-core CPU), train accuracy:
+Measured (defaults: digits, width 64, 300 SGD steps of lr 0.02, batch 64, 2 seeds), train accuracy:
 
 | depth  |     1 |  1.25 |   1.5 |  1.75 |     2 |  2.25 |   2.5 |     3 |   3.5 |     4 |
 |:-------|------:|------:|------:|------:|------:|------:|------:|------:|------:|------:|
@@ -56,30 +55,22 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvg import checks, theory
+from jaxvg import checks, scale, theory
 from jaxvg.nn import activations
-from jaxvg.scale import sweeps
+from jaxvg.report import experiment, plotting
+from jaxvg.report import results as results_lib
+from jaxvg.report.experiment import Done, Log, OnCell
 from jaxvg.train import data
 
 NAME = "phase_diagram"
-
-_QUICK: dict[str, Any] = {
-    "sigma_w2": (1.0, 1.75, 2.5, 4.0),
-    "depths": (3, 12, 36),
-    "width": 32,
-    "steps": 150,
-    "learning_rate": 0.05,
-    "seeds": 1,
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +99,7 @@ class Config:
     seeds: int = 2  # nets per cell (init and batch order), trained together under vmap
     data_seed: int = 0  # seed of the dataset split
     out_dir: str = "results/phase_diagram"  # where main() writes
-    quick: bool = False  # tiny grid for tests/CI (about a minute on 2 CPU cores)
+    quick: bool = False  # tiny grid for tests/CI; fields you set yourself are kept
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "full": {
@@ -121,12 +112,17 @@ class Config:
             "seeds": 4,
         }
     }
+    QUICK: ClassVar[dict[str, Any]] = {
+        "sigma_w2": (1.0, 1.75, 2.5, 4.0),
+        "depths": (3, 12, 36),
+        "width": 32,
+        "steps": 150,
+        "learning_rate": 0.05,
+        "seeds": 1,
+    }
 
     def __post_init__(self):
-        if self.quick:  # quick sizes replace the fields left at their defaults
-            for f in dataclasses.fields(self):
-                if f.name in _QUICK and getattr(self, f.name) == f.default:
-                    object.__setattr__(self, f.name, _QUICK[f.name])
+        experiment.apply_quick(self)
         checks.choice("dataset", self.dataset, ("digits", "mnist1d"))
         activations.get(self.activation)
         checks.nonnegative("sigma_b2", self.sigma_b2)
@@ -271,8 +267,8 @@ def _net_fn(**static: Any) -> Callable:
 
 
 def cell_key(depth: int, sigma_w2: float) -> str:
-    """The key of one (depth, sigma_w2) cell, e.g. "depth=16,sigma_w2=1.75" (`sweeps.cell_key`)."""
-    return sweeps.cell_key({"depth": int(depth), "sigma_w2": float(sigma_w2)})
+    """The key of one (depth, sigma_w2) cell, e.g. "depth=16,sigma_w2=1.75" (`jaxvg.scale.cell_key`)."""
+    return scale.cell_key({"depth": int(depth), "sigma_w2": float(sigma_w2)})
 
 
 def _setup(config: Config) -> dict[str, Any]:
@@ -296,13 +292,7 @@ def _nan(v: Any) -> float:
     return math.nan if v is None else float(v)
 
 
-def run(
-    config: Config,
-    *,
-    on_cell: Callable[[str, Any], None] | None = None,
-    done: Mapping[str, Any] = {},  # noqa: B006 - read only
-    log: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
+def run(config: Config, *, on_cell: OnCell = None, done: Done = None, log: Log = None) -> dict[str, Any]:
     """Train the sigma_w2 x depth grid and return the phase diagram, with no file I/O.
 
     Args:
@@ -328,15 +318,8 @@ def run(
     arrays = [jnp.asarray(a) for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test)]
     seed_keys = jax.random.split(jax.random.key(20170), config.seeds)  # seed s -> seed_keys[s]
 
-    cells: dict[str, Any] = {}
-    todo: list[tuple[int, float]] = []
-    for depth in config.depths:
-        for s in config.sigma_w2:
-            old = done.get(cell_key(depth, s))
-            if isinstance(old, Mapping) and old.get("setup") == setup:
-                cells[cell_key(depth, s)] = dict(old)
-            else:
-                todo.append((depth, s))
+    store = experiment.Cells(done, on_cell)
+    todo = [(d, s) for d in config.depths for s in config.sigma_w2 if not store.reuse(cell_key(d, s), setup)]
 
     # Groups of cells trained as one call. pad_depths: fixed-size chunks of the flattened grid, all
     # padded to the largest depth (one compiled program). Otherwise one group per depth, each its
@@ -347,14 +330,13 @@ def run(
     else:
         groups = [[c for c in todo if c[0] == d] for d in config.depths]
         groups = [g for g in groups if g]
-    computed: list[str] = []
     for group in groups:
         t0 = time.perf_counter()
         n_real = len(group)
         if config.pad_depths and n_real < len(config.sigma_w2):  # same shape for every chunk
             group = group + [group[-1]] * (len(config.sigma_w2) - n_real)
         depths = np.repeat([d for d, _ in group], config.seeds)
-        masks = sweeps.pad_depth_mask(depths.tolist(), max_depth if config.pad_depths else group[0][0])
+        masks = scale.pad_depth_mask(depths.tolist(), max_depth if config.pad_depths else group[0][0])
         s_arr = jnp.repeat(jnp.asarray([s for _, s in group], jnp.float32), config.seeds)
         k_arr = jnp.tile(seed_keys, len(group))
         fn = _net_fn(
@@ -366,18 +348,12 @@ def run(
             batch_size=config.batch_size,
         )
         lr = jnp.asarray(config.learning_rate, jnp.float32)
-        out = sweeps.map_nets(fn, k_arr, s_arr, masks, shared=(*arrays, lr))
+        out = scale.map_nets(fn, k_arr, s_arr, masks, shared=(*arrays, lr))
         shape = (len(group), config.seeds)
         out = {k: np.asarray(v).reshape(shape) for k, v in jax.device_get(out).items()}
         for i, (depth, s) in enumerate(group[:n_real]):
-            key = cell_key(depth, s)
-            cell = {"depth": depth, "sigma_w2": s, "setup": setup}
-            for name, values in out.items():
-                cell[name] = values[i].tolist()
-            cells[key] = cell
-            computed.append(key)
-            if on_cell is not None:
-                on_cell(key, cell)
+            cell = {"depth": depth, "sigma_w2": s, **{name: values[i] for name, values in out.items()}}
+            store.add(cell_key(depth, s), setup, cell)
         if log is not None:
             acc = out["train_accuracy"][:n_real].mean(axis=1)
             log(
@@ -391,7 +367,7 @@ def run(
     rows = []
     for i, depth in enumerate(config.depths):
         for j, s in enumerate(config.sigma_w2):
-            cell = cells[cell_key(depth, s)]
+            cell = store.cells[cell_key(depth, s)]
             tr = np.array([_nan(v) for v in cell["train_accuracy"]])
             te = np.array([_nan(v) for v in cell["test_accuracy"]])
             dv = np.array([bool(v) for v in cell["diverged"]])
@@ -436,12 +412,26 @@ def run(
             "curve_six_xi_c": 6 * curve_xi_c,
         },
         "rows": rows,
-        "cells": cells,
-        "computed": computed,
+        "cells": {
+            cell_key(d, s): store.cells[cell_key(d, s)] for d in config.depths for s in config.sigma_w2
+        },
+        "computed": store.computed,
         "summary": summary,
         "chance": 1.0 / ds.num_classes,
         "seconds": time.perf_counter() - start,
     }
+
+
+def report(config: Config, res: dict[str, Any]) -> experiment.Outputs:
+    """What main writes: metrics.json, phase_diagram.csv (one row per cell), summary.md with the
+    accuracy grid, and phase_diagram.png."""
+    table = results_lib.format_table(accuracy_table(res), floatfmt=".2f")
+    return experiment.Outputs(
+        results={k: v for k, v in res.items() if k not in ("cells", "rows")},
+        summary=_summary_text(config, res, table),
+        csv={f"{NAME}.csv": res["rows"]},
+        figure=lambda: plotting.phase_diagram(res),
+    )
 
 
 def _summarise(config: Config, acc: np.ndarray, xi_c: np.ndarray, critical: float, num_classes: int) -> dict:
@@ -518,21 +508,8 @@ def accuracy_table(res: dict[str, Any], field: str = "train_accuracy") -> list[d
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    from jaxvg.report import cli, plotting
-    from jaxvg.report import results as results_lib
-
-    config = cli.parse(Config, argv)
-    res = results_lib.run_resumable(run, config, log=lambda m: print(m, file=sys.stderr))
-    out = config.out_dir
-    stored = {k: v for k, v in res.items() if k not in ("cells", "rows")}
-    results_lib.write_metrics(out, config, stored, seeds=list(range(config.seeds)))
-    results_lib.write_csv(f"{out}/{NAME}.csv", res["rows"])
-    table = results_lib.format_table(accuracy_table(res), floatfmt=".2f")
-    text = _summary_text(config, res, table)
-    results_lib.write_summary(out, text)
-    plotting.save(plotting.phase_diagram(res), f"{out}/{NAME}.png")
-    print(text)
-    return res
+    """Parse flags, run, and write results/phase_diagram/ (metrics.json, CSV, PNG, summary.md)."""
+    return experiment.main(Config, run, report, argv)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,7 @@
-"""experiments.xor: a one-hidden-layer sigmoid net solves XOR by full-batch GD; a 20-layer one stalls."""
+"""experiments.xor: a one-hidden-layer sigmoid net solves XOR by full-batch GD; a 20-layer one stalls.
+
+`quick` is the session's quick run (tests/conftest.py).
+"""
 
 import numpy as np
 import pytest
@@ -6,9 +9,9 @@ import pytest
 from experiments import xor
 
 
-@pytest.fixture(scope="module")
-def quick():
-    return xor.run(xor.Config(quick=True))
+@pytest.fixture
+def quick(xor_quick):
+    return xor_quick
 
 
 def test_shallow_net_solves_xor(quick):

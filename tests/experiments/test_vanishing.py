@@ -15,18 +15,17 @@ import numpy as np
 import pytest
 from flax import nnx
 
+import jaxvg
 from experiments import vanishing
 from jaxvg import theory
-from jaxvg.measure import analysis
-from jaxvg.nn import models
 from jaxvg.report import cli, results
 
 TINY = dict(depth=3, width=8, batch=4, seeds=2)  # compiles in about a second
 
 
-@pytest.fixture(scope="module")
-def quick():
-    return vanishing.run(vanishing.Config(quick=True))
+@pytest.fixture
+def quick(vanishing_quick):
+    return vanishing_quick  # the session's quick run (tests/conftest.py)
 
 
 @pytest.mark.slow
@@ -139,12 +138,12 @@ def test_vmapped_seeds_equal_separate_gradient_flow_calls():
     config = vanishing.Config(activations=("relu",), **TINY)
     cell = vanishing.run(config)["cells"]["relu"]
     for seed in range(config.seeds):
-        model = models.MLP(
+        model = jaxvg.MLP(
             8, 8, 3, vanishing.OUT_FEATURES, activation="relu", init="he_normal", rngs=nnx.Rngs(seed)
         )
         x, y = vanishing._batch(seed, config.batch, config.width, 1.0)
         np.testing.assert_allclose(np.sum(x**2, axis=1) / 8, 1.0, rtol=1e-5)  # q0 exactly, per example
-        flow = analysis.gradient_flow(model, x, y, loss="mse")
+        flow = jaxvg.gradient_flow(model, x, y, loss="mse")
         np.testing.assert_allclose(cell["log10_act_grad"][seed], flow.log10_act_grad, atol=1e-5)
         np.testing.assert_allclose(cell["log10_dphi"][seed], flow.log10_dphi, atol=1e-5)
 

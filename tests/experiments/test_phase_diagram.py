@@ -16,9 +16,9 @@ from jaxvg.report import results as results_lib
 QUICK = phase_diagram.Config(quick=True)
 
 
-@pytest.fixture(scope="module")
-def quick():
-    return phase_diagram.run(QUICK)
+@pytest.fixture
+def quick(phase_diagram_quick):
+    return phase_diagram_quick  # the session's quick run (tests/conftest.py)
 
 
 @pytest.mark.slow  # shares one compile (~15 s of CPU) with the other quick runs
