@@ -43,9 +43,12 @@ from flax import nnx  # noqa: E402
 
 import jaxvg  # noqa: E402
 from benchmarks import common  # noqa: E402
-from jaxvg import checks  # noqa: E402
+from jaxvg import (
+    checks,  # noqa: E402
+    report,  # noqa: E402
+)
 from jaxvg.nn import losses  # noqa: E402
-from jaxvg.report import experiment, results  # noqa: E402
+from jaxvg.report import experiment  # noqa: E402
 
 NAME = "analysis"
 OUT_FEATURES = 10
@@ -131,8 +134,7 @@ def bench_flow(depth: int, width: int, batch: int) -> dict[str, Any]:
         "depth": depth,
         "width": width,
         "batch": batch,
-        # TODO(merge): the measure owners make the scan threshold public; read it from there.
-        "loop": "scan" if depth >= jaxvg.measure.analysis._SCAN_MIN_RUN else "unrolled",
+        "loop": "scan" if depth >= jaxvg.measure.engine.SCAN_MIN_RUN else "unrolled",
         "value_and_grad_s": t_base,
         "gradient_flow_s": t_flow,
         "gradient_flow_public_call_s": t_public,
@@ -404,7 +406,7 @@ def table(result: dict[str, Any]) -> str:
         f"XLA_FLAGS={thr['XLA_FLAGS']!r}, torch threads {thr['torch_num_threads']}; "
         f"load average {thr['load_average_at_start'][0]:.1f} -> {thr['load_average_at_end'][0]:.1f} on {thr['cpu_count']} cores",
     ]
-    ratio_table = results.format_table(common.ratio_rows(result["ratios"]), floatfmt=".3g")
+    ratio_table = report.format_table(common.ratio_rows(result["ratios"]), floatfmt=".3g")
     return "\n".join(lines) + "\n\n" + ratio_table
 
 

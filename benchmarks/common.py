@@ -19,7 +19,8 @@ from typing import Any, TypeVar
 
 import jax
 
-from jaxvg.report import cli, experiment, results
+from jaxvg import report
+from jaxvg.report import cli
 
 T = TypeVar("T")
 TIMING = "median over interleaved rounds; ratios are medians of per-round ratios"
@@ -143,9 +144,9 @@ def ratio_rows(ratios: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 def table(result: dict[str, Any]) -> str:
     """A suite's Markdown tables: its `rows` (timings per method), then its ratios against targets."""
     return (
-        results.format_table(result["rows"], floatfmt=".4g")
+        report.format_table(result["rows"], floatfmt=".4g")
         + "\n\n"
-        + results.format_table(ratio_rows(result["ratios"]), floatfmt=".3g")
+        + report.format_table(ratio_rows(result["ratios"]), floatfmt=".3g")
     )
 
 
@@ -153,9 +154,9 @@ def table(result: dict[str, Any]) -> str:
 
 
 def environment() -> dict[str, Any]:
-    """`jaxvg.report.results.environment()` plus the first device's kind, the matmul precision
+    """`jaxvg.report.report.environment()` plus the first device's kind, the matmul precision
     setting and the CPU threads available."""
-    env = results.environment()
+    env = report.environment()
     env["device_kind"] = jax.devices()[0].device_kind
     # None: the backend's default (on GPUs, float32 matmuls may then use TF32)
     env["default_matmul_precision"] = getattr(jax.config, "jax_default_matmul_precision", None)
@@ -171,7 +172,7 @@ def record(suite: str, config: Any, **entries: Any) -> dict[str, Any]:
 
 def write(out_dir: str, result: dict[str, Any]) -> str:
     """Write `out_dir/SUITE.json` (SUITE = `result["suite"]`); returns its path."""
-    return str(results.write_json(os.path.join(out_dir, f"{result['suite']}.json"), result))
+    return str(report.write_json(os.path.join(out_dir, f"{result['suite']}.json"), result))
 
 
 def main(
@@ -184,7 +185,7 @@ def main(
     """The `main()` of a suite: parse its flags, check `out_dir` is writable, run (progress to
     stderr), write `out_dir/SUITE.json`, print the table and, last, the path written."""
     config = cli.parse(config_cls, argv)
-    experiment.check_writable(config.out_dir)
+    report.check_writable(config.out_dir)
     result = run(config, log=lambda m: print(m, file=sys.stderr, flush=True))
     path = write(config.out_dir, result)
     env = result["environment"]

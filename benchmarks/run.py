@@ -38,7 +38,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from benchmarks import common
-from jaxvg.report import cli, experiment, results
+from jaxvg import report
+from jaxvg.report import cli
 
 SUITES = ("training", "seeds", "analysis")
 PRESETS = ("accelerator",)  # the values of `--preset`, passed on to the suites that have it
@@ -87,7 +88,7 @@ def run_suite(name: str, config: Config) -> dict[str, Any]:
     """
     argv = [sys.executable, "-m", f"benchmarks.{name}", *suite_argv(name, config)]
     subprocess.run(argv, check=True, cwd=_ROOT, env={**os.environ, "PYTHONPATH": _pythonpath()})
-    return results.read_json(os.path.join(config.out_dir, f"{name}.json"))
+    return report.read_json(os.path.join(config.out_dir, f"{name}.json"))
 
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -144,20 +145,20 @@ def run(config: Config, *, log: Callable[[str], None] | None = None) -> dict[str
         out["suites"][name] = entry
         out["ratios"] = [r for e in out["suites"].values() for r in e["ratios"]]
         out["rows"] = combined_rows(out["suites"])
-        results.write_json(os.path.join(config.out_dir, "run.json"), out)
+        report.write_json(os.path.join(config.out_dir, "run.json"), out)
     return out
 
 
 def table(out: dict[str, Any]) -> str:
     """The combined Markdown table: every ratio with its target and pass/miss."""
-    return results.format_table(out["rows"], ["suite", "ratio", "value", "target", "result"], floatfmt=".3g")
+    return report.format_table(out["rows"], ["suite", "ratio", "value", "target", "result"], floatfmt=".3g")
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse flags, run the suites, print each suite's table and the combined one (as a script: exit
     status 1 when a suite failed)."""
     config = cli.parse(Config, argv)
-    experiment.check_writable(config.out_dir)
+    report.check_writable(config.out_dir)
     out = run(config, log=lambda m: print(m, file=sys.stderr, flush=True))
     env = out["environment"] or {}
     print(

@@ -76,8 +76,7 @@ from flax import nnx
 import jaxvg
 from jaxvg import checks, theory
 from jaxvg.nn import activations
-from jaxvg.report import experiment, plotting
-from jaxvg.report import results as results_lib
+from jaxvg.report import experiment, plotting, tables
 from jaxvg.report.experiment import Done, Log, OnCell
 
 NAME = "isometry"
@@ -241,7 +240,7 @@ def run(config: Config, *, on_cell: OnCell = None, done: Done = None, log: Log =
     Args:
       config: the experiment `Config`.
       on_cell: called as `on_cell("isometry", cell)` when the spectra are computed.
-      done: {key: cell} already computed (`jaxvg.report.results.finished_cells`).
+      done: {key: cell} already computed (`jaxvg.report.cell_store.finished_cells`).
       log: optional progress printer.
 
     Returns:
@@ -288,7 +287,7 @@ def run(config: Config, *, on_cell: OnCell = None, done: Done = None, log: Log =
 def report(config: Config, res: dict[str, Any]) -> experiment.Outputs:
     """What main writes: metrics.json, isometry.csv (one row per activation x weights x depth),
     summary.md and isometry.png."""
-    table = results_lib.format_table(res["rows"], _TABLE_COLUMNS, floatfmt=".4g")
+    table = tables.format_table(res["rows"], _TABLE_COLUMNS, floatfmt=".4g")
     return experiment.Outputs(
         results={k: v for k, v in res.items() if k != "cells"},
         summary=_summary_text(config, res, table),

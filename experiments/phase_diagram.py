@@ -65,8 +65,7 @@ import numpy as np
 
 from jaxvg import checks, scale, theory
 from jaxvg.nn import activations
-from jaxvg.report import experiment, plotting
-from jaxvg.report import results as results_lib
+from jaxvg.report import experiment, plotting, tables
 from jaxvg.report.experiment import Done, Log, OnCell
 from jaxvg.train import data
 
@@ -299,7 +298,7 @@ def run(config: Config, *, on_cell: OnCell = None, done: Done = None, log: Log =
       config: the experiment `Config`.
       on_cell: called as `on_cell(key, cell)` for every newly computed cell (see `cell_key`);
         `cell` is a JSON-ready dict with per-seed lists.
-      done: {key: cell} of cells already computed (as `jaxvg.report.results.finished_cells` returns);
+      done: {key: cell} of cells already computed (as `jaxvg.report.cell_store.finished_cells` returns);
         cells whose stored setup matches this config are reused, not recomputed.
       log: optional progress printer (main passes `print`).
 
@@ -425,7 +424,7 @@ def run(config: Config, *, on_cell: OnCell = None, done: Done = None, log: Log =
 def report(config: Config, res: dict[str, Any]) -> experiment.Outputs:
     """What main writes: metrics.json, phase_diagram.csv (one row per cell), summary.md with the
     accuracy grid, and phase_diagram.png."""
-    table = results_lib.format_table(accuracy_table(res), floatfmt=".2f")
+    table = tables.format_table(accuracy_table(res), floatfmt=".2f")
     return experiment.Outputs(
         results={k: v for k, v in res.items() if k not in ("cells", "rows")},
         summary=_summary_text(config, res, table),

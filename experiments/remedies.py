@@ -104,8 +104,7 @@ from flax import nnx
 
 import jaxvg
 from jaxvg import checks, theory
-from jaxvg.report import experiment, plotting
-from jaxvg.report import results as results_lib
+from jaxvg.report import experiment, files, plotting, tables
 from jaxvg.report.experiment import Done, Log, OnCell
 from jaxvg.train import data
 
@@ -320,7 +319,7 @@ def _factory(
 
 def _setup(config: Config, v: Variant) -> dict[str, Any]:
     """What a cell's numbers depend on; a stored cell is reused only if its setup is equal."""
-    return results_lib.to_jsonable(
+    return files.to_jsonable(
         {
             "model": v.model,
             "optimizer": v.optimizer,
@@ -425,7 +424,7 @@ def _run_variant(config: Config, v: Variant, ds: data.Dataset) -> dict[str, Any]
         "diverged_step": np.asarray(h["diverged_step"]),
         "seconds": time.perf_counter() - t0,
     }
-    return results_lib.to_jsonable(cell)  # the same form as a cell read back from disk
+    return files.to_jsonable(cell)  # the same form as a cell read back from disk
 
 
 def _describe(cell: Mapping[str, Any]) -> str:
@@ -543,7 +542,7 @@ def run(config: Config, *, on_cell: OnCell = None, done: Done = None, log: Log =
       config: the experiment `Config`.
       on_cell: called as `on_cell(key, cell)` after each newly computed variant (`Variant.key`);
         `cell` is a JSON-ready dict (per-seed lists, NaN as None).
-      done: {key: cell} of cells already computed (as `jaxvg.report.results.finished_cells` returns);
+      done: {key: cell} of cells already computed (as `jaxvg.report.cell_store.finished_cells` returns);
         a cell whose stored `setup` equals this config's is reused, not recomputed.
       log: optional progress printer (main prints to stderr).
 
@@ -580,7 +579,7 @@ def report(config: Config, res: dict[str, Any]) -> experiment.Outputs:
 
 def summary_text(config: Config, res: Mapping[str, Any]) -> str:
     """The Markdown summary: setup, the table, the verdict rule."""
-    table = results_lib.format_table(res["rows"], TABLE_COLUMNS, floatfmt=".3g")
+    table = tables.format_table(res["rows"], TABLE_COLUMNS, floatfmt=".3g")
     base = res["cells"].get("baseline", {})
     lines = [
         "# remedies: which cures of vanishing gradients work",

@@ -74,8 +74,7 @@ from flax import nnx
 import jaxvg
 from jaxvg import checks, theory
 from jaxvg.nn import activations, initializers
-from jaxvg.report import experiment, plotting
-from jaxvg.report import results as results_lib
+from jaxvg.report import experiment, files, plotting, tables
 from jaxvg.report.experiment import Done, Log, OnCell
 
 NAME = "vanishing"
@@ -155,7 +154,7 @@ def _setup(config: Config, activation: str) -> dict[str, Any]:
     keys = ("depth", "width", "init", "sigma_w2", "sigma_b2", "q0", "batch", "seeds")
     setup = {k: getattr(config, k) for k in keys}
     setup["activation"] = activation
-    return results_lib.to_jsonable(setup)
+    return files.to_jsonable(setup)
 
 
 def _batch(seed: int, batch: int, width: int, q0: float) -> tuple[jax.Array, jax.Array]:
@@ -217,7 +216,7 @@ def _measure_cell(config: Config, activation: str) -> dict[str, Any]:
         for field in ("log10_act_grad", "log10_gain", "log10_dphi", "dead_fraction", "loss")
     }
     profile = np.asarray(theory.gradient_profile(activation, sigma_w2, sigma_b2, depth=config.depth, q0=q0))
-    return results_lib.to_jsonable(
+    return files.to_jsonable(
         {
             "activation": activation,
             "init": init,
@@ -315,7 +314,7 @@ def run(config: Config, *, on_cell: OnCell = None, done: Done = None, log: Log =
       config: the experiment `Config`.
       on_cell: called as `on_cell(activation, cell)` after each activation's nets are measured;
         `cell` is JSON-ready (per-seed lists; see `_measure_cell`).
-      done: {activation: cell} already computed (as `jaxvg.report.results.finished_cells` returns); a
+      done: {activation: cell} already computed (as `jaxvg.report.cell_store.finished_cells` returns); a
         cell is reused when its stored setup matches this config, else recomputed.
       log: optional progress printer (main passes one that writes to stderr).
 
@@ -366,7 +365,7 @@ TABLE_COLUMNS = (
 
 def summary_text(config: Config, res: Mapping[str, Any]) -> str:
     """summary.md: the setup, the table and one line per activation."""
-    table = results_lib.format_table(res["rows"], TABLE_COLUMNS, floatfmt=".4f")
+    table = tables.format_table(res["rows"], TABLE_COLUMNS, floatfmt=".4f")
     lines = [
         f"# Vanishing gradients at init: depth {config.depth}, width {config.width}, {config.seeds} seeds",
         "",

@@ -54,8 +54,7 @@ from flax import nnx
 import jaxvg
 from jaxvg import checks
 from jaxvg.nn import activations, initializers
-from jaxvg.report import experiment, plotting
-from jaxvg.report import results as results_lib
+from jaxvg.report import experiment, plotting, tables
 from jaxvg.report.experiment import Done, Log, OnCell
 from jaxvg.train import data
 
@@ -166,7 +165,7 @@ def run(config: Config, *, on_cell: OnCell = None, done: Done = None, log: Log =
     Args:
       config: the experiment's configuration.
       on_cell: called as `on_cell(key, cell)` when the "shallow" or "deep" cell finishes.
-      done: finished cells {key: cell} (from `results.finished_cells`); a stored cell is reused when
+      done: finished cells {key: cell} (from `cell_store.finished_cells`); a stored cell is reused when
         its setup equals this run's.
       log: optional progress printer.
 
@@ -241,7 +240,7 @@ def summary_text(config: Config, res: Mapping[str, Any]) -> str:
         f"# XOR: shallow vs deep {config.activation} nets, {config.optimizer} lr {config.learning_rate:g}, "
         f"{config.steps} steps, {config.seeds} seeds",
         "",
-        results_lib.format_table(res["rows"]),
+        tables.format_table(res["rows"]),
         "",
         f"- shallow (1 hidden layer of {config.width}): {sh['solved']} of {len(sh['seeds'])} seeds reach 100% accuracy.",
         f"- deep ({dp['depth']} hidden layers): {dp['solved']} of {len(dp['seeds'])} solve it; median final loss "

@@ -29,34 +29,33 @@ says what to write. This module turns those into the command line::
 
 Cells: a sweep is a set of cells (a shape group, a sigma row, one activation...). `Cells.get`
 reuses a cell from `done` (what an interrupted or earlier run stored, as
-`jaxvg.report.results.finished_cells` reads it) when the setup it was stored with equals the
+`jaxvg.report.cell_store.finished_cells` reads it) when the setup it was stored with equals the
 current one, and otherwise computes it, stores its setup in it and hands it to `on_cell` at once.
-Every cell goes through `results.to_jsonable`, so a cell just computed and one read back from
+Every cell goes through `files.to_jsonable`, so a cell just computed and one read back from
 disk look the same (lists, NaN and +-Inf as None).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import pathlib
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from jaxvg.report import cli, results
+from jaxvg.report import cells as cell_store
+from jaxvg.report import cli, files, provenance, tables
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["Cells", "Done", "Log", "OnCell", "Outputs", "apply_quick", "check_writable", "main"]
+__all__ = ["Cells", "Done", "Log", "OnCell", "Outputs", "apply_quick", "main"]
 
 T = TypeVar("T")
 # the keyword arguments of every experiment's `run(config, *, on_cell=None, done=None, log=None)`
 OnCell = Callable[[str, Any], None] | None  # called as on_cell(key, cell) when a cell is computed
-Done = Mapping[str, Any] | None  # {key: cell} stored by an earlier run (`results.finished_cells`)
+Done = Mapping[str, Any] | None  # {key: cell} stored by an earlier run (`cell_store.finished_cells`)
 Log = Callable[[str], None] | None  # progress printer
 
 
@@ -120,7 +119,7 @@ class Cells:
     def reuse(self, key: str, setup: Mapping[str, Any]) -> bool:
         """Keep `done[key]` (and return True) when it was stored with this `setup`."""
         old = self.done.get(key)
-        if isinstance(old, Mapping) and old.get("setup") == results.to_jsonable(setup):
+        if isinstance(old, Mapping) and old.get("setup") == files.to_jsonable(setup):
             self.cells[key] = dict(old)
             return True
         return False
@@ -128,7 +127,7 @@ class Cells:
     def add(self, key: str, setup: Mapping[str, Any], cell: Mapping[str, Any]) -> dict[str, Any]:
         """Record a newly computed cell (with its `setup`) and hand it to `on_cell`; returns the
         stored, JSON-ready cell."""
-        stored = results.to_jsonable({**cell, "setup": setup})
+        stored = files.to_jsonable({**cell, "setup": setup})
         self.cells[key] = stored
         self.computed.append(key)
         if self.on_cell is not None:
@@ -169,7 +168,7 @@ class Outputs:
     """What an experiment's `main` writes to `out_dir` and prints.
 
     Attributes:
-      results: the "results" entry of metrics.json (anything `results.to_jsonable` converts).
+      results: the "results" entry of metrics.json (anything `files.to_jsonable` converts).
       summary: summary.md (Markdown, with the table); also printed.
       csv: {file name: rows}, each written as a CSV file.
       seeds: the seeds used, for metrics.json (a list or a count); default: 0..config.seeds-1.
@@ -183,24 +182,6 @@ class Outputs:
     seeds: Sequence[int] | int | None = None
     figure: Callable[[], Figure] | None = None
     name: str | None = None
-
-
-def check_writable(out_dir: str | os.PathLike) -> pathlib.Path:
-    """Create `out_dir` if needed and check that files can be written there, before any computing.
-
-    Raises:
-      OSError: `out_dir` cannot be created or written (e.g. a read-only directory or a file of that
-        name); the message names the directory.
-    """
-    # TODO(merge): results.check_writable (owned by results.py) replaces this.
-    path = pathlib.Path(out_dir)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as err:
-        raise OSError(f"cannot write results to `out_dir` {str(path)!r}: {err}") from err
-    return path
 
 
 def _module_name(config_cls: type) -> str:
@@ -224,8 +205,10 @@ def main(
     """The `main()` of every experiment: parse, check the output directory, run, write, print.
 
     1. `cli.parse(config_cls, argv)`;
-    2. `check_writable(config.out_dir)`, so that a bad directory fails before the computing;
-    3. `run(config, on_cell=..., done=..., log=...)` through `results.run_resumable`: cells are
+    2. `jaxvg.report.check_writable(config.out_dir)`, so that a bad directory fails before the
+       computing, and `jaxvg.report.out_dir_lock`, so that a second run into the same directory
+       stops at once instead of mixing its files with this one's;
+    3. `run(config, on_cell=..., done=..., log=...)` through `cell_store.run_resumable`: cells are
        written as they finish and the cells already on disk are reused;
     4. `report(config, res)` says what to write: metrics.json (config, seeds, environment,
        results), the CSV files, summary.md and NAME.png;
@@ -235,13 +218,18 @@ def main(
       What `run` returned.
     """
     config = cli.parse(config_cls, argv)
-    out = check_writable(config.out_dir)
-    res = results.run_resumable(run, config, log=_stderr)
+    out = files.check_writable(config.out_dir)
+    with cell_store.out_dir_lock(out):
+        return _run_and_write(config_cls, config, out, run, report)
+
+
+def _run_and_write(config_cls, config, out, run, report):
+    res = cell_store.run_resumable(run, config, log=_stderr)
     outputs = report(config, res)
     seeds = outputs.seeds if outputs.seeds is not None else list(range(getattr(config, "seeds", 0)))
-    written = [results.write_metrics(out, config, outputs.results, seeds=seeds)]
-    written += [results.write_csv(out / name, rows) for name, rows in outputs.csv.items()]
-    written.append(results.write_summary(out, outputs.summary))
+    written = [provenance.write_metrics(out, config, outputs.results, seeds=seeds)]
+    written += [tables.write_csv(out / name, rows) for name, rows in outputs.csv.items()]
+    written.append(files.write_summary(out, outputs.summary))
     if outputs.figure is not None:
         from jaxvg.report import plotting
 

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import pytest
 
 from experiments import remedies, vanishing
-from jaxvg.report import cli, experiment, results
+from jaxvg.report import cli, experiment
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +115,7 @@ def _toy_report(config, res):
     rows = [{"seed": k, "loss": c["loss"]} for k, c in res["cells"].items()]
     return experiment.Outputs(
         results=res,
-        summary="# toy\n\n" + results.format_table(rows),
+        summary="# toy\n\n" + report.format_table(rows),
         csv={"toy.csv": rows},
         seeds=config.seeds,
     )
@@ -128,9 +128,9 @@ def test_main_writes_prints_the_table_then_the_path_and_resumes(tmp_path, capsys
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == "# toy" and "| seed " in lines[2]
     assert lines[-1] == f"wrote {tmp_path / 'toy'}/: metrics.json, toy.csv, summary.md"
-    metrics = results.read_json(tmp_path / "toy" / "metrics.json")
+    metrics = report.read_json(tmp_path / "toy" / "metrics.json")
     assert metrics["config"]["seeds"] == 2 and metrics["seeds"] == 2
-    assert set(results.finished_cells(tmp_path / "toy")) == {"seed=0", "seed=1"}
+    assert set(report.finished_cells(tmp_path / "toy")) == {"seed=0", "seed=1"}
     assert experiment.main(Toy, _toy_run, _toy_report, argv)["computed"] == []
 
 

@@ -22,7 +22,7 @@ from scipy.special import polygamma
 
 import jaxvg
 from experiments import isometry
-from jaxvg.report import results
+from jaxvg import report
 
 QUICK = isometry.Config(quick=True)
 N, S = QUICK.width, QUICK.seeds
@@ -129,10 +129,10 @@ def test_typical_rate_matches_typical_log_rate_for_gaussian_weights(quick):
 
 @pytest.mark.slow
 def test_rerun_with_done_recomputes_nothing(quick, tmp_path):
-    write = results.cell_writer(tmp_path)
+    write = report.cell_writer(tmp_path)
     for key, cell in quick["cells"].items():
         write(key, cell)  # what cell_writer puts on disk: -inf becomes null
-    stored = results.finished_cells(tmp_path)
+    stored = report.finished_cells(tmp_path)
     again = isometry.run(QUICK, on_cell=lambda k, c: pytest.fail("recomputed"), done=stored)
     assert again["computed"] == [] and quick["computed"] == ["isometry"]
     for r1, r2 in zip(quick["rows"], again["rows"], strict=True):
@@ -184,12 +184,12 @@ def test_main_writes_results(quick, tmp_path, capsys):
     """main() writes every output; the cell stored beforehand (as an interrupted run would have
     left it) is reused, so nothing is recomputed here."""
     out = tmp_path / "iso"
-    results.cell_writer(out)("isometry", quick["cells"]["isometry"])
+    report.cell_writer(out)("isometry", quick["cells"]["isometry"])
     res = isometry.main(["--quick", "--out-dir", str(out)])
     for name in ("metrics.json", "isometry.csv", "isometry.png", "summary.md"):
         assert (out / name).is_file(), name
     assert len(res["rows"]) == len(QUICK.activations) * len(QUICK.weights) * len(QUICK.depths)
-    metrics = results.read_json(out / "metrics.json")
+    metrics = report.read_json(out / "metrics.json")
     assert metrics["config"]["width"] == N and len(metrics["results"]["rows"]) == len(res["rows"])
     assert "tanh, orthogonal" in capsys.readouterr().out
     assert isometry.main(["--quick", "--out-dir", str(out)])["computed"] == []

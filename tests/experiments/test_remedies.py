@@ -13,7 +13,7 @@ import pytest
 
 import jaxvg
 from experiments import remedies
-from jaxvg.report import results
+from jaxvg import report
 from jaxvg.train import data
 
 CURES = [
@@ -69,7 +69,7 @@ def test_every_cure_has_a_row(quick):
     assert res["computed"] == CURES
     assert res["rows"][0]["verdict"] == "reference"
     assert {r["verdict"] for r in res["rows"][1:]} <= VERDICTS
-    table = results.format_table(res["rows"], remedies.TABLE_COLUMNS)
+    table = report.format_table(res["rows"], remedies.TABLE_COLUMNS)
     assert len(table.splitlines()) == 2 + len(CURES)  # header, rule, one line per cure
 
 
@@ -138,11 +138,11 @@ def test_rerun_with_all_cells_done_recomputes_nothing(quick, counted):
 def test_rerun_computes_only_missing_or_stale_cells(quick, counted, tmp_path):
     config, res, stored = quick
     # through the files main() uses: cell_writer / finished_cells
-    write = results.cell_writer(tmp_path)
+    write = report.cell_writer(tmp_path)
     for key, cell in stored.items():
         if key != "reinit":
             write(key, cell)
-    done = results.finished_cells(tmp_path)
+    done = report.finished_cells(tmp_path)
     done["clipping"]["setup"]["steps"] += 1  # a cell stored by another config is stale
     again = remedies.run(config, done=done, on_cell=write)
     assert again["computed"] == ["reinit", "clipping"]
@@ -153,7 +153,7 @@ def test_rerun_computes_only_missing_or_stale_cells(quick, counted, tmp_path):
             np.asarray(res["cells"][key]["train/loss"], float),
             rtol=1e-5,
         )
-    assert sorted(results.finished_cells(tmp_path)) == sorted(CURES)
+    assert sorted(report.finished_cells(tmp_path)) == sorted(CURES)
 
 
 def _cell(steps_to_target, test_acc, diverged=None):
@@ -218,7 +218,7 @@ def test_config_validation_names_the_field():
 @pytest.mark.slow
 def test_main_writes_every_output_from_stored_cells(quick, counted, tmp_path, capsys):
     _, res, stored = quick
-    write = results.cell_writer(tmp_path)
+    write = report.cell_writer(tmp_path)
     for key, cell in stored.items():
         write(key, cell)
     remedies.main(["--quick", "--out-dir", str(tmp_path)])
@@ -229,7 +229,7 @@ def test_main_writes_every_output_from_stored_cells(quick, counted, tmp_path, ca
     for row in res["rows"]:
         assert row["cure"] in summary
     assert "| cure " in capsys.readouterr().out  # the terminal table
-    metrics = results.read_json(tmp_path / "metrics.json")
+    metrics = report.read_json(tmp_path / "metrics.json")
     assert [r["key"] for r in metrics["results"]["rows"]] == CURES
 
 

@@ -63,14 +63,14 @@ def test_config_validation(field, value, match):
 def test_main_writes_results(quick, tmp_path, capsys):
     """main() writes metrics.json, the CSVs, the PNG and summary.md; the cells stored beforehand
     (as an interrupted run would have left them) are reused, so nothing is retrained here."""
-    from jaxvg.report import results
+    from jaxvg import report
 
-    write = results.cell_writer(tmp_path)
+    write = report.cell_writer(tmp_path)
     for key in ("shallow", "deep"):
         write(key, quick[key])
     xor.main(["--quick", "--out-dir", str(tmp_path)])
     for name in ("metrics.json", "curves.csv", "layers.csv", "summary.md", "xor.png"):
         assert (tmp_path / name).is_file(), name
-    metrics = results.read_json(tmp_path / "metrics.json")
+    metrics = report.read_json(tmp_path / "metrics.json")
     assert metrics["seeds"] == list(range(8)) and metrics["results"]["shallow"]["solved"] >= 7
     assert "8/8" in capsys.readouterr().out or quick["shallow"]["solved"] == 7
