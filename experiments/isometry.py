@@ -76,7 +76,7 @@ from flax import nnx
 import jaxvg
 from jaxvg import checks, theory
 from jaxvg.nn import activations
-from jaxvg.report import experiment, plotting, tables
+from jaxvg.report import experiment, figures, tables
 from jaxvg.report.experiment import Done, Log, OnCell
 
 NAME = "isometry"
@@ -292,7 +292,7 @@ def report(config: Config, res: dict[str, Any]) -> experiment.Outputs:
         results={k: v for k, v in res.items() if k != "cells"},
         summary=_summary_text(config, res, table),
         csv={f"{NAME}.csv": res["rows"]},
-        figure=lambda: plotting.isometry(res),
+        figure=lambda: figures.isometry(res),
     )
 
 

@@ -65,7 +65,7 @@ import numpy as np
 
 from jaxvg import checks, scale, theory
 from jaxvg.nn import activations
-from jaxvg.report import experiment, plotting, tables
+from jaxvg.report import experiment, figures, tables
 from jaxvg.report.experiment import Done, Log, OnCell
 from jaxvg.train import data
 
@@ -429,7 +429,7 @@ def report(config: Config, res: dict[str, Any]) -> experiment.Outputs:
         results={k: v for k, v in res.items() if k not in ("cells", "rows")},
         summary=_summary_text(config, res, table),
         csv={f"{NAME}.csv": res["rows"]},
-        figure=lambda: plotting.phase_diagram(res),
+        figure=lambda: figures.phase_diagram(res),
     )
 
 

@@ -104,7 +104,7 @@ from flax import nnx
 
 import jaxvg
 from jaxvg import checks, theory
-from jaxvg.report import experiment, files, plotting, tables
+from jaxvg.report import experiment, figures, files, tables
 from jaxvg.report.experiment import Done, Log, OnCell
 from jaxvg.train import data
 
@@ -573,7 +573,7 @@ def report(config: Config, res: dict[str, Any]) -> experiment.Outputs:
         summary=summary_text(config, res),
         csv={"results.csv": res["rows"]},
         seeds=sorted({s for c in res["cells"].values() for s in c["seeds"]}),
-        figure=lambda: plotting.remedies(res),
+        figure=lambda: figures.remedies(res),
     )
 
 

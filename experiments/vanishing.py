@@ -74,7 +74,7 @@ from flax import nnx
 import jaxvg
 from jaxvg import checks, theory
 from jaxvg.nn import activations, initializers
-from jaxvg.report import experiment, files, plotting, tables
+from jaxvg.report import experiment, figures, files, tables
 from jaxvg.report.experiment import Done, Log, OnCell
 
 NAME = "vanishing"
@@ -320,7 +320,7 @@ def run(config: Config, *, on_cell: OnCell = None, done: Done = None, log: Log =
 
     Returns:
       Dict with `cells` {activation: cell}, `summary` {activation: `summarise(cell)`}, `profiles`
-      {activation: `profiles(cell)`} (what `jaxvg.report.plotting.vanishing` draws), `rows` (the
+      {activation: `profiles(cell)`} (what `jaxvg.report.figures.vanishing` draws), `rows` (the
       table rows, one per activation), `layer_rows` (one per activation and layer, for the CSV),
       `computed` (activations computed in this call) and `seconds`.
 
@@ -353,7 +353,7 @@ def report(config: Config, res: dict[str, Any]) -> experiment.Outputs:
         results={k: res[k] for k in ("summary", "cells", "computed", "seconds")},
         summary=summary_text(config, res),
         csv={f"{NAME}.csv": res["layer_rows"]},
-        figure=lambda: plotting.vanishing(res),
+        figure=lambda: figures.vanishing(res),
     )
 
 

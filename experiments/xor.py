@@ -54,7 +54,7 @@ from flax import nnx
 import jaxvg
 from jaxvg import checks
 from jaxvg.nn import activations, initializers
-from jaxvg.report import experiment, plotting, tables
+from jaxvg.report import experiment, figures, tables
 from jaxvg.report.experiment import Done, Log, OnCell
 from jaxvg.train import data
 
@@ -228,7 +228,7 @@ def report(config: Config, res: dict[str, Any]) -> experiment.Outputs:
         results={k: res[k] for k in ("shallow", "deep", "rows")},
         summary=summary_text(config, res),
         csv={"curves.csv": res["curve_rows"], "layers.csv": res["layer_rows"]},
-        figure=lambda: plotting.xor_curves(res),
+        figure=lambda: figures.xor_curves(res),
     )
 
 

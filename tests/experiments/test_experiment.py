@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 import pytest
 
 from experiments import remedies, vanishing
+from jaxvg import report
 from jaxvg.report import cli, experiment
 
 
@@ -141,5 +142,5 @@ def test_main_checks_the_output_directory_before_computing(tmp_path):
     def must_not_run(*args, **kwargs):
         pytest.fail("computed before checking the output directory")
 
-    with pytest.raises(OSError, match="cannot write results to `out_dir`"):
+    with pytest.raises(OSError, match="output directory .* cannot be written"):
         experiment.main(Toy, must_not_run, _toy_report, ["--out-dir", str(blocker / "toy")])
