@@ -1,5 +1,5 @@
 """jaxvg.nn.activations: every registry derivative against jax.grad, exact gelu, callables, errors, and the
-closed-form Gaussian expectations of erf against quadrature at large q."""
+closed-form Gaussian expectations (hard_tanh against Monte Carlo, erf against quadrature at large q)."""
 
 import math
 
@@ -113,6 +113,28 @@ def test_wrong_type():
 
 
 # --- closed-form Gaussian expectations --------------------------------------------------------
+
+
+def test_hard_tanh_closed_forms_match_monte_carlo():
+    # hard_tanh has kinks at +-1 that quadrature cannot see; its forms are closed or semi-closed.
+    n = 1_000_000
+    rng = np.random.default_rng(0)
+    q, c = 1.3, 0.7
+    z1, z2 = rng.standard_normal((2, n))
+    u1, u2 = np.sqrt(q) * z1, np.sqrt(q) * (c * z1 + np.sqrt(1 - c * c) * z2)
+    forms = activations.get("hard_tanh").closed_forms
+    rtol = 3 / np.sqrt(n)
+    np.testing.assert_allclose(forms["q_map"](q), np.mean(np.clip(u1, -1, 1) ** 2), rtol=rtol)
+    np.testing.assert_allclose(forms["chi"](q), np.mean(np.abs(u1) < 1), rtol=rtol)
+    np.testing.assert_allclose(
+        forms["c_map"](q, c), np.mean(np.clip(u1, -1, 1) * np.clip(u2, -1, 1)), rtol=2 * rtol
+    )
+    np.testing.assert_allclose(
+        forms["chi_c"](q, c), np.mean((np.abs(u1) < 1) & (np.abs(u2) < 1)), rtol=2 * rtol
+    )
+    # c = 1 reduces to the one-dimensional forms.
+    np.testing.assert_allclose(forms["c_map"](q, 1.0), forms["q_map"](q), rtol=1e-6)
+    np.testing.assert_allclose(forms["chi_c"](q, 1.0), forms["chi"](q), rtol=1e-6)
 
 
 @pytest.mark.parametrize("q", [0.3, 4.0, 1e4, 1e8, 1e12])
