@@ -109,8 +109,8 @@ def critical_sigma_w2(activation, sigma_b2: ArrayLike) -> jax.Array:
 
     Bisection (64 steps, jittable, vmappable over sigma_b2) on log sigma_w2 in [1e-3, 1e4], with
     q* (from q0 = 1) recomputed at every step; a sigma_w2 whose chi_1 is NaN (a length map that
-    diverges, evaluated by quadrature at q = inf) counts as chaotic. NaN where chi_1 - 1 does not change sign
-    on the bracket. Where chi_1 - 1 touches zero quadratically (tanh and erf at sigma_b2 = 0, where
+    diverges, evaluated by quadrature at q = inf) counts as chaotic. NaN where chi_1 - 1 does not
+    change sign on the bracket. Where chi_1 - 1 touches zero quadratically (tanh and erf at sigma_b2 = 0, where
     chi_1 - 1 ~ q*^2 on the chaotic side) the root is determined only to ~sqrt(eps).
 
     Args:
@@ -186,8 +186,8 @@ def gradient_profile(
       Decades (log10), shape broadcast(sigma_w2, sigma_b2, q0).shape + (depth + 1,).
     Raises:
       TypeError: `depth` not an int (bools too), non-real sigmas or `q0`.
-        ValueError: `depth` outside [1, MAX_DEPTH], a result of over 1e8 entries, sigmas or `q0` out of
-        range (as `q_star`), an unknown `activation`. All before tracing.
+      ValueError: `depth` outside [1, MAX_DEPTH], a result of over 1e8 entries, sigmas or `q0` out
+        of range (as `q_star`), an unknown `activation`. All before tracing.
     References:
       Schoenholz et al. 2017, https://arxiv.org/abs/1611.01232, Sec. 4 (here with the
       layer-dependent q_l of the input rather than q*).
