@@ -1,0 +1,78 @@
+"""jaxvg.train.trainer: validate and compile once, run many (what the training benchmark drives)."""
+
+import dataclasses
+
+import chex
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxvg.train import TrainConfig, Trainer, stacking, step, training
+
+from .common import COMMON, SPIRALS, factory
+
+CONFIG = TrainConfig(loss="cross_entropy", **COMMON)
+
+
+def _stack(seeds=(0, 1)):
+    return stacking.stack_models([factory(nnx.Rngs(s)) for s in seeds])
+
+
+def test_run_equals_fit_stacked_and_reruns_without_compiling():
+    graphdef, params, rest = _stack()
+    keys = stacking.data_keys([0, 1])
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), (params, rest))
+    trainer = Trainer(graphdef, *abstract, SPIRALS, CONFIG)  # shapes are enough to build it
+    state = trainer.init_state(params, rest)
+    first = trainer.finish(trainer.run(state, keys))
+    want = training.fit_stacked(graphdef, params, rest, SPIRALS, CONFIG, keys=keys)
+    for name in ("train/loss", "test/accuracy", "train/batch_loss", "log10_kernel_grad"):
+        np.testing.assert_array_equal(first.history[name], want.history[name])
+    chex.assert_trees_all_equal(first.params, want.params)
+    # the state is not consumed: a second run from it is bitwise the same, with no new program
+    misses = step.compiled_chunk.cache_info().misses
+    again = trainer.run(state, keys)
+    assert step.compiled_chunk.cache_info().misses == misses
+    np.testing.assert_array_equal(again.logs[-1]["train/loss"], first.history["train/loss"][:, -1])
+    assert again.log_steps == [0, 8, 16, 24] and again.monitor_rows is None
+    # another stack of the same shapes, other keys and learning rates: the same program
+    _, params2, rest2 = _stack((5, 6))
+    other = trainer.fit(params2, rest2, stacking.data_keys([5, 6]), learning_rate=(0.05, 0.2))
+    assert step.compiled_chunk.cache_info().misses == misses
+    single = training.fit(
+        factory(nnx.Rngs(6)), SPIRALS, dataclasses.replace(CONFIG, learning_rate=0.2), key=6
+    )
+    np.testing.assert_allclose(other.history["train/loss"][1], single.history["train/loss"], rtol=1e-5)
+
+
+def test_chunk_compiles_once_per_shape(monkeypatch):
+    """Different learning rates, seeds and a second fit reuse one compiled chunk (the last,
+    partial chunk and the end point included): the single-net chunk is traced once."""
+    monkeypatch.setattr(step, "run_chunk", chex.assert_max_traces(step.run_chunk, n=1))
+    step.compiled_chunk.cache_clear()
+    try:
+        kw = dict(COMMON, steps=20)  # 20 = 8 + 8 + 4: a partial last chunk
+        training.fit(factory, SPIRALS, seeds=[0, 1], **kw)
+        training.fit(factory, SPIRALS, seeds=[2, 3], **dict(kw, learning_rate=0.05))
+        assert step.compiled_chunk.cache_info().misses == 1
+    finally:
+        step.compiled_chunk.cache_clear()
+
+
+def test_bad_keys_and_learning_rates():
+    graphdef, params, rest = _stack()
+    trainer = Trainer(graphdef, params, rest, SPIRALS, CONFIG)
+    state = trainer.init_state(params, rest)
+    with pytest.raises(ValueError, match=r"`keys` must be 2 PRNG keys .* got shape \(3,\)"):
+        trainer.run(state, stacking.data_keys([0, 1, 2]))
+    with pytest.raises(ValueError, match=r"`keys` must be 2 PRNG keys .*dtype int32"):
+        trainer.run(state, np.arange(2, dtype=np.int32))
+    with pytest.raises(ValueError, match=r"`learning_rate` must be a finite number > 0 or 2 of them"):
+        trainer.run(state, stacking.data_keys([0, 1]), learning_rate=(0.1, 0.1, 0.1))
+    with pytest.raises(ValueError, match=r"`learning_rate` must be a finite number > 0, got -1.0"):
+        trainer.run(state, stacking.data_keys([0, 1]), learning_rate=-1.0)
+    with pytest.raises(ValueError, match=r"common leading nets axis"):
+        Trainer(graphdef, jax.tree.map(lambda a: a[0], params), rest, SPIRALS, CONFIG)
+    with pytest.raises(TypeError, match=r"`config` must be a TrainConfig, got dict"):
+        Trainer(graphdef, params, rest, SPIRALS, dict(COMMON))
