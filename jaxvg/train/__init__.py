@@ -31,3 +31,4 @@ from jaxvg.train.trainer import MONITOR_BATCH as MONITOR_BATCH
 from jaxvg.train.trainer import Run as Run
 from jaxvg.train.trainer import StackedFit as StackedFit
 from jaxvg.train.trainer import Trainer as Trainer
+from jaxvg.train.trainer import evaluate_stacked as evaluate_stacked

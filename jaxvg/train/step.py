@@ -44,6 +44,7 @@ __all__ = [
     "TrainState",
     "batch_at",
     "compiled_chunk",
+    "compiled_metrics",
     "evaluate",
     "init_state",
     "kernel_log10_norms",
@@ -170,16 +171,12 @@ def kernel_log10_norms(spec: StepSpec, grads: Any) -> jax.Array:
     return jnp.stack(norms) if norms else jnp.zeros((0,), jnp.float32)
 
 
-def metrics(spec: StepSpec, state: TrainState, arrays: dict) -> dict[str, jax.Array]:
+def metrics(spec: StepSpec, params: Any, rest: Any, arrays: dict) -> dict[str, jax.Array]:
     """The logged point: loss and accuracy on the whole training (and test) set, evaluation mode."""
     log = {}
-    log["train/loss"], log["train/accuracy"] = evaluate(
-        spec, state.params, state.rest, arrays["x"], arrays["y"]
-    )
+    log["train/loss"], log["train/accuracy"] = evaluate(spec, params, rest, arrays["x"], arrays["y"])
     if spec.has_test:
-        log["test/loss"], log["test/accuracy"] = evaluate(
-            spec, state.params, state.rest, arrays["xt"], arrays["yt"]
-        )
+        log["test/loss"], log["test/accuracy"] = evaluate(spec, params, rest, arrays["xt"], arrays["yt"])
     return log
 
 
@@ -257,7 +254,7 @@ def run_chunk(
       end); flows is a `GradientFlow` with a leading (log_every,) axis (zeros where no record is
       due), or None without a monitor.
     """
-    log = metrics(spec, state, arrays)
+    log = metrics(spec, state.params, state.rest, arrays)
     nan_norms = jnp.full((len(spec.kernel_index),), jnp.nan, jnp.float32)
     nan = jnp.full((), jnp.nan, jnp.float32)
 
@@ -289,6 +286,12 @@ def compiled_chunk(spec: StepSpec) -> Callable:
     """jit(vmap(run_chunk)) over nets: `(state, lr (N,), keys (N,), start, arrays) -> (state, log,
     flows)`, cached per spec (and per shape by jit). `compiled_chunk.cache_info()` counts programs."""
     return jax.jit(jax.vmap(functools.partial(run_chunk, spec), in_axes=(0, 0, 0, None, None)))
+
+
+@functools.lru_cache(maxsize=32)
+def compiled_metrics(spec: StepSpec) -> Callable:
+    """jit(vmap(metrics)) over nets: `(params, rest, arrays) -> {name: (N,)}`, cached per spec."""
+    return jax.jit(jax.vmap(functools.partial(metrics, spec), in_axes=(0, 0, None)))
 
 
 @functools.lru_cache(maxsize=32)

@@ -8,7 +8,8 @@ before anything is traced, and fixes the `StepSpec` the compiled chunk is cached
 - `run(state, keys)`: the chunks of steps and the host loop between them (tqdm bar, copies of the
   logs, divergence check), nothing else; returns a `Run`;
 - `finish(run)`: the history, and the `FloatingPointError` of `on_nonfinite="raise"`;
-- `fit(params, rest, keys)`: all three, what `fit_stacked` does.
+- `fit(params, rest, keys)`: all three, what `fit_stacked` does;
+- `evaluate(params, rest)`: each net's loss and accuracy (`evaluate_stacked` without a trainer).
 
 Example:
   >>> import numpy as np
@@ -42,9 +43,9 @@ from jaxvg import checks
 from jaxvg.nn import contracts, losses, models
 from jaxvg.train import history as history_lib
 from jaxvg.train.config import TrainConfig, check_learning_rate
-from jaxvg.train.step import StepSpec, TrainState, compiled_chunk, init_state
+from jaxvg.train.step import StepSpec, TrainState, compiled_chunk, compiled_metrics, init_state
 
-__all__ = ["MONITOR_BATCH", "Run", "StackedFit", "Trainer"]
+__all__ = ["MONITOR_BATCH", "Run", "StackedFit", "Trainer", "evaluate_stacked"]
 
 MONITOR_BATCH = 256  # the monitor batch: the first min(MONITOR_BATCH, n) training examples
 
@@ -184,6 +185,29 @@ class Trainer:
     def fit(self, params: Any, rest: Any, keys: jax.Array, *, learning_rate: Any = None) -> StackedFit:
         """`finish(run(init_state(params, rest), keys))`."""
         return self.finish(self.run(self.init_state(params, rest), keys, learning_rate=learning_rate))
+
+    def evaluate(self, params: Any, rest: Any) -> dict[str, np.ndarray]:
+        """Loss and accuracy of each net on the training (and test) set, evaluation mode: the
+        "train/loss", "train/accuracy" (and "test/...") entries of the history, as (N,) arrays."""
+        return jax.device_get(compiled_metrics(self.spec)(params, rest, self.arrays))
+
+
+def evaluate_stacked(graphdef: nnx.GraphDef, params: Any, rest: Any, data: Any, *, loss: Any = None) -> dict:
+    """Loss and accuracy of every net of a stack, evaluation mode (no dropout, running statistics).
+
+    Args:
+      graphdef, params, rest: a stack (leading nets axis N), e.g. the result of `fit_stacked`, whose
+        diverged nets hold their last finite parameters.
+      data: a Dataset or an (x, y) tuple, as for `fit`.
+      loss: a loss name or callable; None takes the dataset's.
+    Returns:
+      {"train/loss", "train/accuracy", and with a test set "test/loss", "test/accuracy"}: numpy
+      float32 arrays of shape (N,); accuracy is NaN for "mse" and callable losses.
+    Raises:
+      ValueError: as `Trainer` for the data, the loss and the stack.
+    """
+    config = TrainConfig(loss=loss, optimizer="gd", learning_rate=1.0, steps=1, progress=False)
+    return Trainer(graphdef, params, rest, data, config).evaluate(params, rest)
 
 
 def _n_nets(params: Any, rest: Any) -> int:

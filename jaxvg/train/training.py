@@ -6,7 +6,8 @@ The public names of the training engine in one namespace (`from jaxvg.train impo
   seed in one compiled, vmapped program; `fit_stacked(graphdef, params, rest, data, config=None, *,
   keys, **fields)` trains a stack of N networks of one architecture (`jaxvg.train.fit`).
 - `TrainConfig`: the validated training configuration (`jaxvg.train.config`).
-- `Trainer`: validate and compile once, then run many stacks of one shape (`jaxvg.train.trainer`).
+- `Trainer`: validate and compile once, then run many stacks of one shape; `evaluate_stacked`
+  (`jaxvg.train.trainer`).
 - `stack_models`, `unstack_models`, `init_stacked`, `data_key(s)`: stacks (`jaxvg.train.stacking`).
 - `learning_rate_factor`, `OPTIMIZERS`, `SCHEDULES` (`jaxvg.train.optimizers`).
 
@@ -50,6 +51,7 @@ from jaxvg.train.trainer import MONITOR_BATCH as MONITOR_BATCH
 from jaxvg.train.trainer import Run as Run
 from jaxvg.train.trainer import StackedFit as StackedFit
 from jaxvg.train.trainer import Trainer as Trainer
+from jaxvg.train.trainer import evaluate_stacked as evaluate_stacked
 
 __all__ = [
     "MONITOR_BATCH",
@@ -63,6 +65,7 @@ __all__ = [
     "Trainer",
     "data_key",
     "data_keys",
+    "evaluate_stacked",
     "fit",
     "fit_stacked",
     "init_stacked",

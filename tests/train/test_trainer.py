@@ -10,7 +10,7 @@ from flax import nnx
 
 from jaxvg.train import TrainConfig, Trainer, stacking, step, training
 
-from .common import COMMON, SPIRALS, factory
+from .common import COMMON, SPIRALS, factory, relu_factory
 
 CONFIG = TrainConfig(loss="cross_entropy", **COMMON)
 
@@ -76,3 +76,25 @@ def test_bad_keys_and_learning_rates():
         Trainer(graphdef, jax.tree.map(lambda a: a[0], params), rest, SPIRALS, CONFIG)
     with pytest.raises(TypeError, match=r"`config` must be a TrainConfig, got dict"):
         Trainer(graphdef, params, rest, SPIRALS, dict(COMMON))
+
+
+def test_evaluate_stacked_is_the_logged_end_point_and_sees_frozen_nets():
+    """evaluate_stacked gives each net's final train/test loss and accuracy (the history's end point);
+    for a diverged net, those of its last finite parameters (huge weights here: a finite accuracy,
+    a loss that may overflow)."""
+    graphdef, params, rest = stacking.stack_models([relu_factory(nnx.Rngs(s)) for s in (0, 1, 2)])
+    config = dataclasses.replace(CONFIG, learning_rate=(0.1, 1e20, 0.05), on_nonfinite="record")
+    fitted = training.fit_stacked(graphdef, params, rest, SPIRALS, config, keys=stacking.data_keys([0, 1, 2]))
+    final = training.evaluate_stacked(graphdef, fitted.params, fitted.rest, SPIRALS)
+    assert set(final) == {"train/loss", "train/accuracy", "test/loss", "test/accuracy"}
+    np.testing.assert_array_equal(fitted.history["diverged"], [False, True, False])
+    for name, values in final.items():
+        assert values.shape == (3,) and np.isfinite(values[[0, 2]]).all(), name
+        assert "loss" in name or np.isfinite(values[1])
+        np.testing.assert_allclose(values[[0, 2]], fitted.history[name][[0, 2], -1], rtol=1e-6)
+        assert np.isnan(fitted.history[name][1, -1])
+    at_init = training.evaluate_stacked(
+        graphdef, params, rest, (SPIRALS.x_train, SPIRALS.y_train), loss="cross_entropy"
+    )
+    np.testing.assert_allclose(at_init["train/loss"], fitted.history["train/loss"][:, 0], rtol=1e-6)
+    assert "test/loss" not in at_init
