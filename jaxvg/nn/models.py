@@ -280,18 +280,21 @@ class MLP(nnx.Module):
         return jnp.where(index < self.active_blocks[...], out, h)
 
     def _scan(self, hidden: list[Block], h: jax.Array) -> jax.Array:
-        """Blocks 2..L (one graphdef) under `lax.scan` over their stacked state; their updated
-        state (batch statistics, dropout counts) is written back after the scan."""
-        graphdef, _ = nnx.split(hidden[0])
-        stacked = jax.tree.map(lambda *a: jnp.stack(a), *[nnx.state(b) for b in hidden])
+        """Blocks 2..L (one graphdef) under `lax.scan` over their stacked state. Only the non-Param
+        state (batch statistics, dropout RNG counts) comes out of the scan; it is written back to
+        the blocks afterwards."""
+        splits = [nnx.split(b, nnx.Param, ...) for b in hidden]
+        graphdef = splits[0][0]
+        params, rest = (jax.tree.map(lambda *a: jnp.stack(a), *[s[j] for s in splits]) for j in (1, 2))
 
         def body(h, layer):
-            state, index = layer
-            block = nnx.merge(graphdef, state)
+            p, r, index = layer
+            block = nnx.merge(graphdef, p, r)
             h = self._masked(index, block(h), h)
-            return h, nnx.state(block)
+            return h, nnx.state(block, nnx.Not(nnx.Param))
 
-        h, new = jax.lax.scan(body, h, (stacked, jnp.arange(1, len(hidden) + 1)))
-        for i, block in enumerate(hidden):
-            nnx.update(block, jax.tree.map(lambda a, i=i: a[i], new))
+        h, new_rest = jax.lax.scan(body, h, (params, rest, jnp.arange(1, len(hidden) + 1)))
+        if jax.tree.leaves(new_rest):
+            for i, block in enumerate(hidden):
+                nnx.update(block, jax.tree.map(lambda a, i=i: a[i], new_rest))
         return h

@@ -2,7 +2,9 @@
 
 Everything static about a run is a `StepSpec` (hashable: programs are cached on it); everything that
 changes is a `TrainState` pytree (parameters, optimizer state, the rest of the module state, the
-epoch permutation and the divergence flags). For one net:
+epoch permutation and the divergence flags). The state carries the parameters and the rest packed,
+one array per leaf shape (`jaxvg.train.packing`): a deep net's loop state is then a few arrays, not
+hundreds, which keeps XLA's compile time flat in depth. For one net:
 
 - `loss_and_grads`: the loss of a minibatch and its gradient w.r.t. the `nnx.Param` state only. The
   module is merged with `nnx.merge(..., copy=True)` inside `jax.value_and_grad` (merging the live
@@ -31,12 +33,14 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from jaxvg import measure
 from jaxvg.measure import lognorm
 from jaxvg.nn import losses
 from jaxvg.train import optimizers
+from jaxvg.train.packing import Packing
 from jaxvg.train.stacking import is_key
 
 __all__ = [
@@ -45,6 +49,7 @@ __all__ = [
     "batch_at",
     "compiled_chunk",
     "compiled_metrics",
+    "compiled_unpack",
     "evaluate",
     "init_state",
     "kernel_log10_norms",
@@ -53,6 +58,7 @@ __all__ = [
     "monitor_flow",
     "run_chunk",
     "train_step",
+    "unpack_state",
 ]
 
 
@@ -72,6 +78,7 @@ class StepSpec:
       leaf_group: per params leaf, its block index, or L for parameters outside the blocks.
       group_names: per group, "blocks[i]" or the attribute name(s) outside the blocks.
       has_test: whether the data has a test set (arrays "xt", "yt").
+      params_packing, rest_packing: how one net's params and rest are packed in a `TrainState`.
     """
 
     graphdef: Any
@@ -89,6 +96,8 @@ class StepSpec:
     leaf_group: tuple[int, ...]
     group_names: tuple[str, ...]
     has_test: bool
+    params_packing: Packing
+    rest_packing: Packing
 
 
 @dataclasses.dataclass
@@ -96,7 +105,8 @@ class TrainState:
     """The state a chunk carries, for one net (a leading nets axis N on every leaf when stacked).
 
     Attributes:
-      params: the `nnx.Param` state.   opt_state: the optimizer state.   rest: the other module state.
+      params: the `nnx.Param` state, packed (`StepSpec.params_packing`).   opt_state: the optimizer
+        state of the packed params.   rest: the other module state, packed (`rest_packing`).
       perm: the current epoch's permutation, (n,) int32 (minibatch runs; (1,) otherwise).
       diverged: () bool.   diverged_step: () int32, -1 if never.
       bad_groups: (L + 1,) bool, the parameter groups whose gradient was non-finite when it diverged.
@@ -119,17 +129,21 @@ jax.tree_util.register_dataclass(
 
 
 def loss_and_grads(spec: StepSpec, params: Any, rest: Any, xb: jax.Array, yb: Any) -> tuple[Any, Any, Any]:
-    """(loss of the batch in training mode, its gradient w.r.t. `params`, the updated rest)."""
+    """(loss of the batch in training mode, its gradient w.r.t. `params`, the updated rest); params,
+    gradient and rest packed. The gradient is taken w.r.t. the unpacked leaves and then packed: the
+    transpose of unpacking (one slice per leaf, each padded back to the packed shape) would cost
+    O(L^2) memory traffic for L same-shape leaves."""
     loss_fn = losses.get(spec.loss)
+    tree_rest = spec.rest_packing.unpack(rest)
 
     def objective(p):
-        model = nnx.merge(spec.graphdef, p, rest, copy=True)  # copy: never the live RNG state
+        model = nnx.merge(spec.graphdef, p, tree_rest, copy=True)  # copy: never the live RNG state
         out = model(xb)
         _, _, new_rest = nnx.split(model, nnx.Param, ...)
-        return loss_fn(out, yb), new_rest
+        return loss_fn(out, yb), spec.rest_packing.pack(new_rest)
 
-    (value, new_rest), grads = jax.value_and_grad(objective, has_aux=True)(params)
-    return value, grads, new_rest
+    (value, new_rest), grads = jax.value_and_grad(objective, has_aux=True)(spec.params_packing.unpack(params))
+    return value, spec.params_packing.pack(grads), new_rest
 
 
 def batch_at(spec: StepSpec, key: jax.Array, perm: jax.Array, t: jax.Array, arrays: dict) -> tuple:
@@ -162,13 +176,13 @@ def evaluate(spec: StepSpec, params: Any, rest: Any, x: jax.Array, y: Any) -> tu
 
 def kernel_log10_norms(spec: StepSpec, grads: Any) -> jax.Array:
     """(L,) float32: log10 of the Frobenius norm of each block kernel's gradient (NaN without one),
-    underflow-free (`jaxvg.measure.lognorm.log10_norm`)."""
-    leaves = jax.tree.leaves(grads)
-    norms = [
-        lognorm.log10_norm(leaves[j]).astype(jnp.float32) if j >= 0 else jnp.full((), jnp.nan, jnp.float32)
-        for j in spec.kernel_index
-    ]
-    return jnp.stack(norms) if norms else jnp.zeros((0,), jnp.float32)
+    underflow-free (`jaxvg.measure.lognorm.log10_norm`); `grads` packed."""
+    if not spec.kernel_index:
+        return jnp.zeros((0,), jnp.float32)
+    per_leaf = spec.params_packing.per_leaf([lognorm.log10_norm(g, axes_keep=1) for g in grads])
+    index = np.maximum(np.asarray(spec.kernel_index), 0)
+    has_kernel = np.asarray(spec.kernel_index) >= 0
+    return jnp.where(has_kernel, per_leaf[index], jnp.nan).astype(jnp.float32)
 
 
 def metrics(spec: StepSpec, params: Any, rest: Any, arrays: dict) -> dict[str, jax.Array]:
@@ -219,7 +233,9 @@ def train_step(
     scale = -lr * factor
     new_params = jax.tree.map(lambda p, u: (p + scale * u).astype(p.dtype), state.params, updates)
     # Finiteness: one sum per gradient leaf (NaN/Inf propagate), one over the new parameters.
-    leaf_ok = jnp.stack([jnp.isfinite(jnp.sum(g)) for g in jax.tree.leaves(grads)])
+    leaf_ok = spec.params_packing.per_leaf(
+        [jnp.isfinite(jnp.sum(g, axis=tuple(range(1, g.ndim)))) for g in grads]
+    )
     group_bad = jnp.zeros((num_groups,), bool).at[jnp.asarray(spec.leaf_group, jnp.int32)].max(~leaf_ok)
     params_ok = jnp.all(jnp.stack([jnp.isfinite(jnp.sum(p)) for p in jax.tree.leaves(new_params)]))
     bad = ~jnp.isfinite(value) | jnp.any(group_bad) | ~params_ok
@@ -254,7 +270,7 @@ def run_chunk(
       end); flows is a `GradientFlow` with a leading (log_every,) axis (zeros where no record is
       due), or None without a monitor.
     """
-    log = metrics(spec, state.params, state.rest, arrays)
+    log = metrics(spec, *unpack_state(spec, state.params, state.rest), arrays)
     nan_norms = jnp.full((len(spec.kernel_index),), jnp.nan, jnp.float32)
     nan = jnp.full((), jnp.nan, jnp.float32)
 
@@ -262,10 +278,11 @@ def run_chunk(
         t = start + i
         flow = None
         if spec.monitor_every is not None:
-            shapes = jax.eval_shape(functools.partial(monitor_flow, spec), s.params, s.rest, arrays)
+            flow_of = functools.partial(_packed_monitor_flow, spec)
+            shapes = jax.eval_shape(flow_of, s.params, s.rest, arrays)
             flow = jax.lax.cond(
                 (t % spec.monitor_every == 0) & (t <= spec.steps),
-                lambda: monitor_flow(spec, s.params, s.rest, arrays),
+                lambda: flow_of(s.params, s.rest, arrays),
                 lambda: jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes),
             )
         s, norms, value = jax.lax.cond(
@@ -294,17 +311,45 @@ def compiled_metrics(spec: StepSpec) -> Callable:
     return jax.jit(jax.vmap(functools.partial(metrics, spec), in_axes=(0, 0, None)))
 
 
+def unpack_state(spec: StepSpec, params: Any, rest: Any) -> tuple[Any, Any]:
+    """One net's packed (params, rest) as the module's state trees."""
+    return spec.params_packing.unpack(params), spec.rest_packing.unpack(rest)
+
+
+def _packed_monitor_flow(spec: StepSpec, params: Any, rest: Any, arrays: dict) -> measure.GradientFlow:
+    return monitor_flow(spec, *unpack_state(spec, params, rest), arrays)
+
+
 @functools.lru_cache(maxsize=32)
-def _initial_program(optimizer: str, clip_norm: float | None, perm_len: int, num_groups: int) -> Callable:
-    """jit of `params -> (opt_state, perm, diverged, diverged_step, bad_groups)` for a stack: one
-    dispatch instead of one eager op per leaf. Cached on what it depends on (runs that differ in
-    steps or schedule share it) and per shape by jit."""
+def compiled_unpack(spec: StepSpec) -> Callable:
+    """jit(vmap(unpack_state)): a stack's packed (params, rest) as state trees with a nets axis."""
+
+    def unpack(params, rest):
+        n_nets = jax.tree.leaves(params)[0].shape[0]
+        return jax.vmap(functools.partial(unpack_state, spec), axis_size=n_nets)(params, rest)
+
+    return jax.jit(unpack)
+
+
+@functools.lru_cache(maxsize=32)
+def _initial_program(
+    optimizer: str, clip_norm: float | None, perm_len: int, num_groups: int, params: Packing, rest: Packing
+) -> Callable:
+    """jit of `(params, rest) -> (packed params, opt_state, packed rest, perm, diverged,
+    diverged_step, bad_groups)` for a stack: one dispatch instead of one eager op per leaf. Cached
+    on what it depends on (runs that differ in steps or schedule share it) and per shape by jit."""
     tx = optimizers.base_transform(optimizer, clip_norm)
 
-    def init(params):
-        n_nets = jax.tree.leaves(params)[0].shape[0]
+    def init(p, r):
+        n_nets = jax.tree.leaves(p)[0].shape[0]
+        packed_p, packed_r = (
+            jax.vmap(params.pack, axis_size=n_nets)(p),
+            jax.vmap(rest.pack, axis_size=n_nets)(r),
+        )
         return (
-            jax.vmap(tx.init)(params),
+            packed_p,
+            jax.vmap(tx.init)(packed_p),
+            packed_r,
             jnp.zeros((n_nets, perm_len), jnp.int32),
             jnp.zeros((n_nets,), bool),
             jnp.full((n_nets,), -1, jnp.int32),
@@ -315,8 +360,14 @@ def _initial_program(optimizer: str, clip_norm: float | None, perm_len: int, num
 
 
 def init_state(spec: StepSpec, params: Any, rest: Any, n_train: int) -> TrainState:
-    """The initial `TrainState` of a stack (leading nets axis on `params` and `rest`)."""
+    """The initial `TrainState` of a stack (leading nets axis on `params` and `rest`, as trees)."""
     perm_len = 1 if spec.batch_size is None else n_train
-    program = _initial_program(spec.optimizer, spec.clip_norm, perm_len, len(spec.group_names))
-    opt_state, perm, diverged, diverged_step, bad_groups = program(params)
-    return TrainState(params, opt_state, rest, perm, diverged, diverged_step, bad_groups)
+    program = _initial_program(
+        spec.optimizer,
+        spec.clip_norm,
+        perm_len,
+        len(spec.group_names),
+        spec.params_packing,
+        spec.rest_packing,
+    )
+    return TrainState(*program(params, rest))

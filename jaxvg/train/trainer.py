@@ -43,7 +43,15 @@ from jaxvg import checks
 from jaxvg.nn import contracts, losses, models
 from jaxvg.train import history as history_lib
 from jaxvg.train.config import TrainConfig, check_learning_rate
-from jaxvg.train.step import StepSpec, TrainState, compiled_chunk, compiled_metrics, init_state
+from jaxvg.train.packing import Packing
+from jaxvg.train.step import (
+    StepSpec,
+    TrainState,
+    compiled_chunk,
+    compiled_metrics,
+    compiled_unpack,
+    init_state,
+)
 
 __all__ = ["MONITOR_BATCH", "Run", "StackedFit", "Trainer", "evaluate_stacked"]
 
@@ -60,7 +68,8 @@ class StackedFit(NamedTuple):
 
 
 class Run(NamedTuple):
-    """What `Trainer.run` returns: the final state and the host copies of what each chunk logged."""
+    """What `Trainer.run` returns: the final state (its params and rest packed, see
+    `jaxvg.train.packing`; `finish` unpacks them) and the host copies of what each chunk logged."""
 
     state: TrainState
     logs: list[dict[str, np.ndarray]]
@@ -180,7 +189,8 @@ class Trainer:
         if self.config.on_nonfinite == "raise" and div.any():
             bad_groups = np.asarray(jax.device_get(run.state.bad_groups))
             raise history_lib.nonfinite_error(history, bad_groups, self.spec.group_names, self.names)
-        return StackedFit(run.state.params, run.state.rest, history)
+        params, rest = compiled_unpack(self.spec)(run.state.params, run.state.rest)
+        return StackedFit(params, rest, history)
 
     def fit(self, params: Any, rest: Any, keys: jax.Array, *, learning_rate: Any = None) -> StackedFit:
         """`finish(run(init_state(params, rest), keys))`."""
@@ -307,6 +317,8 @@ def _build_spec(
         leaf_group=statics.leaf_group,
         group_names=statics.group_names,
         has_test=has_test,
+        params_packing=Packing.of(one[0]),
+        rest_packing=Packing.of(one[1]),
     )
     m = min(MONITOR_BATCH, n)
     arrays = {"x": jnp.asarray(x), "y": jnp.asarray(y), "xm": jnp.asarray(x[:m]), "ym": jnp.asarray(y[:m])}

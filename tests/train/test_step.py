@@ -44,21 +44,22 @@ def test_minibatches_of_an_epoch_partition_a_permutation():
 def test_train_step_is_plain_sgd_and_rejects_a_nonfinite_update():
     spec, arrays, state, model = _one_net()
     graphdef, _, rest = nnx.split(model, nnx.Param, ...)
+    params = spec.params_packing.unpack(state.params)  # the state carries them packed
     loss, grads = jax.value_and_grad(
         lambda p: losses.cross_entropy(nnx.merge(graphdef, p, rest)(SPIRALS.x_train), SPIRALS.y_train)
-    )(state.params)
+    )(params)
     key = jax.random.key(0)
     new, norms, value = step.train_step(spec, state, jnp.int32(0), jnp.float32(0.1), key, arrays, True)
     np.testing.assert_allclose(value, loss, rtol=1e-6)
+    new_params = spec.params_packing.unpack(new.params)
     jax.tree.map(
         lambda a, p, g: np.testing.assert_allclose(a, p - 0.1 * g, rtol=1e-6, atol=1e-7),
-        new.params,
-        state.params,
+        new_params,
+        params,
         grads,
     )
-    np.testing.assert_allclose(
-        norms[0], np.log10(np.linalg.norm(grads["blocks"][0]["linear"]["kernel"][...])), rtol=1e-5
-    )
+    want = [np.log10(np.linalg.norm(grads["blocks"][i]["linear"]["kernel"][...])) for i in range(3)]
+    np.testing.assert_allclose(norms, want, rtol=1e-5)
     assert not new.diverged and int(new.diverged_step) == -1
     # an infinite learning rate: finite gradients, non-finite new parameters -> rejected, flagged
     bad, _, _ = step.train_step(spec, state, jnp.int32(2), jnp.float32(jnp.inf), key, arrays, False)
@@ -71,8 +72,22 @@ def test_train_step_is_plain_sgd_and_rejects_a_nonfinite_update():
 
 def test_kernel_norms_do_not_underflow():
     spec, _, state, _ = _one_net()
-    grads = jax.tree.map(lambda p: jnp.full_like(p, 1e-30), state.params)
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 1e-30), spec.params_packing.unpack(state.params))
     grads["blocks"][2]["linear"]["kernel"] = nnx.Param(jnp.zeros((8, 8)))
-    norms = step.kernel_log10_norms(spec, grads)
+    norms = step.kernel_log10_norms(spec, spec.params_packing.pack(grads))
     np.testing.assert_allclose(norms[:2], [-30 + 0.5 * np.log10(16), -30 + 0.5 * np.log10(64)], rtol=1e-6)
     assert np.isneginf(norms[2])
+
+
+def test_the_state_is_packed_by_leaf_shape():
+    """A 3-block MLP (2 -> 8 -> 8 -> 8 -> 2) has 8 parameter leaves of 5 shapes: the state carries
+    5 arrays, and unpacking gives back the module's parameters exactly."""
+    spec, _, state, model = _one_net()
+    assert len(jax.tree.leaves(nnx.state(model, nnx.Param))) == 8
+    assert sorted(a.shape for a in state.params) == [(1, 2), (1, 2, 8), (1, 8, 2), (2, 8, 8), (3, 8)]
+    for a, b in zip(
+        jax.tree.leaves(spec.params_packing.unpack(state.params)),
+        jax.tree.leaves(nnx.state(model, nnx.Param)),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)
