@@ -8,18 +8,18 @@ heat map. Networks deeper than about 6 xi_c do not train; xi_c diverges at the o
 transition sigma_w2 = `theory.critical_sigma_w2` (1.76 for sigma_b2 = 0.05), so the trainable
 region is a tongue around criticality that reaches the greatest depths there.
 
-How it runs: every net of the grid (sigma_w2 x depth x seed) is padded to the largest depth, its
-extra blocks masked to the identity (`jaxvg.scale.pad_depth_mask`), so the whole grid is ONE
-compiled program; the nets are vmapped and their axis sharded over local devices
-(`jaxvg.scale.map_nets`). The grid runs in chunks of one depth row (all sigma_w2 x seeds), each
-written as it finishes (`on_cell`) and skipped when rerun. Why pad: on a 2-core CPU compiling the
-training program takes several times longer than running a whole depth row, so one program for all
-depths beats one program per depth even though padded blocks are computed and discarded
-(`--no-pad-depths` gives one exact-depth program per row instead, for accelerators where compute,
-not compile, dominates). Initial weights use common random numbers: a net's standard-normal draws
-depend only on (seed, layer) and sigma_w2 scales them, so neighbouring cells differ by sigma_w2 and
-depth alone. A net whose loss or parameters go non-finite is frozen at its last finite parameters
-and recorded as diverged.
+How it runs: every net of the grid (sigma_w2 x depth x seed) is a `jaxvg.MLP` padded to the largest
+depth, its extra blocks masked to the identity (`MLP(..., max_depth=...)`), so the nets stack
+(`train.stack_models`) and the whole grid is ONE compiled program (`train.fit_stacked`), its nets
+axis sharded over local devices (`jaxvg.scale.shard_nets`). The
+grid runs in chunks of one depth row (all sigma_w2 x seeds), each written as it finishes
+(`on_cell`) and skipped when rerun. Why pad: on a 2-core CPU compiling the training program takes
+several times longer than running a whole depth row, so one program for all depths beats one program per depth even though padded blocks are
+computed and discarded (`--no-pad-depths` gives one exact-depth program per row instead, for
+accelerators where compute, not compile, dominates). Initial weights use common random numbers: a
+net's standard-normal draws depend only on (seed, layer) and sigma_w2 scales them, so neighbouring
+cells differ by sigma_w2 and depth alone. A net whose loss or parameters go non-finite is frozen at
+its last finite parameters and recorded as diverged.
 
 Run:    python -m experiments.phase_diagram              (default grid)
         python -m experiments.phase_diagram --quick      (4 x 3 grid, width 32, 150 steps; what the tests run)
@@ -53,18 +53,18 @@ longer). No cell diverged at lr 0.02 (an lr of 1e37 makes every net diverge; tes
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
-from jaxvg import checks, scale, theory
-from jaxvg.nn import activations
+from jaxvg import checks, scale, theory, train
+from jaxvg.nn import MLP, activations
 from jaxvg.report import experiment, figures, tables
 from jaxvg.report.experiment import Done, Log, OnCell
 from jaxvg.train import data
@@ -144,122 +144,80 @@ class Config:
 # --------------------------------------------------------------------------- the training kernel
 
 
-def _init(
-    key: jax.Array, sigma_w2: jax.Array, sigma_b2: float, d_in: int, width: int, max_depth: int, n_out: int
-):
-    """One net's parameters: W ~ N(0, sigma_w2/fan_in), b ~ N(0, sigma_b2) (head included).
+def _train_group(
+    config: Config,
+    ds: data.Dataset,
+    group: Sequence[tuple[int, float]],
+    max_depth: int | None,
+    seed_keys: jax.Array,
+) -> dict[str, np.ndarray]:
+    """Train the nets of `group` ((depth, sigma_w2) cells, `config.seeds` nets each) as ONE stack.
 
-    The normal draws depend on `key` and the layer index only (not on max_depth or sigma_w2).
-    Hidden blocks 2..max_depth are stacked: `ws` (max_depth - 1, width, width), `bs` (max_depth - 1, width).
+    Every net is a `jaxvg.MLP` of `depth` tanh blocks, W ~ N(0, sigma_w2/fan_in), b ~ N(0, sigma_b2)
+    (head included), built with `max_depth` blocks of which the first `depth` run (None: exactly
+    `depth` blocks) and its hidden blocks under one `lax.scan` (an unrolled loop of 64-300 blocks
+    would compile for minutes on a CPU). Seed s initialises from `nnx.Rngs(seed_keys[s])`: block l's
+    standard-normal draws depend on (seed, l) only (the head's also on the depth) and sigma_w2
+    scales them. The stack trains by minibatch SGD (batches drawn without replacement, a fresh
+    permutation per epoch) with `fit_stacked` (on_nonfinite="record": a net whose loss, gradient or
+    parameters go non-finite is frozen at its last finite parameters), its axis sharded over the
+    local devices.
+
+    Returns:
+      Per net (cells x seeds, in that order), numpy arrays: train/test accuracy and loss of the final
+      (or frozen) parameters, the batch loss at step 0 and averaged over the last 10 % of steps
+      (NaN for a diverged net), `diverged` and `diverged_step` (-1 if never).
     """
-    k_in, k_hidden, k_head = jax.random.split(key, 3)
-
-    def layer(k, fan_in, fan_out):
-        kw, kb = jax.random.split(k)
-        w = jax.random.normal(kw, (fan_in, fan_out)) * jnp.sqrt(sigma_w2 / fan_in)
-        b = jax.random.normal(kb, (fan_out,)) * math.sqrt(sigma_b2)
-        return w, b
-
-    w0, b0 = layer(k_in, d_in, width)
-    ws, bs = jax.vmap(lambda i: layer(jax.random.fold_in(k_hidden, i), width, width))(
-        jnp.arange(max_depth - 1)
+    nets = [
+        MLP(
+            ds.in_features,
+            config.width,
+            depth,
+            ds.num_classes,
+            activation=config.activation,
+            init="gaussian",
+            sigma_w2=s,
+            sigma_b2=config.sigma_b2,
+            max_depth=max_depth,
+            scan_blocks=True,
+            rngs=nnx.Rngs(key),
+        )
+        for depth, s in group
+        for key in seed_keys
+    ]
+    graphdef, params, rest = train.stack_models(nets)
+    keys = jax.vmap(train.data_key)(jnp.tile(seed_keys, len(group)))
+    (params, rest, keys), n = scale.pad_nets((params, rest, keys), jax.local_device_count())
+    params, rest, keys = scale.shard_nets((params, rest, keys))
+    fitted = train.fit_stacked(
+        graphdef,
+        params,
+        rest,
+        ds,
+        keys=keys,
+        loss="cross_entropy",
+        optimizer="sgd",
+        learning_rate=config.learning_rate,
+        steps=config.steps,
+        batch_size=config.batch_size,
+        log_every=config.steps,
+        on_nonfinite="record",
+        progress=False,
     )
-    wh, bh = layer(k_head, width, n_out)
-    return {"w0": w0, "b0": b0, "ws": ws, "bs": bs, "wh": wh, "bh": bh}
-
-
-def _forward(phi: Callable, params: dict, mask: jax.Array, x: jax.Array) -> jax.Array:
-    """Logits (batch, n_out); block l runs where mask[l] (`sweeps.pad_depth_mask`), else identity.
-
-    The rule of `sweeps.masked_forward`, h_l = where(mask[l], block_l(h_{l-1}), h_{l-1}), written
-    as a `lax.scan` over the stacked blocks 2..L (block 1, in_features -> width, always runs):
-    an unrolled loop of 64-300 blocks would compile for minutes on a CPU. A `lax.cond` instead of
-    `where` would skip the padded blocks' compute, but measured slower on a 2-core CPU (its
-    per-block overhead exceeded the compute of a width-64 block), so padded blocks are computed
-    and discarded.
-    """
-    h = phi(x @ params["w0"] + params["b0"][None, :])
-
-    def body(h, layer):
-        w, b, on = layer
-        return jnp.where(on, phi(h @ w + b[None, :]), h), None
-
-    h, _ = jax.lax.scan(body, h, (params["ws"], params["bs"], mask[1:]))
-    return h @ params["wh"] + params["bh"][None, :]
-
-
-def _xent(logits: jax.Array, y: jax.Array) -> jax.Array:
-    logp = jax.nn.log_softmax(logits)
-    return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
-
-
-def _train_one(
-    key,
-    sigma_w2,
-    mask,
-    x_train,
-    y_train,
-    x_test,
-    y_test,
-    learning_rate,
-    *,
-    phi,
-    sigma_b2,
-    width,
-    n_out,
-    steps,
-    batch_size,
-):
-    """Train one net (key, sigma_w2 scalar; mask (max_depth,) bool) by SGD; jaxvg vmaps and shards it.
-
-    The data and `learning_rate` (a traced scalar: changing it does not recompile) are shared.
-
-    Returns a dict of scalars: train/test accuracy and loss after `steps` SGD steps, the batch loss
-    at step 0 and averaged over the last 10 % of steps, `diverged` and `diverged_step` (-1 if never).
-    A non-finite loss or parameter freezes the net at its last finite parameters.
-    """
-    n, d_in = x_train.shape
-    k_init, k_data = jax.random.split(key)
-    params = _init(k_init, sigma_w2, sigma_b2, d_in, width, mask.shape[0], n_out)
-
-    def loss_fn(p, xb, yb):
-        return _xent(_forward(phi, p, mask, xb), yb)
-
-    def step(carry, t):
-        params, diverged, div_step = carry
-        idx = jax.random.randint(jax.random.fold_in(k_data, t), (batch_size,), 0, n)
-        loss, grads = jax.value_and_grad(loss_fn)(params, x_train[idx], y_train[idx])
-        new = jax.tree.map(lambda p, g: p - learning_rate * g, params, grads)
-        ok = jnp.isfinite(loss) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(new)]))
-        params = jax.tree.map(lambda a, b: jnp.where(ok & ~diverged, a, b), new, params)
-        div_step = jnp.where(diverged | ok, div_step, t)
-        return (params, diverged | ~ok, div_step), jnp.where(diverged, jnp.nan, loss)
-
-    carry = (params, jnp.zeros((), bool), jnp.full((), -1, jnp.int32))
-    (params, diverged, div_step), losses = jax.lax.scan(step, carry, jnp.arange(steps))
-
-    def evaluate(x, y):
-        logits = _forward(phi, params, mask, x)
-        return jnp.mean(jnp.argmax(logits, axis=-1) == y), _xent(logits, y)
-
-    train_acc, train_loss = evaluate(x_train, y_train)
-    test_acc, test_loss = evaluate(x_test, y_test)
-    return {
-        "train_accuracy": train_acc,
-        "test_accuracy": test_acc,
-        "train_loss": train_loss,
-        "test_loss": test_loss,
-        "initial_batch_loss": losses[0],
-        "final_batch_loss": jnp.mean(losses[-max(1, steps // 10) :]),
-        "diverged": diverged,
-        "diverged_step": div_step,
+    final = train.evaluate_stacked(graphdef, fitted.params, fitted.rest, ds)
+    h = fitted.history
+    batch_loss = h["train/batch_loss"]
+    out = {
+        "train_accuracy": final["train/accuracy"],
+        "test_accuracy": final["test/accuracy"],
+        "train_loss": final["train/loss"],
+        "test_loss": final["test/loss"],
+        "initial_batch_loss": batch_loss[:, 0],
+        "final_batch_loss": batch_loss[:, -max(1, config.steps // 10) :].mean(axis=1),
+        "diverged": h["diverged"],
+        "diverged_step": h["diverged_step"],
     }
-
-
-@functools.lru_cache(maxsize=32)
-def _net_fn(**static: Any) -> Callable:
-    """The per-net function for `sweeps.map_nets`, one object per static setup (its compile cache key)."""
-    return functools.partial(_train_one, **static)
+    return {k: np.asarray(v)[:n] for k, v in out.items()}
 
 
 # --------------------------------------------------------------------------- run
@@ -310,11 +268,9 @@ def run(config: Config, *, on_cell: OnCell = None, done: Done = None, log: Log =
     """
     start = time.perf_counter()
     ds = data.load(config.dataset, seed=config.data_seed)
-    phi = activations.get(config.activation).fn
     setup = _setup(config)
     sig = np.asarray(config.sigma_w2)
     max_depth = max(config.depths)
-    arrays = [jnp.asarray(a) for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test)]
     seed_keys = jax.random.split(jax.random.key(20170), config.seeds)  # seed s -> seed_keys[s]
 
     store = experiment.Cells(done, on_cell)
@@ -334,22 +290,9 @@ def run(config: Config, *, on_cell: OnCell = None, done: Done = None, log: Log =
         n_real = len(group)
         if config.pad_depths and n_real < len(config.sigma_w2):  # same shape for every chunk
             group = group + [group[-1]] * (len(config.sigma_w2) - n_real)
-        depths = np.repeat([d for d, _ in group], config.seeds)
-        masks = scale.pad_depth_mask(depths.tolist(), max_depth if config.pad_depths else group[0][0])
-        s_arr = jnp.repeat(jnp.asarray([s for _, s in group], jnp.float32), config.seeds)
-        k_arr = jnp.tile(seed_keys, len(group))
-        fn = _net_fn(
-            phi=phi,
-            sigma_b2=config.sigma_b2,
-            width=config.width,
-            n_out=ds.num_classes,
-            steps=config.steps,
-            batch_size=config.batch_size,
-        )
-        lr = jnp.asarray(config.learning_rate, jnp.float32)
-        out = scale.map_nets(fn, k_arr, s_arr, masks, shared=(*arrays, lr))
+        out = _train_group(config, ds, group, max_depth if config.pad_depths else None, seed_keys)
         shape = (len(group), config.seeds)
-        out = {k: np.asarray(v).reshape(shape) for k, v in jax.device_get(out).items()}
+        out = {k: v.reshape(shape) for k, v in out.items()}
         for i, (depth, s) in enumerate(group[:n_real]):
             cell = {"depth": depth, "sigma_w2": s, **{name: values[i] for name, values in out.items()}}
             store.add(cell_key(depth, s), setup, cell)
