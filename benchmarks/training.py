@@ -123,41 +123,25 @@ def matmul_ceiling(n: int, repeat: int) -> dict[str, float]:
     }
 
 
-def fit_chunks_runner(model: nnx.Module, data: Any, **fit_kw: Any) -> Callable[[], dict[str, Any]] | None:
+def fit_chunks_runner(model: nnx.Module, data: Any, **fit_kw: Any) -> Callable[[], dict[str, Any]]:
     """The scanned chunks of `fit(model, data, **fit_kw)` alone, as a blocking callable.
 
     It drives fit's compiled chunk program over the same chunk boundaries as `fit`, with the host
     loop between chunks (fetching each chunk's log and the divergence flags) as in `fit`, but with
     the per-call setup (argument validation, `nnx.split`, the optimizer-state init) done once,
     outside, and no history assembly or unstacking. The difference to a whole `fit` call is fit's
-    fixed per-call overhead. Returns None when the program is not reachable (the suite then reports
-    the whole call only). Calls return the last chunk's log.
+    fixed per-call overhead. Built on the public `jaxvg.train.Trainer` (compile once, run many).
+    Calls return the last chunk's log.
     """
-    # TODO(merge): replace these four private training functions by the public "compile once, run
-    # many" entry of jaxvg.train (the training owners add it); the rest of this suite is ready.
-    from jaxvg.train import training as T
+    from jaxvg import train
 
-    if not all(hasattr(T, n) for n in ("_validate", "_programs", "_initial_state", "_data_key")):
-        return None
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    params, rest = jax.tree.map(lambda a: jnp.asarray(a)[None], (params, rest))
-    keys = T._data_key(0)[None]
-    spec, arrays, lr, _, _ = T._validate(
-        graphdef, params, rest, data, keys, fit_kw["loss"], fit_kw["optimizer"], fit_kw["learning_rate"],
-        fit_kw["steps"], None, "constant", 0, None, fit_kw["log_every"], None, "raise", None,
-    )  # fmt: skip
-    program = T._programs(spec)
-    state0 = T._initial_state(spec, params, rest, int(arrays["x"].shape[0]))
-    starts = [*range(0, spec.steps, spec.log_every), spec.steps]
+    graphdef, params, rest = train.stack_models([model])
+    trainer = train.Trainer(graphdef, params, rest, data, train.TrainConfig(**{**fit_kw, "progress": False}))
+    state0 = trainer.init_state(params, rest)
+    keys = train.data_keys([0])  # what fit(model, key=0) uses
 
     def chunks() -> dict[str, Any]:
-        state, log = state0, None
-        for start in starts:
-            state, log, _ = program(state, lr, keys, jnp.int32(start), arrays)
-            log = jax.device_get(log)
-            if np.asarray(jax.device_get(state.diverged)).any():
-                break
-        return log
+        return trainer.run(state0, keys).logs[-1]
 
     return chunks
 
@@ -199,8 +183,7 @@ def run(config: Config, *, log: Callable[[str], None] | None = None) -> dict[str
     fit_first = common.timed(fit_once)
     fit_loss = float(box["fit"].history["train/loss"][-1])
     chunks = fit_chunks_runner(model, (x_np, y_np), **fit_kw)
-    if chunks is not None:
-        chunks_loss = float(np.asarray(chunks()["train/loss"])[0])  # warm-up; the loss logged at `steps`
+    chunks_loss = float(np.asarray(chunks()["train/loss"])[0])  # warm-up; the loss logged at `steps`
 
     # plain scan floor: same split state, same optax update, nothing else.
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
@@ -236,12 +219,11 @@ def run(config: Config, *, log: Callable[[str], None] | None = None) -> dict[str
         f"[training] {config.repeat} interleaved rounds: fit and plain scan {config.steps} steps, nnx.jit {nnx_steps}"
     )
     runs = {
+        "fit_chunks": lambda: common.timed(chunks),
         "fit": lambda: common.timed(fit_once),
         "plain_scan": lambda: common.timed(scan_once),
         "nnx_jit": nnx_once,
     }
-    if chunks is not None:
-        runs = {"fit_chunks": lambda: common.timed(chunks), **runs}
     times = common.interleaved_seconds(runs, config.repeat)
     steps_of = {
         "fit_chunks": config.steps,
@@ -250,9 +232,7 @@ def run(config: Config, *, log: Callable[[str], None] | None = None) -> dict[str
         "nnx_jit": nnx_steps,
     }
     first_of = {"plain_scan": scan_first, "nnx_jit": nnx_first}
-    loss_of = {"fit": fit_loss, "plain_scan": scan_loss, "nnx_jit": nnx_losses[0]}
-    if chunks is not None:
-        loss_of["fit_chunks"] = chunks_loss
+    loss_of = {"fit_chunks": chunks_loss, "fit": fit_loss, "plain_scan": scan_loss, "nnx_jit": nnx_losses[0]}
     what = {
         "fit_chunks": "jaxvg.fit's scanned chunks and host loop alone (setup outside the timer)",
         "fit": "jaxvg.fit, whole warm call (setup + scanned chunks + host loop + history)",
@@ -286,21 +266,15 @@ def run(config: Config, *, log: Callable[[str], None] | None = None) -> dict[str
     def per_step_ratio(a: str, b: str) -> float:
         return common.paired_ratio(times[a], times[b], steps_of[a], steps_of[b])
 
-    fit_key = "fit_chunks" if chunks is not None else "fit"
     ratios = [
-        common.ratio(NAME, f"{'fit chunks' if chunks is not None else 'fit'} / plain scan (time per step)",
-              per_step_ratio(fit_key, "plain_scan"), target=TARGET_FIT_OVER_SCAN, op="<="),
+        common.ratio(NAME, "fit chunks / plain scan (time per step)",
+              per_step_ratio("fit_chunks", "plain_scan"), target=TARGET_FIT_OVER_SCAN, op="<="),
+        common.ratio(NAME, f"fit whole call / plain scan ({config.steps} steps)", per_step_ratio("fit", "plain_scan")),
         common.ratio(NAME, "nnx.jit per step / plain scan (time per step)", per_step_ratio("nnx_jit", "plain_scan")),
-        common.ratio(NAME, f"nnx.jit per step / {'fit chunks' if chunks is not None else 'fit'} (time per step)",
-              per_step_ratio("nnx_jit", fit_key)),
-        common.ratio(NAME, f"fit FLOP/s / matmul ceiling ({'chunks' if chunks is not None else 'whole call'})",
-              methods[fit_key]["fraction_of_ceiling"]),
+        common.ratio(NAME, "nnx.jit per step / fit chunks (time per step)", per_step_ratio("nnx_jit", "fit_chunks")),
+        common.ratio(NAME, "fit FLOP/s / matmul ceiling (chunks)", methods["fit_chunks"]["fraction_of_ceiling"]),
     ]  # fmt: skip
-    overhead = None
-    if chunks is not None:
-        ratios.insert(1, common.ratio(NAME, f"fit whole call / plain scan ({config.steps} steps)",
-                               per_step_ratio("fit", "plain_scan")))  # fmt: skip
-        overhead = statistics.median(a - b for a, b in zip(times["fit"], times["fit_chunks"], strict=True))
+    overhead = statistics.median(a - b for a, b in zip(times["fit"], times["fit_chunks"], strict=True))
     rows = [
         {
             "loop": name,

@@ -11,9 +11,9 @@ import pytest
 from flax import nnx
 
 import jaxvg
-from jaxvg import measure
+from jaxvg import measure, train
 from jaxvg.nn import losses
-from jaxvg.train import TrainConfig, data, step, training
+from jaxvg.train import TrainConfig, data, step
 
 from .common import COMMON, SPIRALS, X4, Y4, factory, optax_reference, params_of, relu_factory
 
@@ -25,11 +25,11 @@ def test_vmapped_seeds_equal_separate_runs():
     fit(factory(nnx.Rngs(s)), key=s) up to float32 rounding (vmap may reorder reductions)."""
     drop = lambda rngs: factory(rngs, dropout=0.1)  # noqa: E731
     seeds = [3, 0, 7]
-    together = training.fit(drop, SPIRALS, seeds=seeds, **COMMON)
+    together = train.fit(drop, SPIRALS, seeds=seeds, **COMMON)
     assert together.history["train/loss"].shape == (3, 4)
     assert together.history["log10_kernel_grad"].shape == (3, 4, 3)
     for i, s in enumerate(seeds):
-        alone = training.fit(drop(nnx.Rngs(s)), SPIRALS, key=s, **COMMON)
+        alone = train.fit(drop(nnx.Rngs(s)), SPIRALS, key=s, **COMMON)
         for name in ("train/loss", "test/loss", "train/accuracy", "log10_kernel_grad", "train/batch_loss"):
             np.testing.assert_allclose(together.history[name][i], alone.history[name], rtol=1e-5, atol=1e-6)
         chex.assert_trees_all_close(
@@ -40,8 +40,8 @@ def test_vmapped_seeds_equal_separate_runs():
 
 
 def test_same_seed_is_bitwise_identical():
-    a = training.fit(factory, SPIRALS, seeds=[1, 2], **COMMON)
-    b = training.fit(factory, SPIRALS, seeds=[1, 2], **COMMON)
+    a = train.fit(factory, SPIRALS, seeds=[1, 2], **COMMON)
+    b = train.fit(factory, SPIRALS, seeds=[1, 2], **COMMON)
     for name in ("train/loss", "test/loss", "log10_kernel_grad"):
         np.testing.assert_array_equal(a.history[name], b.history[name])
     chex.assert_trees_all_equal(params_of(a.models[1]), params_of(b.models[1]))
@@ -50,7 +50,7 @@ def test_same_seed_is_bitwise_identical():
 def test_input_model_is_not_modified_and_history_has_no_seed_axis():
     model = factory(nnx.Rngs(0))
     before = jax.tree.map(np.array, params_of(model))
-    out = training.fit(model, SPIRALS, **COMMON)
+    out = train.fit(model, SPIRALS, **COMMON)
     chex.assert_trees_all_equal(before, jax.tree.map(np.array, params_of(model)))
     assert len(out.models) == 1 and out.models[0] is not model
     assert out.history["train/loss"].shape == (4,)
@@ -65,11 +65,11 @@ def test_repeated_validation_is_per_shape():
     with other data shapes is still checked (in_features), and a net of another width is not
     confused with a cached one."""
     kw = dict(COMMON, steps=8, loss="cross_entropy")
-    training.fit(factory(nnx.Rngs(0)), SPIRALS, **kw)
+    train.fit(factory(nnx.Rngs(0)), SPIRALS, **kw)
     with pytest.raises(ValueError, match=r"in_features is 2"):
-        training.fit(factory(nnx.Rngs(1)), (SPIRALS.x_train[:, :1], SPIRALS.y_train), **kw)
+        train.fit(factory(nnx.Rngs(1)), (SPIRALS.x_train[:, :1], SPIRALS.y_train), **kw)
     wide = jaxvg.MLP(2, 16, 3, 2, activation="tanh", rngs=nnx.Rngs(0))
-    out = training.fit(wide, SPIRALS, **kw)
+    out = train.fit(wide, SPIRALS, **kw)
     assert out.models[0].blocks[0].linear.kernel[...].shape == (2, 16)
 
 
@@ -78,17 +78,17 @@ def test_repeated_validation_is_per_shape():
 
 def test_config_object_equals_keywords_and_conflicts_are_errors():
     config = TrainConfig(**COMMON)
-    by_config = training.fit(factory(nnx.Rngs(0)), SPIRALS, config)
-    by_keywords = training.fit(factory(nnx.Rngs(0)), SPIRALS, **COMMON)
+    by_config = train.fit(factory(nnx.Rngs(0)), SPIRALS, config)
+    by_keywords = train.fit(factory(nnx.Rngs(0)), SPIRALS, **COMMON)
     np.testing.assert_array_equal(by_config.history["train/loss"], by_keywords.history["train/loss"])
     # repeating a config value is allowed; a different one is a ValueError naming both
-    training.fit(factory(nnx.Rngs(0)), SPIRALS, config, steps=24)
+    train.fit(factory(nnx.Rngs(0)), SPIRALS, config, steps=24)
     with pytest.raises(ValueError, match=r"`steps=12` conflicts with `config.steps=24`.*dataclasses.replace"):
-        training.fit(factory(nnx.Rngs(0)), SPIRALS, config, steps=12)
+        train.fit(factory(nnx.Rngs(0)), SPIRALS, config, steps=12)
     with pytest.raises(TypeError, match=r"fit\(\) got unexpected keyword argument\(s\) \['step'\]"):
-        training.fit(factory(nnx.Rngs(0)), SPIRALS, optimizer="sgd", learning_rate=0.1, step=3)
+        train.fit(factory(nnx.Rngs(0)), SPIRALS, optimizer="sgd", learning_rate=0.1, step=3)
     with pytest.raises(TypeError, match=r"`config` must be a TrainConfig or None, got dict"):
-        training.fit(factory(nnx.Rngs(0)), SPIRALS, dict(COMMON))
+        train.fit(factory(nnx.Rngs(0)), SPIRALS, dict(COMMON))
 
 
 # ----------------------------------------------------------------------------- what is logged
@@ -96,7 +96,7 @@ def test_config_object_equals_keywords_and_conflicts_are_errors():
 
 def test_logged_kernel_gradient_is_the_full_batch_gradient_norm():
     model = jaxvg.MLP(2, 4, 3, 1, activation="sigmoid", rngs=nnx.Rngs(1))
-    out = training.fit(
+    out = train.fit(
         model, (X4, Y4), loss="mse", optimizer="gd", learning_rate=0.5, steps=4, log_every=4, progress=False
     )
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
@@ -116,8 +116,8 @@ def test_batch_loss_is_the_loss_of_each_minibatch():
     """train/batch_loss[t] is the loss of step t's minibatch at the parameters after t updates: at
     t = 0 that is the init loss of the first batch of the epoch permutation."""
     model = factory(nnx.Rngs(2))
-    out = training.fit(model, SPIRALS, key=5, **COMMON)
-    perm = jax.random.permutation(jax.random.fold_in(training.data_key(5), 0), 96)
+    out = train.fit(model, SPIRALS, key=5, **COMMON)
+    perm = jax.random.permutation(jax.random.fold_in(train.data_key(5), 0), 96)
     xb, yb = SPIRALS.x_train[np.asarray(perm[:16])], SPIRALS.y_train[np.asarray(perm[:16])]
     np.testing.assert_allclose(
         out.history["train/batch_loss"][0], losses.cross_entropy(model(xb), yb), rtol=1e-5
@@ -133,7 +133,7 @@ def _fit(**overrides):
     kw = dict(model=factory(nnx.Rngs(0)), data=SPIRALS, loss="cross_entropy", **COMMON)
     kw.update(overrides)
     model, dataset = kw.pop("model"), kw.pop("data")
-    return training.fit(model, dataset, **kw)
+    return train.fit(model, dataset, **kw)
 
 
 _bad_x = np.array(SPIRALS.x_train)
@@ -184,9 +184,9 @@ def test_bad_input_raises_before_tracing(overrides, match):
 
 def test_model_type_errors():
     with pytest.raises(TypeError, match=r"`model` must be an nnx.Module"):
-        training.fit(factory, SPIRALS, **COMMON)
+        train.fit(factory, SPIRALS, **COMMON)
     with pytest.raises(TypeError, match=r"with `seeds`, `model` must be a factory"):
-        training.fit(factory(nnx.Rngs(0)), SPIRALS, seeds=[0], **COMMON)
+        train.fit(factory(nnx.Rngs(0)), SPIRALS, seeds=[0], **COMMON)
 
 
 class _Plain(nnx.Module):
@@ -200,14 +200,14 @@ class _Plain(nnx.Module):
 
 
 def test_models_without_blocks_train_but_refuse_a_monitor():
-    out = training.fit(_Plain(nnx.Rngs(0)), SPIRALS, **COMMON)
+    out = train.fit(_Plain(nnx.Rngs(0)), SPIRALS, **COMMON)
     assert out.history["log10_kernel_grad"].shape == (4, 0)
     assert out.history["train/loss"][-1] < out.history["train/loss"][0]
     misses = step.compiled_chunk.cache_info().misses
     with pytest.raises(
         ValueError, match=r"`monitor_every` needs a model the measures can read: .*block-model"
     ):
-        training.fit(_Plain(nnx.Rngs(0)), SPIRALS, monitor_every=4, **COMMON)
+        train.fit(_Plain(nnx.Rngs(0)), SPIRALS, monitor_every=4, **COMMON)
     assert step.compiled_chunk.cache_info().misses == misses
 
 
@@ -221,7 +221,7 @@ def test_nonfinite_raise_names_step_seed_and_block_and_keeps_history():
         FloatingPointError,
         match=r"non-finite loss or gradient at step \d+ \(seed 5\): first non-finite gradient in blocks\[\d\]",
     ) as info:
-        training.fit(relu_factory, SPIRALS, seeds=[5, 6], **_HUGE)
+        train.fit(relu_factory, SPIRALS, seeds=[5, 6], **_HUGE)
     err = info.value
     assert err.step >= 1 and err.seed == "seed 5" and err.block.startswith("blocks[")
     assert err.history["step"].size >= 1 and (err.history["step"] < err.step).all()
@@ -230,17 +230,17 @@ def test_nonfinite_raise_names_step_seed_and_block_and_keeps_history():
     assert err.history["train/batch_loss"].shape == (2, err.step)
     # without seeds: the same, with no seed axis in the history
     with pytest.raises(FloatingPointError, match=r"\(the model\)") as info:
-        training.fit(relu_factory(nnx.Rngs(5)), SPIRALS, key=5, **_HUGE)
+        train.fit(relu_factory(nnx.Rngs(5)), SPIRALS, key=5, **_HUGE)
     assert info.value.history["train/loss"].ndim == 1
 
 
 def test_nonfinite_record_freezes_only_the_diverging_net():
     """Two nets in one program, learning rates 0.1 and 1e20: the second diverges and is frozen at
     its last finite parameters; the first trains exactly as it would alone."""
-    graphdef, params, rest = training.stack_models([relu_factory(nnx.Rngs(0)), relu_factory(nnx.Rngs(1))])
+    graphdef, params, rest = train.stack_models([relu_factory(nnx.Rngs(0)), relu_factory(nnx.Rngs(1))])
     keys = jax.vmap(jax.random.key)(jnp.arange(2))
     kw = {k: v for k, v in COMMON.items() if k != "learning_rate"}
-    both = training.fit_stacked(
+    both = train.fit_stacked(
         graphdef,
         params,
         rest,
@@ -259,7 +259,7 @@ def test_nonfinite_record_freezes_only_the_diverging_net():
     assert np.isnan(h["train/loss"][1][after]).all() and np.isfinite(h["train/loss"][1][~after]).all()
     assert np.isnan(h["train/batch_loss"][1][t0:]).all() and np.isfinite(h["train/batch_loss"][1][:t0]).all()
     assert all(np.isfinite(np.asarray(leaf[1])).all() for leaf in jax.tree.leaves(both.params))
-    alone = training.fit_stacked(
+    alone = train.fit_stacked(
         graphdef,
         *jax.tree.map(lambda a: a[:1], (params, rest)),
         SPIRALS,
@@ -281,7 +281,7 @@ def test_nonfinite_record_freezes_only_the_diverging_net():
 
 def test_small_net_learns_spirals():
     ds = data.load("spirals", seed=0, n_train=512, n_test=256, noise=0.05)
-    out = training.fit(
+    out = train.fit(
         lambda rngs: jaxvg.MLP(2, 32, 3, 2, activation="relu", init="he_normal", rngs=rngs),
         ds,
         optimizer="adam",
@@ -300,7 +300,7 @@ def test_small_net_learns_spirals():
 
 def test_batch_norm_and_dropout_train():
     bn_drop = lambda rngs: factory(rngs, norm="batch", dropout=0.2)  # noqa: E731
-    out = training.fit(bn_drop, SPIRALS, seeds=[0, 1], schedule="cosine", warmup_steps=4, **COMMON)
+    out = train.fit(bn_drop, SPIRALS, seeds=[0, 1], schedule="cosine", warmup_steps=4, **COMMON)
     assert np.isfinite(out.history["train/loss"]).all() and not out.history["diverged"].any()
     for model in out.models:
         for block in model.blocks:
@@ -314,11 +314,11 @@ def test_batch_norm_and_dropout_train():
 
 
 def test_monitor_records_gradient_flow_inside_the_loop():
-    out = training.fit(factory, SPIRALS, seeds=[0, 1], monitor_every=12, **COMMON)
+    out = train.fit(factory, SPIRALS, seeds=[0, 1], monitor_every=12, **COMMON)
     h = out.history
     np.testing.assert_array_equal(h["monitor_step"], [0, 12, 24])
     assert h["monitor"].log10_act_grad.shape == (2, 3, 4)
-    monitor_batch = SPIRALS.x_train[: training.MONITOR_BATCH], SPIRALS.y_train[: training.MONITOR_BATCH]
+    monitor_batch = SPIRALS.x_train[: train.MONITOR_BATCH], SPIRALS.y_train[: train.MONITOR_BATCH]
     final = measure.gradient_flow(out.models[1], *monitor_batch, loss="cross_entropy")
     np.testing.assert_allclose(h["monitor"].log10_act_grad[1, -1], final.log10_act_grad, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(h["monitor"].loss[1, -1], final.loss, rtol=1e-5)
@@ -326,7 +326,7 @@ def test_monitor_records_gradient_flow_inside_the_loop():
 
 def test_float64_training_matches_optax_to_float64_precision(x64):
     model = jaxvg.MLP(2, 4, 2, 1, activation="tanh", param_dtype=jnp.float64, rngs=nnx.Rngs(0))
-    out = training.fit(
+    out = train.fit(
         model,
         (X4, Y4),
         loss="mse",

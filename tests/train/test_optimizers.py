@@ -8,7 +8,8 @@ import pytest
 from flax import nnx
 
 import jaxvg
-from jaxvg.train import optimizers, training
+from jaxvg import train
+from jaxvg.train import optimizers
 
 from .common import X4, Y4, optax_reference, params_of
 
@@ -24,7 +25,7 @@ from .common import X4, Y4, optax_reference, params_of
 )
 def test_optimizers_match_optax(optimizer, reference, clip_norm):
     model = jaxvg.MLP(2, 4, 2, 1, activation="sigmoid", rngs=nnx.Rngs(0))
-    out = training.fit(
+    out = train.fit(
         model,
         (X4, Y4),
         loss="mse",
@@ -58,7 +59,7 @@ def test_base_transform_times_learning_rate_is_optax():
 
 
 def test_learning_rate_schedules():
-    f = training.learning_rate_factor
+    f = train.learning_rate_factor
     np.testing.assert_allclose([f("constant", t, steps=10) for t in (0, 9)], [1, 1])
     np.testing.assert_allclose([f("cosine", t, steps=10) for t in (0, 5, 10)], [1, 0.5, 0], atol=1e-7)
     np.testing.assert_allclose([f("linear", t, steps=10) for t in (0, 5, 10)], [1, 0.5, 0], atol=1e-7)

@@ -9,7 +9,8 @@ import pytest
 from flax import nnx
 
 import jaxvg
-from jaxvg.train import TrainConfig, stacking, step, training
+from jaxvg import train
+from jaxvg.train import TrainConfig, stacking, step
 
 from .common import COMMON, SPIRALS, X4, factory
 
@@ -30,8 +31,8 @@ def test_unstack_models_inverts_stack_models_bitwise():
     jax arrays of the same dtypes, PRNG key state (dropout) and batch statistics included."""
     bn_drop = lambda rngs: factory(rngs, norm="batch", dropout=0.1)  # noqa: E731
     originals = [bn_drop(nnx.Rngs(s)) for s in (4, 1, 9)]
-    graphdef, params, rest = training.stack_models(originals)
-    models = training.unstack_models(graphdef, params, rest)
+    graphdef, params, rest = train.stack_models(originals)
+    models = train.unstack_models(graphdef, params, rest)
     assert len(models) == 3
     for original, model in zip(originals, models, strict=True):
         want, got = nnx.state(original), nnx.state(model)
@@ -113,19 +114,19 @@ def test_sigma_w2_grid_stacks_and_trains_in_one_program():
     """MLPs that differ only in sigma_w2 share a graphdef: the grid trains in one program, and each
     net's result equals a separate `fit` of that net to float32 rounding."""
     nets = [_sigma_net(s) for s in SIGMA_W2]
-    graphdef, params, rest = training.stack_models(nets)
+    graphdef, params, rest = train.stack_models(nets)
     # common random numbers: the kernels are one draw scaled by sqrt(sigma_w2)
     k = params["blocks"][1]["linear"]["kernel"]
     np.testing.assert_allclose(k[3] / np.sqrt(2.0), k[1], rtol=1e-6)
     config = TrainConfig(loss="cross_entropy", **COMMON)
     keys = stacking.data_keys([0, 1, 2, 3])
     step.compiled_chunk.cache_clear()
-    grid = training.fit_stacked(graphdef, params, rest, SPIRALS, config, keys=keys)
+    grid = train.fit_stacked(graphdef, params, rest, SPIRALS, config, keys=keys)
     assert step.compiled_chunk.cache_info().misses == 1  # one program for the grid
     final = grid.history["train/loss"][:, -1]
     assert len(set(np.round(final, 4))) == len(SIGMA_W2)  # sigma_w2 changes the training
     for i, (net, s) in enumerate(zip(nets, SIGMA_W2, strict=True)):
-        alone = training.fit(net, SPIRALS, config, key=i)
+        alone = train.fit(net, SPIRALS, config, key=i)
         np.testing.assert_allclose(
             grid.history["train/loss"][i], alone.history["train/loss"], rtol=1e-5, err_msg=s
         )
@@ -143,16 +144,16 @@ def test_sigma_w2_by_depth_grid_with_a_depth_mask_is_one_program():
     depths = (1, 3, 6)
     cells = [(s, d) for s in (1.0, 2.0) for d in depths]
     nets = [_sigma_net(s, d, max_depth=6, scan_blocks=True) for s, d in cells]
-    graphdef, params, rest = training.stack_models(nets)
+    graphdef, params, rest = train.stack_models(nets)
     np.testing.assert_array_equal(rest["active_blocks"], [d for _, d in cells])
     config = TrainConfig(loss="cross_entropy", on_nonfinite="record", **COMMON)
     keys = stacking.data_keys(range(len(cells)))
     step.compiled_chunk.cache_clear()
-    grid = training.fit_stacked(graphdef, params, rest, SPIRALS, config, keys=keys)
+    grid = train.fit_stacked(graphdef, params, rest, SPIRALS, config, keys=keys)
     assert step.compiled_chunk.cache_info().misses == 1
-    trained = training.unstack_models(graphdef, grid.params, grid.rest)
+    trained = train.unstack_models(graphdef, grid.params, grid.rest)
     for i, ((s, d), net, model) in enumerate(zip(cells, nets, trained, strict=True)):
-        shallow = training.fit(_sigma_net(s, d), SPIRALS, config, key=i)
+        shallow = train.fit(_sigma_net(s, d), SPIRALS, config, key=i)
         np.testing.assert_allclose(grid.history["train/loss"][i], shallow.history["train/loss"], rtol=1e-5)
         for a, b in zip(model.blocks[:d], shallow.models[0].blocks, strict=True):
             chex.assert_trees_all_close(
@@ -172,10 +173,10 @@ def test_depth_masked_training_equals_the_shallower_net_in_float64(x64):
     shallow = jaxvg.MLP(2, 8, 3, 2, rngs=nnx.Rngs(1), **kw)
     x = np.asarray(SPIRALS.x_train, np.float64)
     config = TrainConfig(loss="cross_entropy", **COMMON)
-    want = training.fit(shallow, (x, SPIRALS.y_train), config, key=3).models[0]
+    want = train.fit(shallow, (x, SPIRALS.y_train), config, key=3).models[0]
     for scan in (False, True):
         masked = jaxvg.MLP(2, 8, 3, 2, max_depth=8, scan_blocks=scan, rngs=nnx.Rngs(1), **kw)
-        got = training.fit(masked, (x, SPIRALS.y_train), config, key=3).models[0]
+        got = train.fit(masked, (x, SPIRALS.y_train), config, key=3).models[0]
         for a, b in zip(got.blocks[:3], want.blocks, strict=True):
             chex.assert_trees_all_close(
                 nnx.state(a, nnx.Param), nnx.state(b, nnx.Param), rtol=1e-12, atol=1e-14

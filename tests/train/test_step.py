@@ -91,3 +91,12 @@ def test_the_state_is_packed_by_leaf_shape():
         strict=True,
     ):
         np.testing.assert_array_equal(a, b)
+
+
+def test_train_imports_measure_at_the_top():
+    """The training monitor records `jaxvg.measure` results: the step module imports it eagerly."""
+    import importlib
+
+    import jaxvg
+
+    assert importlib.import_module("jaxvg.train.step").measure is jaxvg.measure

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxvg.train import TrainConfig, Trainer, stacking, step, training
+from jaxvg import train
+from jaxvg.train import TrainConfig, Trainer, stacking, step
 
 from .common import COMMON, SPIRALS, factory, relu_factory
 
@@ -26,7 +27,7 @@ def test_run_equals_fit_stacked_and_reruns_without_compiling():
     trainer = Trainer(graphdef, *abstract, SPIRALS, CONFIG)  # shapes are enough to build it
     state = trainer.init_state(params, rest)
     first = trainer.finish(trainer.run(state, keys))
-    want = training.fit_stacked(graphdef, params, rest, SPIRALS, CONFIG, keys=keys)
+    want = train.fit_stacked(graphdef, params, rest, SPIRALS, CONFIG, keys=keys)
     for name in ("train/loss", "test/accuracy", "train/batch_loss", "log10_kernel_grad"):
         np.testing.assert_array_equal(first.history[name], want.history[name])
     chex.assert_trees_all_equal(first.params, want.params)
@@ -40,9 +41,7 @@ def test_run_equals_fit_stacked_and_reruns_without_compiling():
     _, params2, rest2 = _stack((5, 6))
     other = trainer.fit(params2, rest2, stacking.data_keys([5, 6]), learning_rate=(0.05, 0.2))
     assert step.compiled_chunk.cache_info().misses == misses
-    single = training.fit(
-        factory(nnx.Rngs(6)), SPIRALS, dataclasses.replace(CONFIG, learning_rate=0.2), key=6
-    )
+    single = train.fit(factory(nnx.Rngs(6)), SPIRALS, dataclasses.replace(CONFIG, learning_rate=0.2), key=6)
     np.testing.assert_allclose(other.history["train/loss"][1], single.history["train/loss"], rtol=1e-5)
 
 
@@ -53,8 +52,8 @@ def test_chunk_compiles_once_per_shape(monkeypatch):
     step.compiled_chunk.cache_clear()
     try:
         kw = dict(COMMON, steps=20)  # 20 = 8 + 8 + 4: a partial last chunk
-        training.fit(factory, SPIRALS, seeds=[0, 1], **kw)
-        training.fit(factory, SPIRALS, seeds=[2, 3], **dict(kw, learning_rate=0.05))
+        train.fit(factory, SPIRALS, seeds=[0, 1], **kw)
+        train.fit(factory, SPIRALS, seeds=[2, 3], **dict(kw, learning_rate=0.05))
         assert step.compiled_chunk.cache_info().misses == 1
     finally:
         step.compiled_chunk.cache_clear()
@@ -84,8 +83,8 @@ def test_evaluate_stacked_is_the_logged_end_point_and_sees_frozen_nets():
     a loss that may overflow)."""
     graphdef, params, rest = stacking.stack_models([relu_factory(nnx.Rngs(s)) for s in (0, 1, 2)])
     config = dataclasses.replace(CONFIG, learning_rate=(0.1, 1e20, 0.05), on_nonfinite="record")
-    fitted = training.fit_stacked(graphdef, params, rest, SPIRALS, config, keys=stacking.data_keys([0, 1, 2]))
-    final = training.evaluate_stacked(graphdef, fitted.params, fitted.rest, SPIRALS)
+    fitted = train.fit_stacked(graphdef, params, rest, SPIRALS, config, keys=stacking.data_keys([0, 1, 2]))
+    final = train.evaluate_stacked(graphdef, fitted.params, fitted.rest, SPIRALS)
     assert set(final) == {"train/loss", "train/accuracy", "test/loss", "test/accuracy"}
     np.testing.assert_array_equal(fitted.history["diverged"], [False, True, False])
     for name, values in final.items():
@@ -93,7 +92,7 @@ def test_evaluate_stacked_is_the_logged_end_point_and_sees_frozen_nets():
         assert "loss" in name or np.isfinite(values[1])
         np.testing.assert_allclose(values[[0, 2]], fitted.history[name][[0, 2], -1], rtol=1e-6)
         assert np.isnan(fitted.history[name][1, -1])
-    at_init = training.evaluate_stacked(
+    at_init = train.evaluate_stacked(
         graphdef, params, rest, (SPIRALS.x_train, SPIRALS.y_train), loss="cross_entropy"
     )
     np.testing.assert_allclose(at_init["train/loss"], fitted.history["train/loss"][:, 0], rtol=1e-6)
