@@ -62,7 +62,9 @@ def test_mean_squared_singular_value_matches_jacobian_moments(quick):
             s = 1.0 if w == "gaussian" else 0.0
             for depth in (2, 8):
                 r = _row(quick, a, w, depth)
-                assert r["mean_sq_sv_theory"] == pytest.approx(1.0, abs=1e-6)
+                # float32: the critical sigma_w2 is found to ~1e-7 relative, so chi_1^depth is 1 to
+                # ~depth * 1e-7 (measured 1.3e-6 at depth 8 with the split-at-the-peak quadrature)
+                assert r["mean_sq_sv_theory"] == pytest.approx(1.0, abs=5e-6)
                 v = r["var_sq_sv_theory"] / depth
                 kappa = v - s
                 tol = 4 * math.sqrt((depth * kappa / N + 2 * depth * (1 + depth * v) / N**2) / S)
