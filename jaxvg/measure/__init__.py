@@ -2,13 +2,22 @@
 
 Modules, one concern each:
 
-- `engine`: the block engine (a block model split once into a static `BlockProgram` and its arrays;
-  scanned and unrolled runs of blocks; the host-side checks the measures share);
-- `lognorm`: underflow- and overflow-safe norms in log space, and the `renorm` VJP node;
+- `engine`: the block engine (a block model split into a static `BlockProgram` and its arrays;
+  scanned runs of identical blocks or of identical groups of blocks, unrolled blocks; the host-side
+  checks the measures share: `x`, `precision`, `scan`);
+- `plan`: what a model's structure determines (view, split, layout, stacking plan, output shape,
+  compiled kernels), cached per structure, so a repeated call does O(1) Python work per block;
+- `probe`: `Probe`, a handle that reads a model's arrays without even flattening it;
+- `nets`: many nets (a leading seeds/cells axis) in chunks that fit the device's memory;
+- `lognorm`: underflow- and overflow-safe norms in log space (one pass where that is exact), and
+  the `renorm` VJP node;
 - `flow`: `GradientFlow`, `gradient_flow`, `gradient_flow_from_split`;
 - `jacobians`: `JacobianNorms`, `JacobianSpectrum`, `jacobian_norms(_from_split)`, `jacobian_spectrum`;
 - `taps`: `tap`, `tapped_gradients`, `TapGradient` for models that are not block-structured;
 - `table`: `flow_table`.
+
+Every measurement takes `precision=` (default "highest") for its own matmuls: exact float32 even
+where the platform's default float32 matmul is TF32 (GPU) or a bfloat16 pass (TPU).
 
 The public functions and result types are re-exported here.
 """
@@ -17,6 +26,9 @@ from jaxvg.measure import engine as engine
 from jaxvg.measure import flow as flow
 from jaxvg.measure import jacobians as jacobians
 from jaxvg.measure import lognorm as lognorm
+from jaxvg.measure import nets as nets
+from jaxvg.measure import plan as plan
+from jaxvg.measure import probe as probe
 from jaxvg.measure import table as table
 from jaxvg.measure import taps as taps
 from jaxvg.measure.flow import GradientFlow as GradientFlow
@@ -27,6 +39,7 @@ from jaxvg.measure.jacobians import JacobianSpectrum as JacobianSpectrum
 from jaxvg.measure.jacobians import jacobian_norms as jacobian_norms
 from jaxvg.measure.jacobians import jacobian_norms_from_split as jacobian_norms_from_split
 from jaxvg.measure.jacobians import jacobian_spectrum as jacobian_spectrum
+from jaxvg.measure.probe import Probe as Probe
 from jaxvg.measure.table import flow_table as flow_table
 from jaxvg.measure.taps import TapGradient as TapGradient
 from jaxvg.measure.taps import tap as tap
@@ -36,6 +49,7 @@ __all__ = [
     "GradientFlow",
     "JacobianNorms",
     "JacobianSpectrum",
+    "Probe",
     "TapGradient",
     "engine",
     "flow_table",
@@ -46,6 +60,9 @@ __all__ = [
     "jacobian_spectrum",
     "jacobians",
     "lognorm",
+    "nets",
+    "plan",
+    "probe",
     "table",
     "tap",
     "tapped_gradients",

@@ -10,6 +10,7 @@ number is exact to working precision at any depth, in float32. Fields are in dec
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from collections.abc import Callable
@@ -20,7 +21,7 @@ import jax.numpy as jnp
 from flax import nnx, struct
 
 from jaxvg import checks
-from jaxvg.measure import engine, lognorm
+from jaxvg.measure import engine, lognorm, nets, plan
 from jaxvg.nn import contracts, losses
 
 __all__ = ["GradientFlow", "gradient_flow", "gradient_flow_from_split"]
@@ -66,68 +67,135 @@ class GradientFlow:
 
 def _dphi_stats(block: nnx.Module, h: jax.Array, dtype) -> tuple[jax.Array, jax.Array]:
     """(1/2 log10 mean(phi'(z)^2), dead fraction) of one block at its input h; NaNs when the block does
-    not expose its activation."""
+    not expose its activation. Two passes over phi'(z): the per-unit max over the batch (dead units;
+    its max scales the second), then the scaled sum of squares (z itself is the block's own
+    preactivation: XLA's CSE shares it with the forward pass)."""
     hooks = contracts.preactivation_fn(block)
     if hooks is None:
         nan = jnp.full((), jnp.nan, dtype)
         return nan, nan
     z_of, dphi = hooks
     a = jnp.abs(dphi(z_of(h))).astype(dtype)
-    log10_rms = lognorm.log10_norm(a) - 0.5 * math.log10(a.size)  # ||a||_F / sqrt(size)
-    dead = jnp.mean(jnp.all(a == 0, axis=0).astype(dtype))
-    return log10_rms, dead
+    unit_max = jnp.max(a, axis=0)  # over the batch
+    dead = jnp.mean((unit_max == 0).astype(dtype))
+    m = jnp.max(unit_max)
+    safe = jnp.where(m > 0, m, 1)
+    log_sq = jnp.log(jnp.sum(jnp.square(a / safe)))
+    log_rms = jnp.where(m == 0, -jnp.inf, jnp.log(safe) + 0.5 * log_sq) - 0.5 * math.log(a.size)
+    return log_rms / lognorm.LN10, dead  # m NaN: NaN
 
 
-def _at(tree: Any, path: tuple[str, ...]) -> Any:
-    return functools.reduce(lambda node, name: node[name], path, tree)
+def _leaf_index(tree: Any, path: tuple[str, ...] | None) -> int | None:
+    """The position among `jax.tree.leaves(tree)` of the leaf at attribute path `path` (None: none)."""
+    if path is None:
+        return None
+    for i, (kp, _) in enumerate(jax.tree_util.tree_flatten_with_path(tree)[0]):
+        names = tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in kp)
+        if names[: len(path)] == tuple(map(str, path)):
+            return i
+    return None
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _param_tap(kernel: int | None, leaves: list[jax.Array], d: jax.Array) -> list[jax.Array]:
+    """Identity on a block's parameter arrays; its VJP replaces their cotangent by its log norms:
+    the cotangent of `d` (shape (2,)) is [log ||g_params||, log ||g_kernel||] (NaN when `kernel` is
+    None), the parameters' own cotangent is zero. So the backward pass of `gradient_flow` takes each
+    block's norms as soon as the block's parameter gradient exists and never holds all L of them."""
+    del kernel, d
+    return leaves
+
+
+def _param_tap_fwd(kernel, leaves, d):
+    return leaves, jnp.zeros((0,), d.dtype)
+
+
+def _param_tap_bwd(kernel, res, cts):
+    dtype = res.dtype
+    if not cts:
+        return [], jnp.full((2,), jnp.nan, dtype)
+    sums = [lognorm.sum_squares(c) for c in cts]
+    total, n = sum(sums), sum(c.size for c in cts)
+    ok = lognorm.sum_is_exact(total, n, total.dtype)
+    if kernel is not None:
+        ok = ok & lognorm.sum_is_exact(sums[kernel], cts[kernel].size, total.dtype)
+
+    def fast():
+        k = 0.5 * jnp.log(sums[kernel]) if kernel is not None else jnp.full((), jnp.nan, total.dtype)
+        return jnp.stack([0.5 * jnp.log(total), k])
+
+    def scaled():
+        k = lognorm.log_norm(cts[kernel]) if kernel is not None else jnp.full((), jnp.nan)
+        return jnp.stack([lognorm.log_norm(cts), k]).astype(total.dtype)
+
+    logs = jax.lax.cond(ok, fast, scaled)
+    return [jnp.zeros_like(c) for c in cts], logs.astype(dtype)
+
+
+_param_tap.defvjp(_param_tap_fwd, _param_tap_bwd)
+
+
+def _tapped(piece: engine.Piece, d: jax.Array) -> nnx.Module:
+    """The block of `piece`, its floating parameters passed through `_param_tap` with dummy `d`."""
+    gd, p, r = piece
+    kernel = _leaf_index(p, contracts.kernel_path(nnx.merge(gd, p, r, copy=True)))
+    leaves, treedef = jax.tree.flatten(p)
+    floating = [i for i, v in enumerate(leaves) if jnp.issubdtype(v.dtype, jnp.inexact)]
+    k = floating.index(kernel) if kernel in floating else None
+    tapped = _param_tap(k, [leaves[i] for i in floating], d)
+    for i, v in zip(floating, tapped, strict=True):
+        leaves[i] = v
+    return nnx.merge(gd, jax.tree.unflatten(treedef, leaves), r, copy=True)
+
+
+def _precision_scope(precision: str | None):
+    return contextlib.nullcontext() if precision is None else jax.default_matmul_precision(precision)
 
 
 def _flow_core(
-    program: engine.BlockProgram, arrays: engine.BlockArrays, x, y, key, *, loss: LossArg
+    program: engine.BlockProgram,
+    arrays: engine.BlockArrays,
+    x,
+    y,
+    key,
+    *,
+    loss: LossArg,
+    precision: str | None = "highest",
 ) -> GradientFlow:
+    with _precision_scope(precision):
+        return _flow_kernel(program, arrays, x, y, key, loss=loss)
+
+
+def _flow_kernel(program, arrays, x, y, key, *, loss) -> GradientFlow:
     lossfn = losses.get(loss)
     if key is not None:
         arrays = engine.reseed(arrays, key)
     segs = engine.segments(program, arrays)
     dtype = engine.working_dtype([s.params for s in segs], x)
+    depth = program.depth
 
-    def objective(seg_params, dummies):
-        h = lognorm.renorm(engine.apply_or_identity(program.embed, arrays.embed, x), dummies[0])
+    def objective(d_act, d_par):
+        h = lognorm.renorm(engine.apply_or_identity(program.embed, arrays.embed, x), d_act[0])
 
         def body(h, piece, d):
-            block = nnx.merge(*piece, copy=True)
-            stats = _dphi_stats(block, jax.lax.stop_gradient(h), dtype)
-            h = lognorm.renorm(block(h), d)
+            stats = _dphi_stats(nnx.merge(*piece, copy=True), jax.lax.stop_gradient(h), dtype)
+            h = lognorm.renorm(_tapped(piece, d[1])(h), d[0])
             return h, stats
 
-        xs = [dummies[1 + s.start : 1 + s.start + s.n] for s in segs]
-        h, stats = engine.map_blocks(segs, body, h, xs, params=seg_params)
+        h, stats = engine.map_blocks(segs, body, h, engine.by_position(segs, (d_act[1:], d_par)))
         out = engine.apply_or_identity(program.head, arrays.head, h)
         return lossfn(out, y), engine.concat(stats)
 
-    seg_params = [s.params for s in segs]
-    dummies = jnp.zeros((program.depth + 1,), dtype)
-    (loss_value, (log10_dphi, dead)), (g_params, log_gain) = jax.value_and_grad(
+    (loss_value, (log10_dphi, dead)), (log_gain, log_par) = jax.value_and_grad(
         objective, argnums=(0, 1), has_aux=True
-    )(seg_params, dummies)
+    )(jnp.zeros((depth + 1,), dtype), jnp.zeros((depth, 2), dtype))
     # log ||delta_l|| = sum_{j >= l} log gain_j, where entry L is log ||dloss/dh_L||.
     log_act = jnp.cumsum(log_gain[::-1])[::-1]
-    log_param, log_kernel = [], []
-    for s, g in zip(segs, g_params, strict=True):
-        k = 1 if s.scan else 0
-        lp = lognorm.log_norm(g, axes_keep=k).astype(dtype)
-        log_param.append(lp if s.scan else lp[None])
-        path = program.kernel_paths[s.start]
-        if path is not None:
-            lk = lognorm.log_norm(_at(g, path), axes_keep=k).astype(dtype)
-            log_kernel.append(lk if s.scan else lk[None])
-        else:
-            log_kernel.append(jnp.full((s.n,), jnp.nan, dtype))
     shift = log_act[1:]
     return GradientFlow(
         log10_act_grad=log_act / lognorm.LN10,
-        log10_param_grad=(jnp.concatenate(log_param) + shift) / lognorm.LN10,
-        log10_kernel_grad=(jnp.concatenate(log_kernel) + shift) / lognorm.LN10,
+        log10_param_grad=(log_par[:, 0] + shift) / lognorm.LN10,
+        log10_kernel_grad=(log_par[:, 1] + shift) / lognorm.LN10,
         log10_gain=log_gain[:-1] / lognorm.LN10,
         log10_dphi=log10_dphi,
         dead_fraction=dead,
@@ -135,11 +203,61 @@ def _flow_core(
     )
 
 
-_flow_jit = jax.jit(_flow_core, static_argnums=(0,), static_argnames=("loss",))
+def _planned_kernel(plan_: plan.Plan, *, loss: LossArg, precision: str) -> Callable:
+    def kernel(direct, stacked, x, y, key):
+        return _flow_core(plan_.program, plan_.assemble(direct, stacked), x, y, key, loss=loss, precision=precision)
+
+    return jax.jit(kernel)
+
+
+def _check_loss(loss: Any, y: Any) -> None:
+    if isinstance(loss, str):
+        checks.choice("loss", loss, losses.LOSSES)
+        if y is None:
+            raise ValueError(
+                f"`y` is required for the named loss {loss!r}, got None; pass targets, or a callable `loss`."
+            )
+    elif not callable(loss):
+        raise TypeError(f"`loss` must be one of {sorted(losses.LOSSES)} or a callable, got {loss!r}.")
+
+
+def planned_flow(
+    plan_: plan.Plan, leaves: list, x: Any, y: Any, *, loss: LossArg, train: bool, key: Any, precision: Any
+) -> GradientFlow:
+    """`gradient_flow` of the model that `leaves` and `plan_` describe (shared with `Probe`):
+    host checks of x, y, loss, key, precision, then one dispatch of the cached kernel."""
+    x = engine.check_x_features(plan_.input_features, x)
+    _check_loss(loss, y)
+    precision = engine.check_precision(precision)
+    if not isinstance(train, bool):
+        raise TypeError(f"`train` must be a bool, got {train!r}.")
+    if train and key is None and plan_.has_active_dropout:
+        raise ValueError(
+            "`key` is required with `train=True` on a model with dropout, got key=None; pass e.g. "
+            "key=jax.random.key(0) (or use train=False)."
+        )
+    out_shape = plan_.output_shape(leaves, x)
+    if isinstance(loss, str):
+        losses.check_targets(loss, y, out_shape)
+        y = jnp.asarray(y)
+    key = engine.as_key(key) if key is not None and train else None
+    fn = plan_.kernel(("flow", loss, precision), functools.partial(_planned_kernel, loss=loss, precision=precision))
+    direct, stacked = plan_.inputs(leaves)
+    return fn(direct, stacked, x, y, key)
 
 
 def gradient_flow_from_split(
-    graphdef: Any, state: Any, x: jax.Array, y: Any, *, loss: LossArg, key: jax.Array | None = None
+    graphdef: Any,
+    state: Any,
+    x: jax.Array,
+    y: Any,
+    *,
+    loss: LossArg,
+    key: jax.Array | None = None,
+    precision: Any = "highest",
+    scan: Any = "auto",
+    stacked: bool = False,
+    max_memory: int | None = None,
 ) -> GradientFlow:
     """Pure kernel behind `gradient_flow`: jittable, vmappable, no host checks (the caller checks).
 
@@ -147,21 +265,35 @@ def gradient_flow_from_split(
     measure (evaluation or training view). One `value_and_grad` of the loss, with a `lognorm.renorm`
     node after the embed and after every block: its backward pass divides the cotangent by its norm
     and returns the log of that norm as the gradient of a dummy scalar, so the per-layer log gains
-    come out as gradients, and the parameter gradients of block l are taken with the unit cotangent
-    and shifted by log ||delta_l||. Runs of at least `engine.SCAN_MIN_RUN` identical blocks use
-    `lax.scan` over their stacked states (stacked inside the trace here); others are unrolled.
+    come out as gradients; each block's parameters pass through a node whose backward pass turns
+    their gradient (taken with the unit cotangent) into its log norms at once, shifted afterwards by
+    log ||delta_l||: no more than one block's parameter gradient is ever held. Runs of identical
+    (groups of) blocks use `lax.scan` over their states stacked inside the trace (see `scan`).
 
     Args:
       graphdef: the model's graph definition (from `nnx.split`), static.
       state: its state: one `nnx.State` (`nnx.split(model)`) or a tuple of them
-        (`nnx.split(model, nnx.Param, ...)`).
-      x: inputs, (batch, ...) as the model takes them.
-      y: targets for `loss` (None allowed for a callable loss).
+        (`nnx.split(model, nnx.Param, ...)`); with `stacked=True` every leaf has a leading nets axis.
+      x: inputs, (batch, ...) as the model takes them ((nets, batch, ...) with `stacked=True`).
+      y: targets for `loss` (None allowed for a callable loss; a leading nets axis with `stacked`).
       loss: a name from `jaxvg.nn.losses.LOSSES` or a callable `loss(outputs, y) -> scalar` (static).
       key: optional `jax.random.key`; when given, every RNG stream of the model (dropout) is reseeded
-        from it, so the result depends on the key, not on the model's counters.
+        from it, so the result depends on the key, not on the model's counters. With `stacked`: one
+        key for all nets or one per net (shape (nets,)).
+      precision: matmul precision of the measurement's own matmuls ("highest" by default: GPUs
+        default float32 matmuls to TF32 and TPUs to bfloat16, which breaks exactness); any name of
+        `jax.default_matmul_precision` or a `jax.lax.Precision`; None keeps the caller's default.
+      scan: "auto" (runs of at least `engine.SCAN_MIN_RUN` blocks scanned), True (every run of two
+        or more identical groups) or False (all unrolled); see `engine.layout`.
+      stacked: the state, x and y carry a leading nets axis (seeds, grid cells): the nets are
+        measured in chunks that fit `max_memory` (`nets.map_nets`), as `jax.vmap` would, and the
+        result has a leading nets axis.
+      max_memory: bytes the chunks may use (with `stacked`); None: half the device's free memory
+        (`nets.memory_budget`).
     Returns:
       `GradientFlow` (fields in decades; see the class).
+    Raises:
+      ValueError: an invalid `precision` or `scan` (at trace time).
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -174,8 +306,30 @@ def gradient_flow_from_split(
       >>> kernel(params, jnp.ones((5, 2)), jnp.zeros((5, 1))).log10_act_grad.shape
       (4,)
     """
-    program, arrays = engine.split_blocks_from_split(graphdef, state)
-    return _flow_core(program, arrays, x, y, key, loss=loss)
+    precision = None if precision is None else engine.check_precision(precision)
+    engine.check_scan(scan)
+    if stacked:
+        if key is None:
+            return nets.map_nets(_one_net(graphdef, loss, precision, scan, False), state, x, y, max_memory=max_memory)
+        n = jax.tree.leaves(state)[0].shape[0]
+        keys = jnp.broadcast_to(key, (n,)) if jnp.ndim(key) == 0 else key
+        fn = _one_net(graphdef, loss, precision, scan, True)
+        return nets.map_nets(fn, state, x, y, keys, max_memory=max_memory)
+    program, arrays = engine.split_blocks_from_split(graphdef, state, scan=scan)
+    return _flow_core(program, arrays, x, y, key, loss=loss, precision=precision)
+
+
+@functools.lru_cache(maxsize=64)
+def _one_net(graphdef: Any, loss: LossArg, precision: str | None, scan: Any, with_key: bool) -> Callable:
+    """The one-net function that `nets.map_nets` vmaps (a stable object, so that its per-net memory
+    analysis and its chunked program are cached)."""
+    if with_key:
+        return lambda state, x, y, key: gradient_flow_from_split(
+            graphdef, state, x, y, loss=loss, key=key, precision=precision, scan=scan
+        )
+    return lambda state, x, y: gradient_flow_from_split(
+        graphdef, state, x, y, loss=loss, precision=precision, scan=scan
+    )
 
 
 def gradient_flow(
@@ -186,6 +340,8 @@ def gradient_flow(
     loss: LossArg = "mse",
     train: bool = False,
     key: jax.Array | None = None,
+    precision: Any = "highest",
+    scan: Any = "auto",
 ) -> GradientFlow:
     """Exact per-layer gradient norms, gains and activation-derivative factors of one batch.
 
@@ -203,10 +359,23 @@ def gradient_flow(
     z is `block.preactivation(h)` when the block has it; for a block with `linear` and `activation` but
     no `preactivation`, z = block.linear(h) (the activation's argument when nothing sits between them);
     other blocks report NaN (`contracts.preactivation_fn`). The kernel column reads the `nnx.Param` at
-    `contracts.kernel_path(block)`. Loop: `lax.scan` over runs of at least `engine.SCAN_MIN_RUN`
-    identical blocks (compile time nearly independent of depth), unrolled otherwise (faster at run
-    time). The kernel is jitted and cached: the same shapes with the same loss name or the same
-    callable object reuse the compiled program.
+    `contracts.kernel_path(block)`. Each block's parameter gradient is reduced to its norms inside
+    the backward pass (never all L at once). Loop: `lax.scan` over runs of identical blocks or of
+    identical groups of blocks (period <= `engine.SCAN_MAX_PERIOD`, e.g. alternating local and
+    global attention) covering at least `engine.SCAN_MIN_RUN` blocks (compile time nearly
+    independent of depth), unrolled otherwise (faster at run time); `scan` overrides it.
+
+    Cost: one forward and one backward pass, plus one pass over each cotangent and parameter gradient
+    for its norm. Everything that depends only on the model's structure (its view, the per-block
+    split, the layout, the output shape, the compiled program) is cached per structure
+    (`jaxvg.measure.plan`): a second call with the same model, or with one of the same structure and
+    shapes (e.g. after a training step), flattens the model once and dispatches the compiled
+    program. `Probe(model)` skips even the flatten. The same loss name or the same callable object
+    reuses the compiled program (a fresh lambda recompiles).
+
+    Values: finite numbers are exact to working precision; -inf means an exactly zero gradient (e.g.
+    dead relu units everywhere); +inf an infinite one (overflow in the forward or backward pass); NaN
+    that a NaN reached the pass (a NaN in `x`, or a forward pass that overflowed to inf - inf).
 
     Args:
       model: block model (`contracts.BlockModel`: `blocks`, optional `embed`, `head`); never mutated
@@ -218,12 +387,19 @@ def gradient_flow(
       train: False (default) measures the evaluation view (`deterministic=True`,
         `use_running_average=True`); True the training view (batch statistics, active dropout).
       key: `jax.random.key` for dropout; required when `train=True` and the model has dropout.
+      precision: matmul precision of the measurement ("highest", the default: exact float32 matmuls
+        even where the platform default is TF32 (GPU) or bfloat16 (TPU)); any name that
+        `jax.default_matmul_precision` takes ("default", "high", "float32", "tensorfloat32",
+        "bfloat16", ...) or a `jax.lax.Precision`.
+      scan: "auto", True (scan every run of two or more identical groups of blocks) or False (unroll
+        every block).
     Returns:
       `GradientFlow`; every `log10_` field in decades (log10), `loss` in the loss's own units.
     Raises:
       TypeError: `model` is not an NNX module with `blocks`; `loss` neither a name nor callable.
       ValueError: `x` does not fit the model; unknown `loss` name; a named loss without `y`, or `y`
-        that does not fit it; `train=True` with active dropout and no `key`.
+        that does not fit it; `train=True` with active dropout and no `key`; an invalid `precision`
+        or `scan` (the message names the argument, the value and the choices).
     References:
       Schoenholz et al., Deep Information Propagation, 2017, https://arxiv.org/abs/1611.01232
       Pennington, Schoenholz, Ganguli, Resurrecting the sigmoid in deep learning through dynamical
@@ -240,27 +416,7 @@ def gradient_flow(
       (True, True)
     """
     contracts.check_block_model(model)
-    x = engine.check_x(model, x)
-    if isinstance(loss, str):
-        checks.choice("loss", loss, losses.LOSSES)
-        if y is None:
-            raise ValueError(
-                f"`y` is required for the named loss {loss!r}, got None; pass targets, or a callable `loss`."
-            )
-    elif not callable(loss):
-        raise TypeError(f"`loss` must be one of {sorted(losses.LOSSES)} or a callable, got {loss!r}.")
     if not isinstance(train, bool):
         raise TypeError(f"`train` must be a bool, got {train!r}.")
-    view = engine.mode_view(model, train)
-    if train and key is None and engine.has_active_dropout(view):
-        raise ValueError(
-            "`key` is required with `train=True` on a model with dropout, got key=None; pass e.g. "
-            "key=jax.random.key(0) (or use train=False)."
-        )
-    program, arrays = engine.split_blocks(view)
-    out_shape = engine.output_shape(program, arrays, x)
-    if isinstance(loss, str):
-        losses.check_targets(loss, y, out_shape)
-        y = jnp.asarray(y)
-    key = engine.as_key(key) if key is not None and train else None
-    return _flow_jit(program, arrays, x, y, key, loss=loss)
+    plan_, leaves = plan.lookup(model, train=train, scan=scan)
+    return planned_flow(plan_, leaves, x, y, loss=loss, train=train, key=key, precision=precision)

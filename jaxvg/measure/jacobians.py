@@ -13,8 +13,10 @@ the results are exact to working precision at any depth. Fields are in decades (
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -23,7 +25,7 @@ import numpy as np
 from flax import struct
 
 from jaxvg import checks
-from jaxvg.measure import engine, lognorm
+from jaxvg.measure import engine, lognorm, plan
 from jaxvg.nn import contracts
 
 __all__ = [
@@ -72,9 +74,54 @@ class JacobianSpectrum:
 # --------------------------------------------------------------------------------------------------
 
 
+def _precision_scope(precision: str | None):
+    return contextlib.nullcontext() if precision is None else jax.default_matmul_precision(precision)
+
+
+def _normalise(c: jax.Array, want_q: bool) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+    """Per example (axis 1 of c: (probes, batch, ...)), one scale over (probes, trailing):
+    (c_unit, log scale (batch,), q (probes, batch) or None), q the per-probe squared norms of c_unit
+    (summing to 1 over probes). One pass when the plain sums are exact, else the scaled path."""
+    axes = (0,) + tuple(range(2, c.ndim))
+    trailing = tuple(range(2, c.ndim))
+    dt = jnp.promote_types(c.dtype, jnp.float32)
+    cc = c.astype(dt)
+    per_probe = jnp.sum(jnp.square(cc), axis=trailing)  # (probes, batch)
+    total = jnp.sum(per_probe, axis=0)  # (batch,)
+    n = math.prod(c.shape[a] for a in axes)
+    ok = jnp.all(lognorm.sum_is_exact(total, n, dt))
+    bshape = (1, c.shape[1]) + (1,) * (c.ndim - 2)  # (batch,) -> broadcast against c
+
+    def fast(cc, per_probe, total):
+        b = jax.lax.rsqrt(total)
+        q = per_probe / total[None] if want_q else jnp.zeros((0,), dt)
+        return jnp.ones_like(total), b, 0.5 * jnp.log(total), q
+
+    def scaled(cc, per_probe, total):
+        a, b, log_n = lognorm.scaled_unit_scales(cc, axes)
+        q = jnp.sum(jnp.square((cc * a) * b), axis=trailing) if want_q else jnp.zeros((0,), dt)
+        return a.reshape(-1), b.reshape(-1), log_n.reshape(-1), q
+
+    a, b, log_scale, q = jax.lax.cond(ok, fast, scaled, cc, per_probe, total)
+    u = ((cc * a.reshape(bshape)) * b.reshape(bshape)).astype(c.dtype)
+    return u, log_scale, (q if want_q else None)
+
+
 def _norms_core(
-    program: engine.BlockProgram, arrays: engine.BlockArrays, x, key, *, method: str, num_probes: int
+    program: engine.BlockProgram,
+    arrays: engine.BlockArrays,
+    x,
+    key,
+    *,
+    method: str,
+    num_probes: int,
+    precision: str | None = "highest",
 ) -> JacobianNorms:
+    with _precision_scope(precision):
+        return _norms_kernel(program, arrays, x, key, method=method, num_probes=num_probes)
+
+
+def _norms_kernel(program, arrays, x, key, *, method, num_probes) -> JacobianNorms:
     # jax.vjp returns a Partial pytree of residuals: the backward pass reuses this forward pass (a
     # scan stacks the residuals) instead of recomputing it.
     hL, vjps = engine.run_blocks(
@@ -83,8 +130,8 @@ def _norms_core(
     batch, trailing = hL.shape[0], hL.shape[1:]
     dim = int(np.prod(trailing, dtype=np.int64))
     dtype = hL.dtype
-    axes = tuple(range(2, 2 + len(trailing)))
-    if method == "exact":
+    hutch = method == "hutchinson"
+    if not hutch:
         eye = jnp.eye(dim, dtype=dtype).reshape((dim, 1) + trailing)
         cts = jnp.broadcast_to(eye, (dim, batch) + trailing)
         k = dim
@@ -93,14 +140,8 @@ def _norms_core(
         cts = jax.random.rademacher(key, (num_probes, batch) + trailing, dtype=dtype)
         k = num_probes
 
-    def normalise(c):
-        """Per example, one scale over (probes, trailing): (c_unit, log scale (batch,), q (k, batch)),
-        q the per-probe squared norms of c_unit (summing to 1 over probes)."""
-        u, log_scale = jax.vmap(lognorm.normalise, in_axes=1, out_axes=(1, 0))(c)
-        return u, log_scale, jnp.sum(jnp.square(u), axis=axes)
-
     def report(log_scale, q):
-        if method == "exact":
+        if not hutch:
             return log_scale / lognorm.LN10, jnp.zeros_like(log_scale)
         # F^2 ~ mean_k a_k with a_k = exp(2 S) q_k and sum_k q_k = 1, so F^2 = exp(2 S) / K.
         mean = 1.0 / k
@@ -108,14 +149,14 @@ def _norms_core(
         se = 0.5 * jnp.sqrt(var / k) / mean / lognorm.LN10
         return (log_scale - 0.5 * math.log(k)) / lognorm.LN10, se
 
-    u, S, q = normalise(cts)
+    u, S, q = _normalise(cts, hutch)
     fro_L, se_L = report(S, q)
 
     def body(carry, piece, vjp):
         del piece
         c, S = carry
-        c, dS, q = normalise(jax.vmap(lambda ct: vjp(ct)[0])(c))
-        S = S + dS
+        c, dS, q = _normalise(jax.vmap(lambda ct: vjp(ct)[0])(c), hutch)
+        S = S + dS.astype(S.dtype)
         return (c, S), report(S, q)
 
     _, ys = engine.map_blocks(engine.segments(program, arrays), body, (u, S), vjps, reverse=True)
@@ -128,9 +169,6 @@ def _norms_core(
     )
 
 
-_norms_jit = jax.jit(_norms_core, static_argnums=(0,), static_argnames=("method", "num_probes"))
-
-
 def jacobian_norms_from_split(
     graphdef: Any,
     state: Any,
@@ -139,12 +177,44 @@ def jacobian_norms_from_split(
     method: str = "exact",
     num_probes: int = 16,
     key: jax.Array | None = None,
+    precision: Any = "highest",
+    scan: Any = "auto",
 ) -> JacobianNorms:
     """Pure kernel behind `jacobian_norms` (jittable; vmappable, e.g. over `key`), the graphdef
     already in evaluation mode; `state` one State or a tuple of them. Arguments and result as
-    `jacobian_norms` (no host checks)."""
-    program, arrays = engine.split_blocks_from_split(graphdef, state)
-    return _norms_core(program, arrays, x, key, method=method, num_probes=num_probes)
+    `jacobian_norms` (no host checks; `precision` None keeps the caller's matmul precision)."""
+    precision = None if precision is None else engine.check_precision(precision)
+    program, arrays = engine.split_blocks_from_split(graphdef, state, scan=scan)
+    return _norms_core(program, arrays, x, key, method=method, num_probes=num_probes, precision=precision)
+
+
+def _norms_kernel_for(plan_: plan.Plan, *, method: str, num_probes: int, precision: str) -> Callable:
+    def kernel(direct, stacked, x, key):
+        arrays = plan_.assemble(direct, stacked)
+        return _norms_core(plan_.program, arrays, x, key, method=method, num_probes=num_probes, precision=precision)
+
+    return jax.jit(kernel)
+
+
+def planned_norms(
+    plan_: plan.Plan, leaves: list, x: Any, *, method: str, num_probes: int, key: Any, precision: Any
+) -> JacobianNorms:
+    """`jacobian_norms` of the model that `leaves` and `plan_` (evaluation mode) describe."""
+    checks.choice("method", method, METHODS)
+    checks.positive_int("num_probes", num_probes)
+    precision = engine.check_precision(precision)
+    x = engine.check_x_features(plan_.input_features, x)
+    plan_.output_shape(leaves, x)
+    if method == "hutchinson":
+        key = jax.random.key(0) if key is None else engine.as_key(key)
+    else:
+        key, num_probes = None, 1
+    fn = plan_.kernel(
+        ("norms", method, num_probes, precision),
+        functools.partial(_norms_kernel_for, method=method, num_probes=num_probes, precision=precision),
+    )
+    direct, stacked = plan_.inputs(leaves)
+    return fn(direct, stacked, x, key)
 
 
 def jacobian_norms(
@@ -154,6 +224,8 @@ def jacobian_norms(
     method: str = "exact",
     num_probes: int = 16,
     key: jax.Array | None = None,
+    precision: Any = "highest",
+    scan: Any = "auto",
 ) -> JacobianNorms:
     """Per-example Frobenius norms of J_{L<-l} = dh_L/dh_l for every l, exact or by Hutchinson.
 
@@ -161,9 +233,10 @@ def jacobian_norms(
     (vmapped), ||J||_F^2 = sum_i ||J^T e_i||^2. "hutchinson": K Rademacher probes u (E uu^T = I),
     ||J||_F^2 ~ (1/K) sum_k ||J^T u_k||^2, one backward pass for all layers; standard error by the
     delta method, se(log10 F) = se(mean a) / (2 ln10 mean a) with a_k = ||J^T u_k||^2. Each example's
-    probes are renormalised together after every block (one scale per example, its log accumulated),
-    so nothing underflows at any depth. Evaluation mode. log10_msv = log10(||J||_F^2 / dim h_L), the
-    mean eigenvalue of J J^T, what chi_1^(L-l) predicts. Loop as in `gradient_flow`.
+    probes are renormalised together after every block (one scale per example, its log accumulated;
+    one pass over the probes when the plain sums of squares are exact), so nothing underflows at any
+    depth. Evaluation mode. log10_msv = log10(||J||_F^2 / dim h_L), the mean eigenvalue of J J^T,
+    what chi_1^(L-l) predicts. Loop, caching and `Probe` as in `gradient_flow`.
 
     Args:
       model: block model (`contracts.BlockModel`); not mutated.
@@ -171,11 +244,14 @@ def jacobian_norms(
       method: "exact" or "hutchinson".
       num_probes: Hutchinson probes K (ignored for "exact").
       key: `jax.random.key` for the probes; default `jax.random.key(0)`.
+      precision: matmul precision of the measurement (default "highest"; see `gradient_flow`).
+      scan: "auto", True or False (see `gradient_flow`).
     Returns:
       `JacobianNorms`, each field (batch, L+1) in decades.
     Raises:
       TypeError: `model` without `blocks`.
-      ValueError: unknown `method`, `num_probes` < 1, `x` that does not fit the model.
+      ValueError: unknown `method`, `num_probes` < 1, `x` that does not fit the model, an invalid
+        `precision` or `scan`.
     References:
       Hutchinson, A stochastic estimator of the trace of the influence matrix for Laplacian smoothing
       splines, 1989; Pennington et al., The emergence of spectral universality in deep networks, 2018,
@@ -194,14 +270,8 @@ def jacobian_norms(
     contracts.check_block_model(model)
     checks.choice("method", method, METHODS)
     checks.positive_int("num_probes", num_probes)
-    x = engine.check_x(model, x)
-    program, arrays = engine.split_blocks(engine.mode_view(model, False))
-    engine.output_shape(program, arrays, x)
-    if method == "hutchinson":
-        key = jax.random.key(0) if key is None else engine.as_key(key)
-    else:
-        key, num_probes = None, 1
-    return _norms_jit(program, arrays, x, key, method=method, num_probes=num_probes)
+    plan_, leaves = plan.lookup(model, train=False, scan=scan)
+    return planned_norms(plan_, leaves, x, method=method, num_probes=num_probes, key=key, precision=precision)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -216,14 +286,22 @@ def _block_vjp(piece: engine.Piece, h: jax.Array, cts: jax.Array) -> jax.Array:
 
 
 def _spectrum_core(
-    program: engine.BlockProgram, arrays: engine.BlockArrays, x, *, layers: tuple[int, ...]
+    program: engine.BlockProgram,
+    arrays: engine.BlockArrays,
+    x,
+    *,
+    layers: tuple[int, ...],
+    precision: str | None = "highest",
 ) -> JacobianSpectrum:
+    with _precision_scope(precision):
+        return _spectrum_kernel(program, arrays, x, layers=layers)
+
+
+def _spectrum_kernel(program, arrays, x, *, layers) -> JacobianSpectrum:
     segs = engine.segments(program, arrays)
     depth = program.depth
     hL, inputs = engine.run_blocks(program, arrays, x[None], lambda piece, h: (engine.apply(*piece, h), h))
-    inputs = [
-        h for seg, hs in zip(segs, inputs, strict=True) for h in engine.unstack(hs, seg.n)
-    ]  # h_0..h_{L-1}
+    inputs = engine.per_block(segs, inputs)  # h_0..h_{L-1}
     pieces = engine.block_pieces(segs)
     dims = [int(np.prod(h.shape[1:], dtype=np.int64)) for h in inputs] + [int(np.prod(hL.shape[1:]))]
     dtype = hL.dtype
@@ -264,7 +342,24 @@ def _spectrum_core(
     return JacobianSpectrum(log10_sv=tuple(log10_sv), log10_lyapunov=lyap)
 
 
-_spectrum_jit = jax.jit(_spectrum_core, static_argnums=(0,), static_argnames=("layers",))
+def _spectrum_kernel_for(plan_: plan.Plan, *, layers: tuple[int, ...], precision: str) -> Callable:
+    def kernel(direct, stacked, x):
+        return _spectrum_core(plan_.program, plan_.assemble(direct, stacked), x, layers=layers, precision=precision)
+
+    return jax.jit(kernel)
+
+
+def planned_spectrum(plan_: plan.Plan, leaves: list, x: Any, *, layers: Any, precision: Any) -> JacobianSpectrum:
+    """`jacobian_spectrum` of the model that `leaves` and `plan_` (evaluation mode) describe."""
+    layers = _check_layers(layers, plan_.program.depth)
+    x = _check_example(plan_.input_features, x)
+    precision = engine.check_precision(precision)
+    plan_.output_shape(leaves, x[None])  # x must be one example: the model takes x[None]
+    fn = plan_.kernel(
+        ("spectrum", layers, precision), functools.partial(_spectrum_kernel_for, layers=layers, precision=precision)
+    )
+    direct, stacked = plan_.inputs(leaves)
+    return fn(direct, stacked, x)
 
 
 def _check_layers(layers: Any, depth: int) -> tuple[int, ...]:
@@ -282,10 +377,9 @@ def _check_layers(layers: Any, depth: int) -> tuple[int, ...]:
     return tuple(int(l) for l in layers)  # noqa: E741
 
 
-def _check_example(model: contracts.BlockModel, x: Any) -> jax.Array:
-    """`x` as ONE example (no batch axis) with the model's input size, where the model states it."""
+def _check_example(d_in: int | None, x: Any) -> jax.Array:
+    """`x` as ONE example (no batch axis) with the model's input size `d_in`, where it is known."""
     x = jnp.asarray(x)
-    d_in = contracts.input_features(model)
     if d_in is not None:
         if x.ndim != 1:
             raise ValueError(
@@ -298,7 +392,12 @@ def _check_example(model: contracts.BlockModel, x: Any) -> jax.Array:
 
 
 def jacobian_spectrum(
-    model: contracts.BlockModel, x: jax.Array, *, layers: Sequence[int] = (0,)
+    model: contracts.BlockModel,
+    x: jax.Array,
+    *,
+    layers: Sequence[int] = (0,),
+    precision: Any = "highest",
+    scan: Any = "auto",
 ) -> JacobianSpectrum:
     """Singular values of J_{L<-l} = dh_L/dh_l and Lyapunov exponents, for one example.
 
@@ -318,12 +417,16 @@ def jacobian_spectrum(
       model: block model (`contracts.BlockModel`; its evaluation view is used); not mutated.
       x: ONE example, without the batch axis (the model's input shape minus the batch).
       layers: the layers l (0 <= l < L) whose J_{L<-l} spectrum to return.
+      precision: matmul precision of the measurement (default "highest"; see `gradient_flow`).
+      scan: "auto", True or False: how the forward pass loops (see `gradient_flow`); the
+        per-block SVD/QR chain is unrolled whatever it is.
     Returns:
       `JacobianSpectrum` with `log10_sv` (one array of min(dim h_L, dim h_l) values per layer,
       descending, decades) and `log10_lyapunov` (k,) decades per block.
     Raises:
       TypeError: `model` without `blocks`.
-      ValueError: `x` with a batch axis or the wrong feature size; `layers` out of range.
+      ValueError: `x` with a batch axis or the wrong feature size; `layers` out of range; an invalid
+        `precision` or `scan`.
     References:
       Pennington, Schoenholz, Ganguli, The emergence of spectral universality in deep networks, 2018,
       https://arxiv.org/abs/1802.09979 ; Benettin et al., Lyapunov characteristic exponents for smooth
@@ -341,8 +444,5 @@ def jacobian_spectrum(
       [0.0, 0.0]
     """
     contracts.check_block_model(model)
-    layers = _check_layers(layers, len(model.blocks))
-    x = _check_example(model, x)
-    program, arrays = engine.split_blocks(engine.mode_view(model, False))
-    engine.output_shape(program, arrays, x[None])  # x must be one example: the model takes x[None]
-    return _spectrum_jit(program, arrays, x, layers=layers)
+    plan_, leaves = plan.lookup(model, train=False, scan=scan)
+    return planned_spectrum(plan_, leaves, x, layers=layers, precision=precision)

@@ -1,9 +1,20 @@
 """Underflow- and overflow-safe norms in log space: the one place jaxvg computes them.
 
 A float32 gradient of 1e-60 is zero in float32, and the textbook ‖g‖ = sqrt(Σ g²) flushes to zero
-already near 1e-19 (g² underflows). Every function here scales by m = max|g| first:
-log‖g‖ = log m + ½·log Σ (g/m)², which neither underflows nor overflows for any finite g.
-Conventions: -inf means every entry is exactly zero; NaN propagates from NaN entries.
+already near 1e-19 (g² underflows). `log_norm` scales by m = max|g| first:
+log‖g‖ = log m + ½·log Σ (g/m)², which neither underflows nor overflows for any finite g, at the
+cost of two passes over g (the max, then the sum).
+
+One pass suffices almost always: the plain float sum s = Σ g² is exact to rounding whenever it is
+finite and at least n·tiny·2²⁴ (the squares that flush to zero, each below `tiny`, then change it by
+less than 2⁻²⁴ relative). `sum_is_exact` tests this; `fast_log_norm` and `unit_scales` take the
+one-pass sum when it holds and fall back to the scaled path (under `lax.cond`: it runs only when
+needed) when it does not: a gradient near 1e-19 or below, or beyond 1e19, all zero, or non-finite.
+A unit-norm cotangent times one block's Jacobian stays in range for any reasonable block, so the
+measures' chains pay one pass per reduction.
+
+Conventions: -inf means every entry is exactly zero; +inf that an entry is infinite (overflow); NaN
+propagates from NaN entries.
 
 `renorm` carries this into a backward pass: an identity whose VJP hands on the unit cotangent and
 returns the log of the cotangent's norm, so that a chain of block VJPs never forms the raw product.
@@ -24,9 +35,22 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-__all__ = ["LN10", "log10_norm", "log_norm", "max_abs", "normalise", "renorm"]
+__all__ = [
+    "LN10",
+    "fast_log_norm",
+    "log10_norm",
+    "log_norm",
+    "max_abs",
+    "normalise",
+    "renorm",
+    "scaled_unit_scales",
+    "sum_is_exact",
+    "sum_squares",
+    "unit_scales",
+]
 
 LN10 = math.log(10.0)
+LN2 = math.log(2.0)
 
 
 def max_abs(tree: Any, axes_keep: int = 0) -> jax.Array:
@@ -78,6 +102,86 @@ def normalise(v: jax.Array) -> tuple[jax.Array, jax.Array]:
     return u, jnp.where(m == 0, -jnp.inf, jnp.log(safe) + jnp.log(n))
 
 
+def _compute_dtype(v: jax.Array) -> jnp.dtype:
+    """Sums of squares run in at least float32."""
+    return jnp.promote_types(v.dtype, jnp.float32) if jnp.issubdtype(v.dtype, jnp.inexact) else jnp.float32
+
+
+def sum_squares(v: jax.Array, axes_keep: int = 0) -> jax.Array:
+    """Σ v² over all but the first `axes_keep` axes, in one pass, in at least float32 (may underflow
+    or overflow: see `sum_is_exact`)."""
+    v = jnp.asarray(v)
+    return jnp.sum(jnp.square(v.astype(_compute_dtype(v))), axis=tuple(range(axes_keep, v.ndim)))
+
+
+def sum_is_exact(s: jax.Array, n: int, dtype: Any) -> jax.Array:
+    """Whether a float sum of n squares `s` (dtype `dtype`) is exact to rounding: finite, and at
+    least n·tiny·2²⁴, so that the squares below `tiny` that the sum may have flushed to zero change
+    it by less than 2⁻²⁴ relative. False for NaN."""
+    info = jnp.finfo(dtype)
+    return (s >= float(info.tiny) * max(n, 1) * 2.0**24) & (s <= float(info.max))
+
+
+def fast_log_norm(tree: Any, axes_keep: int = 0) -> jax.Array:
+    """`log_norm` (same value, same conventions) in one pass over the data when the plain sum of
+    squares is exact (`sum_is_exact`), the scaled two-pass `log_norm` otherwise (`lax.cond`: one
+    branch runs; under `vmap` both do)."""
+    leaves = [jnp.asarray(v) for v in jax.tree.leaves(tree)]
+    if not leaves:
+        return jnp.full((), jnp.nan, jnp.float32)
+    s = sum(sum_squares(v, axes_keep) for v in leaves)
+    n = sum(math.prod(v.shape[axes_keep:]) for v in leaves)
+    ok = jnp.all(sum_is_exact(s, n, s.dtype))
+    return jax.lax.cond(ok, lambda: 0.5 * jnp.log(s), lambda: log_norm(leaves, axes_keep).astype(s.dtype))
+
+
+def unit_scales(v: jax.Array, axes: tuple[int, ...] | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Scales (a, b) with (v·a)·b of unit Frobenius norm over `axes`, and log ‖v‖ over `axes`.
+
+    One pass when the plain sum of squares is exact (a = 1, b = 1/sqrt(Σ v²)); else (`lax.cond`)
+    `scaled_unit_scales`. Multiply in that order, (v * a) * b: XLA fuses it into the consumer.
+    All-zero v gives b = 0 (u = 0) and -inf; NaN gives NaN.
+
+    Args:
+      v: an array (computed in at least float32).
+      axes: the axes to normalise over (default all); a and b keep them as size-1 axes.
+    Returns:
+      (a, b, log_norm): a and b broadcastable against v, log_norm with `axes` removed (natural log).
+    """
+    dt = _compute_dtype(v)
+    vv = v.astype(dt)
+    axes = tuple(range(v.ndim)) if axes is None else tuple(axes)
+    n = math.prod(v.shape[a] for a in axes)
+    s = jnp.sum(jnp.square(vv), axis=axes, keepdims=True)
+    ok = jnp.all(sum_is_exact(s, n, dt))
+
+    def fast(vv, s):
+        return jnp.ones_like(s), jax.lax.rsqrt(s), 0.5 * jnp.log(s)
+
+    a, b, log_n = jax.lax.cond(ok, fast, lambda vv, s: scaled_unit_scales(vv, axes), vv, s)
+    return a, b, jnp.squeeze(log_n, axis=axes)
+
+
+def scaled_unit_scales(v: jax.Array, axes: tuple[int, ...]) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """`unit_scales` by the scaled path (two passes), with log_norm keeping `axes` as size-1 axes.
+
+    a = 2^e₁ and b = 2^e₂ / ‖v·2^-e‖ with 2^e the power of two just above max|v| split in two
+    factors, each finite, so that neither v·a nor (v·a)·b overflows or underflows for any finite v
+    (subnormal entries included)."""
+    dt = _compute_dtype(v)
+    vv = v.astype(dt)
+    m = jnp.max(jnp.abs(vv), axis=axes, keepdims=True)
+    _, e = jnp.frexp(m)  # m = mant * 2**e, mant in [0.5, 1)
+    e1 = -(e // 2)
+    e2 = -e - e1
+    one = jnp.ones_like(m)
+    a, b0 = jnp.ldexp(one, e1), jnp.ldexp(one, e2)
+    w = jnp.sum(jnp.square((vv * a) * b0), axis=axes, keepdims=True)  # in [0.25, n]
+    b = jnp.where(w == 0, 0, b0 * jax.lax.rsqrt(jnp.where(w == 0, 1, w)))
+    log_n = jnp.where(m == 0, -jnp.inf, e.astype(dt) * LN2 + 0.5 * jnp.log(w))
+    return a, b, log_n
+
+
 @jax.custom_vjp
 def renorm(h: jax.Array, d: jax.Array) -> jax.Array:
     """Identity on `h`; its VJP divides the cotangent of h by its Frobenius norm and returns the
@@ -103,8 +207,8 @@ def _renorm_fwd(h, d):
 
 
 def _renorm_bwd(d0, ct):
-    u, logn = normalise(ct)
-    return u, logn.astype(d0.dtype)
+    a, b, log_n = unit_scales(ct)
+    return ((ct * a) * b).astype(ct.dtype), log_n.astype(d0.dtype)
 
 
 renorm.defvjp(_renorm_fwd, _renorm_bwd)

@@ -9,7 +9,7 @@ d(fn)/d(value) and whether that gradient underflowed, in one backward pass.
 
 from __future__ import annotations
 
-import functools
+import collections
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
-from jaxvg.measure import lognorm
+from jaxvg.measure import engine, lognorm, plan
 
 __all__ = ["TapGradient", "tap", "tapped_gradients"]
 
@@ -75,38 +75,58 @@ def _path_str(path: tuple) -> str:
     return "/".join(map(str, path))  # nnx paths are tuples of attribute names and list indices
 
 
-@functools.lru_cache(maxsize=64)
-def _tapped_kernel(graphdef, fn):
-    def kernel(state, args):
-        def run(perts):
-            m = nnx.merge(graphdef, state, copy=True)
-            init = perts if perts else None
-            out, _ = nnx.capture(fn, nnx.Perturbation, init=init)(m, *args)
-            return out
+_KERNELS: collections.OrderedDict[Any, Callable] = collections.OrderedDict()
 
-        def first_pass():
-            m0 = nnx.merge(graphdef, state, copy=True)  # built inside the trace: capture may mutate it
-            return nnx.capture(fn, nnx.Perturbation)(m0, *args)
 
-        _, shapes = jax.eval_shape(first_pass)
-        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-        out, grads = jax.value_and_grad(run)(zeros)
+def _tapped_kernel(structure: Any, rebuild: Callable[[list], Any], fn: Callable, precision: str) -> Callable:
+    """The compiled tapped-gradient kernel of one model structure (see `plan.flatten`), `fn` and
+    `precision`, cached (`rebuild` is determined by `structure`)."""
+    key = (structure, fn, precision)
+    try:
+        kernel = _KERNELS.get(key)
+    except TypeError:  # unhashable static attributes: compile per call
+        return _make_kernel(rebuild, fn, precision)
+    if kernel is None:
+        kernel = _KERNELS.setdefault(key, _make_kernel(rebuild, fn, precision))
+        while len(_KERNELS) > 64:
+            _KERNELS.popitem(last=False)
+    return kernel
+
+
+def _make_kernel(rebuild: Callable[[list], Any], fn: Callable, precision: str) -> Callable:
+    def kernel(leaves, args):
+        with jax.default_matmul_precision(precision):
+
+            def run(perts):
+                m = rebuild(leaves)  # built inside the trace: capture may mutate it
+                init = perts if perts else None
+                out, _ = nnx.capture(fn, nnx.Perturbation, init=init)(m, *args)
+                return out
+
+            def first_pass():
+                return nnx.capture(fn, nnx.Perturbation)(rebuild(leaves), *args)
+
+            _, shapes = jax.eval_shape(first_pass)
+            zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+            out, grads = jax.value_and_grad(run)(zeros)
         flat = nnx.to_flat_state(grads)
         result = {}
         for path, var in flat:
             g = var[...] if isinstance(var, nnx.Variable) else var
-            leaves = jax.tree.leaves(g)
-            tiny = min(jnp.finfo(v.dtype).tiny for v in leaves)
+            leaves_g = jax.tree.leaves(g)
+            tiny = min(jnp.finfo(v.dtype).tiny for v in leaves_g)
             result[_path_str(path)] = TapGradient(
-                log10_grad_norm=lognorm.log10_norm(leaves),
-                underflowed=lognorm.max_abs(leaves) < tiny,
+                log10_grad_norm=lognorm.log10_norm(leaves_g),
+                underflowed=lognorm.max_abs(leaves_g) < tiny,
             )
         return out, result
 
     return jax.jit(kernel)
 
 
-def tapped_gradients(fn: Callable[..., jax.Array], model: nnx.Module, *args: Any) -> dict[str, TapGradient]:
+def tapped_gradients(
+    fn: Callable[..., jax.Array], model: nnx.Module, *args: Any, precision: Any = "highest"
+) -> dict[str, TapGradient]:
     """Log10 gradient norms of a scalar `fn(model, *args)` at every `tap`, in one backward pass.
 
     For models that are not block-structured: call `tap(self, name, value)` in their `__call__`.
@@ -114,19 +134,22 @@ def tapped_gradients(fn: Callable[..., jax.Array], model: nnx.Module, *args: Any
     trace; a first abstract pass (`jax.eval_shape`) gives the perturbation shapes, then one
     `jax.value_and_grad` with respect to the zero perturbations gives d(fn)/d(tap) for all taps. This
     is the plain float gradient (no renormalisation): `underflowed` says when it is zero or subnormal,
-    instead of a silent -inf.
+    instead of a silent -inf. The compiled program is cached per model structure and shapes, `fn`
+    and `precision`: a second call flattens the model once and dispatches it.
 
     Args:
       fn: `fn(model, *args) -> scalar`, e.g. a loss. Pass the same function object to reuse the
         compiled program.
       model: any NNX module with taps (not mutated).
       *args: further arguments of `fn` (arrays).
+      precision: matmul precision of `fn`'s matmuls inside the measurement (default "highest"; see
+        `gradient_flow`); keyword only.
     Returns:
       dict from tap path ("module/path/name", e.g. "layers/3/h") to `TapGradient`
       (`log10_grad_norm` in decades, `underflowed` bool).
     Raises:
       TypeError: `fn` not callable or `model` not an NNX module.
-      ValueError: the model has no taps.
+      ValueError: the model has no taps; an invalid `precision`.
 
     Example:
       >>> import jax.numpy as jnp
@@ -144,8 +167,9 @@ def tapped_gradients(fn: Callable[..., jax.Array], model: nnx.Module, *args: Any
         raise TypeError(f"`fn` must be callable as fn(model, *args) -> scalar, got {fn!r}.")
     if not isinstance(model, nnx.Module):
         raise TypeError(f"`model` must be an nnx.Module, got {type(model).__name__}.")
-    graphdef, state = nnx.split(model)
-    _, result = _tapped_kernel(graphdef, fn)(state, args)
+    precision = engine.check_precision(precision)
+    _, structure, leaves, rebuild = plan.flatten(model)
+    _, result = _tapped_kernel(structure, rebuild, fn, precision)(leaves, args)
     if not result:
         raise ValueError(
             f"`model` ({type(model).__name__}) has no taps: call `jaxvg.measure.tap(self, name, value)` "
