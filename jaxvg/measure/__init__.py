@@ -8,7 +8,9 @@ Modules, one concern each:
 - `flow`: `GradientFlow`, `gradient_flow`, `gradient_flow_from_split`;
 - `jacobians`: `JacobianNorms`, `JacobianSpectrum`, `jacobian_norms(_from_split)`, `jacobian_spectrum`;
 - `taps`: `tap`, `tapped_gradients`, `TapGradient` for models that are not block-structured;
-- `table`: `flow_table`.
+- `table`: `flow_table`;
+- `through_time`: `TimeFlow`, `time_flow`, `time_flow_from_split`, `time_jacobian_norms`,
+  `time_jacobian_spectrum` for recurrent models (`jaxvg.nn.contracts.RecurrentModel`).
 
 The public functions and result types are re-exported here.
 """
@@ -19,6 +21,7 @@ from jaxvg.measure import jacobians as jacobians
 from jaxvg.measure import lognorm as lognorm
 from jaxvg.measure import table as table
 from jaxvg.measure import taps as taps
+from jaxvg.measure import through_time as through_time
 from jaxvg.measure.flow import GradientFlow as GradientFlow
 from jaxvg.measure.flow import gradient_flow as gradient_flow
 from jaxvg.measure.flow import gradient_flow_from_split as gradient_flow_from_split
@@ -31,12 +34,18 @@ from jaxvg.measure.table import flow_table as flow_table
 from jaxvg.measure.taps import TapGradient as TapGradient
 from jaxvg.measure.taps import tap as tap
 from jaxvg.measure.taps import tapped_gradients as tapped_gradients
+from jaxvg.measure.through_time import TimeFlow as TimeFlow
+from jaxvg.measure.through_time import time_flow as time_flow
+from jaxvg.measure.through_time import time_flow_from_split as time_flow_from_split
+from jaxvg.measure.through_time import time_jacobian_norms as time_jacobian_norms
+from jaxvg.measure.through_time import time_jacobian_spectrum as time_jacobian_spectrum
 
 __all__ = [
     "GradientFlow",
     "JacobianNorms",
     "JacobianSpectrum",
     "TapGradient",
+    "TimeFlow",
     "engine",
     "flow_table",
     "gradient_flow",
@@ -50,4 +59,9 @@ __all__ = [
     "tap",
     "tapped_gradients",
     "taps",
+    "through_time",
+    "time_flow",
+    "time_flow_from_split",
+    "time_jacobian_norms",
+    "time_jacobian_spectrum",
 ]

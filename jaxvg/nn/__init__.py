@@ -7,3 +7,6 @@ from jaxvg.nn import contracts as contracts
 from jaxvg.nn import models as models
 from jaxvg.nn.models import MLP as MLP
 from jaxvg.nn.contracts import BlockModel as BlockModel
+from jaxvg.nn import rnn as rnn
+from jaxvg.nn.rnn import RNN as RNN
+from jaxvg.nn.contracts import RecurrentModel as RecurrentModel
