@@ -240,7 +240,7 @@ def recurrent_paths(cell: nnx.Module) -> tuple[tuple[str, ...], ...] | None:
 
 
 def _path_name(path: Any) -> str:
-    """"a/b/c" for a pytree key path (attribute, dict and sequence keys; the Variable's "value" left out)."""
+    """The "a/b/c" name of a pytree key path (attribute, dict and sequence keys; the Variable's "value" left out)."""
     parts = []
     for k in path:
         for attr in ("name", "key", "idx"):

@@ -1,4 +1,5 @@
-"""Mean-field theory (Poole 2016, Schoenholz 2017, Pennington 2017/2018): maps, fixed points, depth scales, spectra."""
+"""Mean-field theory (Poole 2016, Schoenholz 2017, Pennington 2017/2018): maps, fixed points, depth scales,
+spectra; through time (`recurrent`: linear recurrences, Pascanu 2013, RNN and LSTM mean field)."""
 
 from jaxvg.theory.maps import WEIGHTS as WEIGHTS
 from jaxvg.theory.maps import c_map as c_map
@@ -12,3 +13,4 @@ from jaxvg.theory.maps import jacobian_moments as jacobian_moments
 from jaxvg.theory.maps import q_map as q_map
 from jaxvg.theory.maps import q_star as q_star
 from jaxvg.theory.maps import typical_log_rate as typical_log_rate
+from jaxvg.theory import recurrent as recurrent
