@@ -16,9 +16,10 @@ def quick():
 
 @pytest.mark.slow
 def test_quick_run_measures_predicts_and_cures(quick):
-    """Seen in the quick run (2 seeds, 300 steps; repeated): at T = 50 the gated and diagonal-linear
-    nets solve the adding problem while the Gaussian tanh RNN stays at the 1/6 baseline; at init the
-    tanh RNN loses about 0.1 decades per step, as mean field says, and the IRNN and LRU almost none."""
+    """At T = 50 (300 steps) every cure's runs end below every run of the Gaussian tanh RNN, which stays
+    at the 1/6 baseline. Checked with 6 seeds (test MSE per seed): tanh 0.149-0.184; IRNN 0.011-0.124,
+    LSTM 0.0096-0.107, GRU 0.005-0.011, LRU 0.0015-0.0038. At init (T = 200, hidden 32) the tanh RNN
+    loses 0.093 decades per step against the mean field's 0.102, the IRNN and LRU almost nothing."""
     config, res = quick
     init = {r["net"]: r for r in res["init_rows"]}
     assert init["tanh_gaussian"]["theory_source"] == "mean field"
@@ -28,11 +29,15 @@ def test_quick_run_measures_predicts_and_cures(quick):
     assert init["lru"]["measured"] == pytest.approx(
         init["lru"]["theory"], abs=2e-3
     )  # exact linear, uniform weights
-    mse = {(r["net"], r["T"], r["clip"]): r["median_test_mse"] for r in res["adding_rows"]}
     T = max(config.lengths)
-    assert mse[("tanh_gaussian", T, "on")] > 0.1  # the 1/6 baseline
-    for net in ("gru", "lru"):
-        assert mse[(net, T, "on")] < 0.5 * mse[("tanh_gaussian", T, "on")]
+    mse = {
+        net: np.asarray(res["cells"][f"adding/T={T:05d}/clip=on/{net}"]["test_mse"], float)
+        for net in config.nets
+    }
+    assert mse["tanh_gaussian"].min() > 0.1  # the 1/6 baseline
+    for net in ("irnn", "lstm", "gru", "lru"):
+        assert mse[net].max() < mse["tanh_gaussian"].min(), net
+    assert mse["gru"].max() < 0.05 and mse["lru"].max() < 0.01
     assert len(res["order_rows"]) == len(config.nets)
     verdict = {r["net"]: r["verdict"] for r in res["verdict_rows"]}
     assert verdict["lru"].startswith("fixes vanishing") and verdict["tanh_gaussian"].startswith("baseline")
