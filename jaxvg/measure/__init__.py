@@ -9,8 +9,8 @@ Modules, one concern each:
 - `jacobians`: `JacobianNorms`, `JacobianSpectrum`, `jacobian_norms(_from_split)`, `jacobian_spectrum`;
 - `taps`: `tap`, `tapped_gradients`, `TapGradient` for models that are not block-structured;
 - `table`: `flow_table`;
-- `through_time`: `TimeFlow`, `time_flow`, `time_flow_from_split`, `time_jacobian_norms`,
-  `time_jacobian_spectrum` for recurrent models (`jaxvg.nn.contracts.RecurrentModel`).
+- `through_time`: `TimeFlow`, `time_flow`, `time_flow_from_split` for recurrent models
+  (`jaxvg.nn.contracts.RecurrentModel`); `time_jacobians`: `time_jacobian_norms`, `time_jacobian_spectrum`.
 
 The public functions and result types are re-exported here.
 """
@@ -22,6 +22,7 @@ from jaxvg.measure import lognorm as lognorm
 from jaxvg.measure import table as table
 from jaxvg.measure import taps as taps
 from jaxvg.measure import through_time as through_time
+from jaxvg.measure import time_jacobians as time_jacobians
 from jaxvg.measure.flow import GradientFlow as GradientFlow
 from jaxvg.measure.flow import gradient_flow as gradient_flow
 from jaxvg.measure.flow import gradient_flow_from_split as gradient_flow_from_split
@@ -37,8 +38,8 @@ from jaxvg.measure.taps import tapped_gradients as tapped_gradients
 from jaxvg.measure.through_time import TimeFlow as TimeFlow
 from jaxvg.measure.through_time import time_flow as time_flow
 from jaxvg.measure.through_time import time_flow_from_split as time_flow_from_split
-from jaxvg.measure.through_time import time_jacobian_norms as time_jacobian_norms
-from jaxvg.measure.through_time import time_jacobian_spectrum as time_jacobian_spectrum
+from jaxvg.measure.time_jacobians import time_jacobian_norms as time_jacobian_norms
+from jaxvg.measure.time_jacobians import time_jacobian_spectrum as time_jacobian_spectrum
 
 __all__ = [
     "GradientFlow",
@@ -60,6 +61,7 @@ __all__ = [
     "tapped_gradients",
     "taps",
     "through_time",
+    "time_jacobians",
     "time_flow",
     "time_flow_from_split",
     "time_jacobian_norms",

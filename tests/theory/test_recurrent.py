@@ -84,8 +84,21 @@ def test_rnn_maps_are_the_feedforward_maps_with_the_input_in_the_bias():
     prof = recurrent.rnn_gradient_profile("tanh", 1.5, 0.05, steps=30, sigma_u2=2.0, q_x=0.5)
     ref = theory.gradient_profile("tanh", 1.5, 1.05, depth=30, q0=1e-30)
     np.testing.assert_allclose(prof, np.asarray(ref), atol=1e-6)
+    # inputs step by step and example by example: a constant sequence is the stationary case
+    steps = recurrent.rnn_gradient_profile("tanh", 1.5, 0.05, steps=30, sigma_u2=2.0, q_x=np.full(30, 0.5))
+    np.testing.assert_allclose(steps, prof, atol=1e-5)
+    rows = recurrent.rnn_gradient_profile(
+        "tanh", 1.5, 0.05, steps=30, sigma_u2=2.0, q_x=np.full((3, 30), 0.5)
+    )
+    np.testing.assert_allclose(rows, prof, atol=1e-5)
+    mixed = recurrent.rnn_gradient_profile("relu", 2.0, 0.0, steps=5, q_x=np.array([[1.0] * 5, [4.0] * 5]))
+    np.testing.assert_allclose(mixed, 0.0, atol=1e-6)  # relu: chi = sigma_w2 / 2 = 1 whatever q is
     with pytest.raises(ValueError, match=r"`q_x` must be a finite number >= 0"):
         recurrent.rnn_chi("tanh", 1.0, 0.0, q_x=-1.0)
+    with pytest.raises(
+        ValueError, match=r"`q_x` must be a number >= 0 or finite values >= 0 of shape \(30,\)"
+    ):
+        recurrent.rnn_gradient_profile("tanh", 1.0, 0.0, steps=30, q_x=np.ones(29))
 
 
 @pytest.mark.parametrize("init", ["gaussian", "orthogonal"])
