@@ -14,7 +14,9 @@ Modules, one concern each:
 - `flow`: `GradientFlow`, `gradient_flow`, `gradient_flow_from_split`;
 - `jacobians`: `JacobianNorms`, `JacobianSpectrum`, `jacobian_norms(_from_split)`, `jacobian_spectrum`;
 - `taps`: `tap`, `tapped_gradients`, `TapGradient` for models that are not block-structured;
-- `table`: `flow_table`.
+- `table`: `flow_table`;
+- `through_time`: `TimeFlow`, `time_flow`, `time_flow_from_split` for recurrent models
+  (`jaxvg.nn.contracts.RecurrentModel`); `time_jacobians`: `time_jacobian_norms`, `time_jacobian_spectrum`.
 
 Every measurement takes `precision=` (default "highest") for its own matmuls: exact float32 even
 where the platform's default float32 matmul is TF32 (GPU) or a bfloat16 pass (TPU).
@@ -31,6 +33,8 @@ from jaxvg.measure import plan as plan
 from jaxvg.measure import probe as probe
 from jaxvg.measure import table as table
 from jaxvg.measure import taps as taps
+from jaxvg.measure import through_time as through_time
+from jaxvg.measure import time_jacobians as time_jacobians
 from jaxvg.measure.flow import GradientFlow as GradientFlow
 from jaxvg.measure.flow import gradient_flow as gradient_flow
 from jaxvg.measure.flow import gradient_flow_from_split as gradient_flow_from_split
@@ -44,6 +48,11 @@ from jaxvg.measure.table import flow_table as flow_table
 from jaxvg.measure.taps import TapGradient as TapGradient
 from jaxvg.measure.taps import tap as tap
 from jaxvg.measure.taps import tapped_gradients as tapped_gradients
+from jaxvg.measure.through_time import TimeFlow as TimeFlow
+from jaxvg.measure.through_time import time_flow as time_flow
+from jaxvg.measure.through_time import time_flow_from_split as time_flow_from_split
+from jaxvg.measure.time_jacobians import time_jacobian_norms as time_jacobian_norms
+from jaxvg.measure.time_jacobians import time_jacobian_spectrum as time_jacobian_spectrum
 
 __all__ = [
     "GradientFlow",
@@ -51,6 +60,7 @@ __all__ = [
     "JacobianSpectrum",
     "Probe",
     "TapGradient",
+    "TimeFlow",
     "engine",
     "flow_table",
     "gradient_flow",
@@ -67,4 +77,10 @@ __all__ = [
     "tap",
     "tapped_gradients",
     "taps",
+    "through_time",
+    "time_jacobians",
+    "time_flow",
+    "time_flow_from_split",
+    "time_jacobian_norms",
+    "time_jacobian_spectrum",
 ]

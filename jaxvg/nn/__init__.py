@@ -5,5 +5,8 @@ from jaxvg.nn import contracts as contracts
 from jaxvg.nn import initializers as initializers
 from jaxvg.nn import losses as losses
 from jaxvg.nn import models as models
+from jaxvg.nn import rnn as rnn
 from jaxvg.nn.contracts import BlockModel as BlockModel
+from jaxvg.nn.contracts import RecurrentModel as RecurrentModel
 from jaxvg.nn.models import MLP as MLP
+from jaxvg.nn.rnn import RNN as RNN

@@ -16,7 +16,8 @@ whose mean squared singular value is chi_1^L and whose spread depends on the wei
 
 Modules: `maps` (q_map, q_star, c_map, c_star, chi_1 and the fixed-point solvers), `depth`
 (depth_scales, gradient_depth_scale, critical_sigma_w2, gradient_profile), `spectra`
-(typical_log_rate, jacobian_moments); beneath them `expectations` (the Gaussian expectations of
+(typical_log_rate, jacobian_moments), `recurrent` (through time: linear recurrences, Pascanu 2013's
+conditions, the vanilla-RNN mean field); beneath them `expectations` (the Gaussian expectations of
 one activation, closed form or quadrature), `inputs` (argument checks) and the package-level
 `jaxvg.quadrature`.
 
@@ -56,6 +57,7 @@ Example:
   1.0
 """
 
+from jaxvg.theory import recurrent as recurrent
 from jaxvg.theory.depth import critical_sigma_w2 as critical_sigma_w2
 from jaxvg.theory.depth import depth_scales as depth_scales
 from jaxvg.theory.depth import gradient_depth_scale as gradient_depth_scale

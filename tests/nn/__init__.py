@@ -1,0 +1,1 @@
+"""Tests of `jaxvg.nn` (a package, so its basenames cannot clash)."""

@@ -1,0 +1,1 @@
+"""Tests of `jaxvg.theory` (a package, so its basenames cannot clash)."""

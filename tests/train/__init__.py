@@ -1,0 +1,1 @@
+"""Tests of `jaxvg.train` (a package, so its basenames cannot clash)."""
