@@ -32,6 +32,7 @@ if __name__ == "__main__":  # one thread, set before jax starts (not when import
 
 import dataclasses  # noqa: E402
 import itertools  # noqa: E402
+import statistics  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
 from typing import Any, ClassVar  # noqa: E402
@@ -125,6 +126,7 @@ def bench_flow(depth: int, width: int, batch: int) -> dict[str, Any]:
     )
     c_base, t_base = timed["value_and_grad"]["compile_s"], timed["value_and_grad"]["seconds"]
     c_flow, t_flow = timed["flow"]["compile_s"], timed["flow"]["seconds"]
+    per_round = common.paired_ratios(timed["flow"]["seconds_all"], timed["value_and_grad"]["seconds_all"])
     t_public = common.median_seconds(
         lambda: jax.block_until_ready(jaxvg.gradient_flow(model, x, y)),
         repeat=max(3, repeat // 2),
@@ -138,7 +140,9 @@ def bench_flow(depth: int, width: int, batch: int) -> dict[str, Any]:
         "value_and_grad_s": t_base,
         "gradient_flow_s": t_flow,
         "gradient_flow_public_call_s": t_public,
+        "gradient_flow_s_all": timed["flow"]["seconds_all"],
         "ratio_flow_over_value_and_grad": t_flow / t_base,
+        "ratio_flow_over_value_and_grad_spread": [min(per_round), max(per_round)],
         "compile_value_and_grad_s": c_base,
         "compile_gradient_flow_s": c_flow,
     }
@@ -216,10 +220,24 @@ def bench_jacobians(depth: int, width: int, batch: int) -> dict[str, Any]:
     for name, t in timed.items():
         res[f"{name}_s"] = t["seconds"]
         res[f"compile_{name}_s"] = t["compile_s"]
+    res["jacobian_norms_hutchinson_k8_s_all"] = timed["jacobian_norms_hutchinson_k8"]["seconds_all"]
     res["ratio_exact_over_plain_vjps"] = res["jacobian_norms_exact_s"] / res["plain_vmapped_vjps_s"]
     res["ratio_exact_over_naive_jacrev"] = res["jacobian_norms_exact_s"] / res["naive_jacrev_loop_s"]
     res["ratio_hutchinson_over_forward_backward"] = (
         res["jacobian_norms_hutchinson_k8_s"] / res["forward_backward_s"]
+    )
+    # spreads: min-max of the per-round ratios where both were timed in the same rounds; the
+    # naive jacrev loop is timed in rounds of its own (interquartile, `common.unpaired_spread`)
+    for key, a, b in (
+        ("ratio_exact_over_plain_vjps", "jacobian_norms_exact", "plain_vmapped_vjps"),
+        ("ratio_hutchinson_over_forward_backward", "jacobian_norms_hutchinson_k8", "forward_backward"),
+    ):
+        per_round = common.paired_ratios(timed[a]["seconds_all"], timed[b]["seconds_all"])
+        res[f"{key}_spread"] = [min(per_round), max(per_round)]
+    res["ratio_exact_over_naive_jacrev_spread"] = list(
+        common.unpaired_spread(
+            timed["jacobian_norms_exact"]["seconds_all"], timed["naive_jacrev_loop"]["seconds_all"]
+        )
     )
     return res
 
@@ -265,11 +283,12 @@ def bench_torch_flow(torch, depth: int, width: int, batch: int) -> dict[str, Any
                                        for gw, gb in zip(grads[depth + 1 :: 2], grads[depth + 2 :: 2], strict=True)]))  # fmt: skip
         return act.detach().numpy(), par.detach().numpy()
 
-    t = common.median_seconds(flow, repeat=_repeat(depth, width, batch), warmup=2)
-    return {"depth": depth, "width": width, "batch": batch, "torch_gradient_flow_s": t}
+    times = common.all_seconds(flow, repeat=_repeat(depth, width, batch), warmup=2)
+    return {"depth": depth, "width": width, "batch": batch, "torch_gradient_flow_s": statistics.median(times),
+            "torch_gradient_flow_s_all": times}  # fmt: skip
 
 
-def bench_torch_hutchinson(torch, depth: int, width: int, batch: int, k: int = 8) -> float:
+def bench_torch_hutchinson(torch, depth: int, width: int, batch: int, k: int = 8) -> list[float]:
     model = _mlp(depth, width, OUT_FEATURES)
     layers, _ = _torch_layers(model, torch)
     x = torch.from_numpy(np.asarray(jax.random.normal(jax.random.key(1), (batch, width))).copy())
@@ -284,7 +303,7 @@ def bench_torch_hutchinson(torch, depth: int, width: int, batch: int, k: int = 8
         sq[-1] = width * k
         return (0.5 * torch.log10(sq / k)).detach().numpy()
 
-    return common.median_seconds(hutchinson, repeat=10, warmup=2)
+    return common.all_seconds(hutchinson, repeat=10, warmup=2)  # seconds of each call
 
 
 # ------------------------------------------------------------------------------------------------
@@ -328,14 +347,22 @@ def run(config: Config, *, log: Callable[[str], None] | None = None) -> dict[str
         if torch:
             row.update(bench_torch_flow(torch, depth, width, config.batch))
             row["ratio_jax_over_torch"] = row["gradient_flow_s"] / row["torch_gradient_flow_s"]
+            row["ratio_jax_over_torch_spread"] = list(
+                common.unpaired_spread(row["gradient_flow_s_all"], row["torch_gradient_flow_s_all"])
+            )
         result["flow"].append(row)
     jac_shape = (config.jacobian_depth, config.jacobian_width, config.jacobian_batch)
     log("[analysis] jacobian_norms depth={} width={} batch={}".format(*jac_shape))
     jac = bench_jacobians(*jac_shape)
     if torch:
-        jac["torch_hutchinson_k8_s"] = bench_torch_hutchinson(torch, *jac_shape)
+        torch_times = bench_torch_hutchinson(torch, *jac_shape)
+        jac["torch_hutchinson_k8_s"] = statistics.median(torch_times)
+        jac["torch_hutchinson_k8_s_all"] = torch_times
         jac["ratio_hutchinson_jax_over_torch"] = (
             jac["jacobian_norms_hutchinson_k8_s"] / jac["torch_hutchinson_k8_s"]
+        )
+        jac["ratio_hutchinson_jax_over_torch_spread"] = list(
+            common.unpaired_spread(jac["jacobian_norms_hutchinson_k8_s_all"], torch_times)
         )
     result["jacobians"] = jac
     result["threads"]["load_average_at_end"] = list(os.getloadavg())
@@ -348,22 +375,24 @@ def ratios(result: dict[str, Any]) -> list[dict[str, Any]]:
     """Ratio records (`common.ratio`, with the targets in `TARGETS`) from the "flow" rows and the
     "jacobians" entry of a result."""
     records = []
+    quick = bool((result.get("config") or {}).get("quick"))
     for row in result.get("flow") or []:
         shape = f"depth {row.get('depth')}, width {row.get('width')}, batch {row.get('batch')}"
         if row.get("loop"):
             shape += f", {row['loop']}"
-        records += _ratios(row, FLOW_KEYS, shape)
+        records += _ratios(row, FLOW_KEYS, shape, quick)
     jac = result.get("jacobians") or {}
     shape = f"depth {jac.get('depth')}, width {jac.get('width')}, batch {jac.get('batch')}"
-    return records + _ratios(jac, [k for k in TARGETS if k not in FLOW_KEYS], shape)
+    return records + _ratios(jac, [k for k in TARGETS if k not in FLOW_KEYS], shape, quick)
 
 
-def _ratios(entry: dict[str, Any], keys: Sequence[str], shape: str) -> list[dict[str, Any]]:
+def _ratios(entry: dict[str, Any], keys: Sequence[str], shape: str, quick: bool) -> list[dict[str, Any]]:
     out = []
     for key in keys:
         if entry.get(key) is not None:
             target, op, label = TARGETS[key]
-            out.append(common.ratio(NAME, f"{label} ({shape})", entry[key], target=target, op=op))
+            out.append(common.ratio(NAME, f"{label} ({shape})", entry[key], target=target, op=op,
+                                    spread=entry.get(f"{key}_spread"), quick=quick))  # fmt: skip
     return out
 
 
@@ -402,7 +431,8 @@ def table(result: dict[str, Any]) -> str:
     env, thr = result["environment"], result["threads"]
     lines += [
         "",
-        f"device {env['device_kind']}, jax {env['jax']}, flax {env['flax']}, torch {result['torch']}; "
+        f"device {env['device_kind']}, jax {env['jax']}, flax {env['flax']}, torch "
+        f"{result['torch'] or 'not installed (pip install -e .[bench]: the jax/torch rows)'}; "
         f"XLA_FLAGS={thr['XLA_FLAGS']!r}, torch threads {thr['torch_num_threads']}; "
         f"load average {thr['load_average_at_start'][0]:.1f} -> {thr['load_average_at_end'][0]:.1f} on {thr['cpu_count']} cores",
     ]

@@ -23,7 +23,10 @@ from jaxvg import report
 from jaxvg.report import cli
 
 T = TypeVar("T")
-TIMING = "median over interleaved rounds; ratios are medians of per-round ratios"
+TIMING = (
+    "median over interleaved rounds; ratios are medians of per-round ratios, spread = their min-max "
+    "(ratios of separately timed loops: interquartile, see common.unpaired_spread)"
+)
 
 # --------------------------------------------------------------------------- timing
 
@@ -37,9 +40,14 @@ def timed(fn: Callable[[], Any]) -> float:
 
 def median_seconds(fn: Callable[[], Any], *, repeat: int = 20, warmup: int = 1) -> float:
     """Median seconds of a blocking Python callable (e.g. PyTorch eager), after `warmup` calls."""
+    return statistics.median(all_seconds(fn, repeat=repeat, warmup=warmup))
+
+
+def all_seconds(fn: Callable[[], Any], *, repeat: int = 20, warmup: int = 1) -> list[float]:
+    """Seconds of each of `repeat` calls of a blocking Python callable, after `warmup` calls."""
     for _ in range(warmup):
         fn()
-    return statistics.median(timeit.repeat(fn, number=1, repeat=repeat))
+    return list(timeit.repeat(fn, number=1, repeat=repeat))
 
 
 def compile_and_seconds_per_call(fn: Callable[..., Any], *args: Any, repeat: int = 20) -> tuple[float, float]:
@@ -85,7 +93,8 @@ def interleaved_jitted(
     fns: dict[str, tuple[Callable[..., Any], tuple]], repeat: int
 ) -> dict[str, dict[str, float]]:
     """Jit and compile every `(fn, args)` (compile timed apart), then time them in interleaved
-    rounds; per name: `compile_s` and `seconds`, the median seconds per call."""
+    rounds; per name: `compile_s`, `seconds` (the median seconds per call) and `seconds_all` (every
+    round's, for `paired_ratios`)."""
     runs, out = {}, {}
     for name, (fn, args) in fns.items():
         run, compile_s = jitted_run(fn, *args)
@@ -93,23 +102,51 @@ def interleaved_jitted(
         out[name] = {"compile_s": compile_s}
     for name, times in interleaved_seconds(runs, repeat).items():
         out[name]["seconds"] = statistics.median(times)
+        out[name]["seconds_all"] = times
     return out
+
+
+def paired_ratios(
+    num: Sequence[float], den: Sequence[float], num_scale: float = 1.0, den_scale: float = 1.0
+) -> list[float]:
+    """Per round r: (num[r] / num_scale) / (den[r] / den_scale)."""
+    return [(a / num_scale) / (b / den_scale) for a, b in zip(num, den, strict=True)]
 
 
 def paired_ratio(
     num: Sequence[float], den: Sequence[float], num_scale: float = 1.0, den_scale: float = 1.0
 ) -> float:
     """Median over rounds of (num[r] / num_scale) / (den[r] / den_scale)."""
-    return statistics.median((a / num_scale) / (b / den_scale) for a, b in zip(num, den, strict=True))
+    return statistics.median(paired_ratios(num, den, num_scale, den_scale))
+
+
+def unpaired_spread(num: Sequence[float], den: Sequence[float]) -> tuple[float, float]:
+    """(lo, hi) of a ratio of two separately timed medians, median(num) / median(den): the ratio of
+    the 25th to the 75th percentile and of the 75th to the 25th (the interquartile ranges of both,
+    combined the pessimistic way)."""
+    (n25, _, n75), (d25, _, d75) = statistics.quantiles(num, n=4), statistics.quantiles(den, n=4)
+    return n25 / d75, n75 / d25
 
 
 # --------------------------------------------------------------------------- ratios and tables
 
 
 def ratio(
-    suite: str, name: str, value: float, *, target: float | None = None, op: str | None = None, note: str = ""
+    suite: str,
+    name: str,
+    value: float,
+    *,
+    target: float | None = None,
+    op: str | None = None,
+    note: str = "",
+    spread: Sequence[float] | None = None,
+    quick: bool = False,
 ) -> dict[str, Any]:
-    """One ratio record: `pass` is None without a target, else whether `value op target` holds."""
+    """One ratio record: `pass` is None without a target, else whether `value op target` holds.
+
+    `spread` is (lo, hi) over the run's repeats (`ratio_of_rounds`: min and max of the per-round
+    ratios), or None; `quick` marks a `--quick` smoke run, whose tables say "smoke", not pass/miss
+    (its tiny shapes say nothing about the targets, stated for full sizes)."""
     if target is None:
         ok = None
     elif op == "<=":
@@ -119,21 +156,49 @@ def ratio(
     else:
         raise ValueError(f"`op` must be one of ['<=', '>='] with a target, got {op!r}.")
     return {"suite": suite, "name": name, "value": float(value), "target": target, "op": op, "pass": ok,
-            "note": note}  # fmt: skip
+            "note": note, "spread": None if spread is None else [float(v) for v in spread],
+            "quick": bool(quick)}  # fmt: skip
+
+
+def ratio_of_rounds(
+    suite: str,
+    name: str,
+    num: Sequence[float],
+    den: Sequence[float],
+    num_scale: float = 1.0,
+    den_scale: float = 1.0,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """The ratio record of two methods timed in the same interleaved rounds: the median of the
+    per-round ratios (`paired_ratio`), spread = their min and max. `kwargs` go to `ratio`."""
+    per_round = paired_ratios(num, den, num_scale, den_scale)
+    return ratio(suite, name, statistics.median(per_round), spread=(min(per_round), max(per_round)), **kwargs)
 
 
 def status(record: dict[str, Any]) -> str:
-    """ "pass", "miss", or "" for a ratio without a target."""
-    return "" if record["pass"] is None else ("pass" if record["pass"] else "miss")
+    """ "pass", "miss", "smoke" (a --quick run's ratio with a target), or "" without a target."""
+    if record["pass"] is None:
+        return ""
+    if record.get("quick"):
+        return "smoke"
+    return "pass" if record["pass"] else "miss"
+
+
+def spread_text(record: dict[str, Any]) -> str:
+    """ "lo-hi" of a record's spread (3 significant digits), "" when it has none."""
+    spread = record.get("spread")
+    return "" if not spread else f"{spread[0]:.3g}-{spread[1]:.3g}"
 
 
 def ratio_rows(ratios: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Table rows for ratio records: suite, ratio, value, target, result."""
+    """Table rows for ratio records: suite, ratio, value, spread (lo-hi over the run's repeats),
+    target, result (pass / miss / smoke)."""
     return [
         {
             "suite": r["suite"],
             "ratio": r["name"],
             "value": r["value"],
+            "spread": spread_text(r),
             "target": "" if r["target"] is None else f"{r['op']} {r['target']:g}",
             "result": status(r),
         }

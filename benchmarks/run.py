@@ -12,7 +12,12 @@ Each suite runs as `python -m benchmarks.NAME` in its own process (analysis pins
 the others use every core; on an accelerator each gets the whole device memory), prints its own
 table and writes OUT_DIR/NAME.json; this script then writes OUT_DIR/run.json (after every suite, so
 a run cut short keeps what it finished) and prints one Markdown table: every ratio with its target
-and pass/miss. This process never starts jax itself. A suite that fails is reported (its error in
+and pass/miss, and its spread: the min-max of the per-round ratios over the run's interleaved
+rounds (ratios of loops timed apart, jax vs torch and the naive jacrev loop: interquartile, see
+`common.unpaired_spread`). That is the spread within one run; between runs on a shared machine the
+medians move more (see the README's Performance section). With `--quick` the result column says
+"smoke" instead of pass/miss: tiny shapes exercise the code, and their ratios say nothing about the
+targets. This process never starts jax itself. A suite that fails is reported (its error in
 run.json and the table) and the others still run; the exit status is then 1.
 
 Timing caveat: on a shared machine (the 2-core CPU of the development container is shared by other
@@ -105,7 +110,7 @@ def combined_rows(suites: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for name, entry in suites.items():
         if entry.get("error"):
-            rows.append({"suite": name, "ratio": "(suite failed)", "value": None, "target": "",
+            rows.append({"suite": name, "ratio": "(suite failed)", "value": None, "spread": "", "target": "",
                          "result": "error: " + entry["error"].strip().splitlines()[-1][:80]})  # fmt: skip
             continue
         rows.extend(common.ratio_rows(entry["ratios"]))
@@ -150,8 +155,10 @@ def run(config: Config, *, log: Callable[[str], None] | None = None) -> dict[str
 
 
 def table(out: dict[str, Any]) -> str:
-    """The combined Markdown table: every ratio with its target and pass/miss."""
-    return report.format_table(out["rows"], ["suite", "ratio", "value", "target", "result"], floatfmt=".3g")
+    """The combined Markdown table: every ratio with its spread, target and pass/miss (smoke)."""
+    return report.format_table(
+        out["rows"], ["suite", "ratio", "value", "spread", "target", "result"], floatfmt=".3g"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -167,6 +174,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"{env.get('timestamp_utc')}\n"
     )
     print(table(out))
+    print(
+        "\nvalue: median of the per-round ratios; spread: their min-max within this run"
+        + ("; smoke: a --quick run (tiny shapes), not compared with the targets" if config.quick else "")
+    )
     print(f"\nwrote {os.path.join(config.out_dir, 'run.json')}")
     return out
 

@@ -206,11 +206,14 @@ def run(config: Config, *, log: Callable[[str], None] | None = None) -> dict[str
     def over(a: str, b: str) -> float:
         return common.paired_ratio(times[a], times[b])
 
+    def ratio(label: str, a: str, b: str, **kwargs: Any) -> dict[str, Any]:
+        return common.ratio_of_rounds(NAME, label, times[a], times[b], quick=config.quick, **kwargs)
+
     ratios = [
-        common.ratio(NAME, f"nnx.jit per step / vmapped fit ({config.seeds} seeds)", over("nnx_jit", "vmapped_fit"),
-                 target=TARGET_NNX_OVER_VMAP, op=">="),
-        common.ratio(NAME, "loop of fits / vmapped fit", over("loop_of_fits", "vmapped_fit")),
-        common.ratio(NAME, "vmapped fit / vmapped plain scan", over("vmapped_fit", "vmapped_plain_scan")),
+        ratio(f"nnx.jit per step / vmapped fit ({config.seeds} seeds)", "nnx_jit", "vmapped_fit",
+              target=TARGET_NNX_OVER_VMAP, op=">="),
+        ratio("loop of fits / vmapped fit", "loop_of_fits", "vmapped_fit"),
+        ratio("vmapped fit / vmapped plain scan", "vmapped_fit", "vmapped_plain_scan"),
     ]  # fmt: skip
     rows = [
         {

@@ -210,11 +210,21 @@ def _blas_threads(n: int) -> contextlib.AbstractContextManager:
     return threadpoolctl.threadpool_limits(n, user_api="blas")
 
 
-def _measure_all(config: Config, crit: Mapping[str, tuple[float, float, float]]) -> dict[str, np.ndarray]:
-    """Every (activation, weights, seed) net at every depth: (nets, depths, N) arrays from `measure`."""
+def _measure_all(
+    config: Config, crit: Mapping[str, tuple[float, float, float]], log: Log = None
+) -> dict[str, np.ndarray]:
+    """Every (activation, weights, seed) net at every depth: (nets, depths, N) arrays from `measure`;
+    one progress line per net through `log`."""
     out: dict[str, list] = {"log_sv": [], "lyapunov": [], "log_growth": []}
+    nets = _nets(config)
+    start = time.perf_counter()
     with jax.enable_x64(True), _blas_threads(1):
-        for a, w, s in _nets(config):
+        for i, (a, w, s) in enumerate(nets):
+            if log is not None:
+                log(
+                    f"[{i + 1}/{len(nets)}] {a}, {w} weights, seed {s}: depths {list(config.depths)} "
+                    f"(width {config.width}; {time.perf_counter() - start:.0f} s so far)"
+                )
             x = net_input(s, config.width, crit[a][2])
             per_depth = [
                 measure(net(a, w, config.width, depth, s, config.sigma_b2), x) for depth in config.depths
@@ -264,7 +274,7 @@ def run(config: Config, *, on_cell: OnCell = None, done: Done = None, log: Log =
         crit[a] = (sw, sb, qs)
 
     store = experiment.Cells(done, on_cell, log)
-    cell = store.get(NAME, setup, lambda: _measure_all(config, crit))
+    cell = store.get(NAME, setup, lambda: _measure_all(config, crit, log))
     # JSON stores -inf (ln of a singular value below working precision) as null, read back as NaN
     log_sv, lyap, growth = (
         np.nan_to_num(np.asarray(cell[k], dtype=np.float64), nan=-np.inf, posinf=np.inf, neginf=-np.inf)

@@ -1,8 +1,9 @@
 """Which cures of vanishing gradients work? The popular account's list against the literature's.
 
-Tests the cures that a popular account of vanishing gradients proposes and the cures the
-literature shows to work, on a task where a deep sigmoid net trained
-the pre-2010 way demonstrably suffers from vanishing gradients: scikit-learn's 8x8 digits (1438
+Tests the cures that a popular account of vanishing gradients proposes (its claims, section by
+section, with our verdicts: docs/claims.md; the table's `source` column points there) and the cures
+the literature shows to work, on a task where a deep sigmoid net trained the pre-2010 way
+demonstrably suffers from vanishing gradients: scikit-learn's 8x8 digits (1438
 train / 359 test, 10 classes), a sigmoid MLP with the "commonly used heuristic" init
 U(-1/sqrt(fan_in), 1/sqrt(fan_in)) of Glorot & Bengio (2010, eq. 1) trained by minibatch SGD on
 the cross-entropy. With this init sigma_w2 = 1/3 and E[sigmoid'^2] <= 1/16, so each layer passes
@@ -164,7 +165,8 @@ class Variant:
       key: the cell key (stable; used in file names and `done`).
       label: what the table calls it.
       group: ARTICLE (the popular account's cures, and the baseline) or LITERATURE.
-      source: where the claim comes from (a section of the popular account, or a paper).
+      source: where the claim comes from: a section of docs/claims.md (which names the popular
+        account's section), or a paper.
       model: keyword arguments of `jaxvg.MLP` besides in/out features and rngs.
       optimizer, learning_rate, clip_norm: `jaxvg.fit` arguments.
       seeds: the seeds trained together.
@@ -231,32 +233,57 @@ def variants(config: Config) -> list[Variant]:
             "reinit",
             "re-initialise (same scheme, new seeds)",
             ARTICLE,
-            "article 1.3.1",
+            "claims.md §4, article §1.3.1",
             seeds=range(config.reinit_seed, config.reinit_seed + config.seeds),
         ),
-        v("lr_10x", "10x learning rate", ARTICLE, "article 1.3.2", lr=10 * config.learning_rate),
+        v(
+            "lr_10x",
+            "10x learning rate",
+            ARTICLE,
+            "claims.md §4, article §1.3.2",
+            lr=10 * config.learning_rate,
+        ),
         v(
             "deeper",
             f"twice as deep ({2 * d} layers)",
             ARTICLE,
-            "article 1.3.3, 1.4.1",
+            "claims.md §4, article §1.3.3, §1.4.1",
             model={"depth": 2 * d},
         ),
-        v("wider_4x", f"4x wider ({4 * w} units)", ARTICLE, "article 1.4.2", model={"width": 4 * w}),
-        v("wider_16x", f"16x wider ({16 * w} units)", ARTICLE, "article 1.4.2", model={"width": 16 * w}),
+        v(
+            "wider_4x",
+            f"4x wider ({4 * w} units)",
+            ARTICLE,
+            "claims.md §4, article §1.4.2",
+            model={"width": 4 * w},
+        ),
+        v(
+            "wider_16x",
+            f"16x wider ({16 * w} units)",
+            ARTICLE,
+            "claims.md §4, article §1.4.2",
+            model={"width": 16 * w},
+        ),
         v(
             "deeper_wider",
             f"deeper and wider ({2 * d} x {4 * w})",
             ARTICLE,
-            "article 1.4.3",
+            "claims.md §4, article §1.4.3",
             model={"depth": 2 * d, "width": 4 * w},
         ),
-        v("batch_norm", "batch norm", ARTICLE, "article 1.4.4", model={"norm": "batch"}, train=True),
+        v(
+            "batch_norm",
+            "batch norm",
+            ARTICLE,
+            "claims.md §4, article §1.4.4",
+            model={"norm": "batch"},
+            train=True,
+        ),
         v(
             "batch_norm_dropout",
             f"batch norm + dropout {config.dropout:g}",
             ARTICLE,
-            "article 1.4.5",
+            "claims.md §4, article §1.4.5",
             model={"norm": "batch", "dropout": config.dropout},
             train=True,
         ),
@@ -432,7 +459,7 @@ def _describe(cell: Mapping[str, Any]) -> str:
     gap = np.mean(_floats(cell["init/gap_decades"]))
     return (
         f"gap {gap:+.2f} dec  test acc {np.nanmean(_floats(cell['final_test_accuracy'])):.3f}  "
-        f"to 90%: {cell['steps_to_target']}"
+        f"steps to 90%: {_steps_text(cell['steps_to_target'])}"
     )
 
 

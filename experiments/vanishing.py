@@ -7,7 +7,7 @@ of one block, ‖δ_{l-1}‖/‖δ_l‖; negative = the gradient shrinks towards
 - measured: `jaxvg.gradient_flow`, exact in log space (no float32 underflow);
 - mean field: `jaxvg.theory.gradient_profile`, ½·log10 χ(q_l) per layer with χ(q) = σ_w²·E[φ'(√q z)²],
   following the input's second moment q0 layer by layer (Poole et al. 2016; Schoenholz et al. 2017);
-- the "derivative product" of the popular story: the RMS activation derivative per layer,
+- the "derivative product" of the popular story (docs/claims.md §2): the RMS activation derivative per layer,
   `log10_dphi` = ½·log10 mean φ'(z_l)², summed over the layers; and the textbook bound
   log10 max φ' ("the sigmoid derivative is at most 1/4, so the gradient shrinks by 4 per layer").
 

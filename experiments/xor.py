@@ -1,8 +1,9 @@
 """XOR, a popular account's worked example done right: a shallow sigmoid net solves it, a deep one stalls.
 
-A popular account of vanishing gradients trains, as its worked example, a single sigmoid unit p =
-sigmoid(x . theta) (two weights starting at zero, no bias, no hidden layer) on the four XOR points,
-looping over the examples, learning rate 0.01, 1000 epochs, MSE loss. It cannot work: (1) XOR is not
+A popular account of vanishing gradients (its claims and our verdicts: docs/claims.md; this is its
+worked example, §5 there) trains a single sigmoid unit p = sigmoid(x . theta) (two weights starting
+at zero, no bias, no hidden layer) on the four XOR points, looping over the examples, learning rate
+0.01, 1000 epochs, MSE loss. It cannot work: (1) XOR is not
 linearly separable, so no single unit, with or without a bias, gets more than 3 of the 4 points
 right; (2) its "gradient" `X.T @ (2 * (y[i] - y_pred))` has the wrong sign for descent (the MSE
 gradient is -2 X^T((y - p) * p(1 - p)) / m), (3) leaves out the sigmoid derivative
@@ -67,8 +68,8 @@ class Config:
     width: int = 8  # units per hidden layer, both nets
     activation: str = "sigmoid"  # hidden-layer activation (registry name)
     init: str = "lecun_normal"  # kernel scheme (jaxvg.nn.initializers.SCHEMES)
-    loss: str = "mse"  # the source's loss; binary_cross_entropy also works
-    optimizer: str = "gd"  # full-batch gradient descent, as the source intends
+    loss: str = "mse"  # the popular account's loss (docs/claims.md §5); binary_cross_entropy also works
+    optimizer: str = "gd"  # full-batch gradient descent, as the popular account intends
     learning_rate: float = 0.3  # peak learning rate
     steps: int = 2000  # optimizer steps, both nets
     seeds: int = 8  # nets per depth, seeds 0..seeds-1, trained together (vmap)

@@ -23,7 +23,10 @@ def remedies(results: dict) -> Figure:
     top row is the per-block log10 gain at init, log10(||delta_{l-1}|| / ||delta_l||) for block l
     (mean over seeds; 0: the block passes the gradient back unchanged, -1: it shrinks it tenfold),
     the bottom row the mean train accuracy over seeds against the step, with the 90% target dashed.
-    The baseline is drawn black in every panel; legend entries carry the verdict.
+    The baseline is drawn black in every panel, every other cure dashed (so that curves that
+    coincide, e.g. two that stay at chance, both show). Each column has one legend, below its accuracy
+    panel (where it hides no line), for both of its panels: a cure has the same colour in its gain
+    and its accuracy panel; the entries carry the verdict.
 
     Args:
       results: what `experiments.remedies.run` returns: `cells` {key: cell}, each with `label`,
@@ -49,40 +52,49 @@ def remedies(results: dict) -> Figure:
     if not cells:
         raise ValueError("`results` must hold the remedies `cells`, got none.")
     verdicts = {r["key"]: r.get("verdict") for r in results.get("rows", ()) if "key" in r}
-    fig = Figure(figsize=(13, 8.5), layout="constrained")
+    fig = Figure(figsize=(13, 10), layout="constrained")
     axes = fig.subplots(2, 2, sharey="row")
     groups = (("article", "the popular account's cures"), ("literature", "the literature's cures"))
 
-    def draw(col: int, key: str, color, lw: float, zorder: int) -> None:
+    def draw(col: int, key: str, color, lw: float, zorder: int, ls: str = "-") -> None:
         cell = cells[key]
         gain = np.asarray(cell["init/log10_gain"], dtype=np.float64)
         gain = gain.reshape(-1, gain.shape[-1])
         gain = np.nanmean(gain, axis=0) if np.isfinite(gain).any() else gain[0]
         verdict = verdicts.get(key)
         label = cell.get("label", key) + (f": {verdict}" if verdict and key != "baseline" else "")
-        axes[0, col].plot(np.arange(1, gain.size + 1), gain, "o-", color=color, lw=lw, ms=3, zorder=zorder)
+        axes[0, col].plot(
+            np.arange(1, gain.size + 1), gain, marker="o", ls=ls, color=color, lw=lw, ms=3, zorder=zorder
+        )
         acc = np.asarray(cell["train/accuracy"], dtype=np.float64).reshape(-1, len(cell["step"]))
         ok = np.isfinite(acc).any(axis=0)
         mean = np.full(acc.shape[-1], np.nan)
         mean[ok] = np.nanmean(acc[:, ok], axis=0)
-        axes[1, col].plot(np.asarray(cell["step"]), mean, color=color, lw=lw, zorder=zorder, label=label)
+        axes[1, col].plot(
+            np.asarray(cell["step"]), mean, ls=ls, color=color, lw=lw, zorder=zorder, label=label
+        )
 
     for col, (group, title) in enumerate(groups):
         keys = [k for k, c in cells.items() if c.get("group") == group and k != "baseline"]
         cmap = matplotlib.colormaps["tab10" if len(keys) <= 10 else "tab20"]
         if "baseline" in cells:
             draw(col, "baseline", "black", 2.5, 3)
-        for i, key in enumerate(keys):
-            draw(col, key, cmap(i % cmap.N), 1.3, 2)
+        for i, key in enumerate(
+            keys
+        ):  # every other cure dashed: curves that coincide (at chance) stay visible
+            draw(col, key, cmap(i % cmap.N), 1.3, 2, "-" if i % 2 == 0 else "--")
         axes[0, col].axhline(0.0, color="grey", lw=0.8, ls=":")
-        axes[0, col].set_title(f"{title}: gain per block at init")
+        axes[0, col].set_title(f"{title}: gain per block at init (colours: legend below)", fontsize=11)
         axes[0, col].set_xlabel("block l (input side first)")
         axes[0, col].xaxis.set_major_locator(MaxNLocator(integer=True))
-        axes[1, col].axhline(0.9, color="grey", lw=0.8, ls="--")
-        axes[1, col].set_title(f"{title}: train accuracy")
+        axes[1, col].axhline(0.9, color="grey", lw=0.8, ls="--", label="90% target")
+        axes[1, col].set_title(f"{title}: train accuracy", fontsize=11)
         axes[1, col].set_xlabel("step")
         axes[1, col].set_ylim(0.0, 1.02)
-        axes[1, col].legend(fontsize=7, loc="lower right")
+        # below the panel, not on it: inside, it hid the curves that stay at chance
+        axes[1, col].legend(
+            fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False
+        )
     axes[0, 0].set_ylabel("log10 gain = log10 ||δ_{l-1}|| / ||δ_l||  (decades)")
     axes[1, 0].set_ylabel("train accuracy (mean over seeds)")
     return fig
@@ -150,13 +162,18 @@ def vanishing(res: dict) -> Figure:
     return fig
 
 
-def _edges(centres: Sequence[float]) -> np.ndarray:
-    """Cell edges for a (possibly non-uniform) increasing grid: midpoints, extended at both ends."""
+def _edges(centres: Sequence[float], lowest: float | None = None) -> np.ndarray:
+    """Cell edges for a (possibly non-uniform) increasing grid: midpoints, extended at both ends;
+    the first edge no lower than `lowest` (a depth axis must not run below 0)."""
     c = np.asarray(centres, dtype=float)
     if c.size == 1:
-        return np.array([c[0] - 0.5, c[0] + 0.5])
-    mid = (c[1:] + c[:-1]) / 2
-    return np.concatenate([[c[0] - (mid[0] - c[0])], mid, [c[-1] + (c[-1] - mid[-1])]])
+        edges = np.array([c[0] - 0.5, c[0] + 0.5])
+    else:
+        mid = (c[1:] + c[:-1]) / 2
+        edges = np.concatenate([[c[0] - (mid[0] - c[0])], mid, [c[-1] + (c[-1] - mid[-1])]])
+    if lowest is not None:
+        edges[0] = max(edges[0], min(lowest, c[0]))
+    return edges
 
 
 def phase_diagram(res: dict) -> Figure:
@@ -167,8 +184,10 @@ def phase_diagram(res: dict) -> Figure:
         `train_accuracy` and `test_accuracy` (D, S), `diverged_fraction` (D, S), `chance`, and
         `theory` with `critical_sigma_w2` and `curve_sigma_w2`/`curve_six_xi_c` (or `six_xi_c` (S,)).
     Returns:
-      A `Figure` with two heat maps (train, test accuracy; x = sigma_w2, y = depth), the curve
-      depth = 6 xi_c (dashed white), the critical sigma_w2 (dotted) and an x on diverged cells.
+      A `Figure` with two heat maps (train, test accuracy; x = sigma_w2, y = depth, one tick per
+      depth of the grid, the axis starting at 0 or above), the curve depth = 6 xi_c (dashed
+      white), the critical sigma_w2 (dotted) and an x on diverged cells; the legend sits below the
+      maps, where it covers nothing.
     Raises:
       KeyError: if `res` lacks one of the keys above.
     References:
@@ -184,20 +203,23 @@ def phase_diagram(res: dict) -> Figure:
       >>> [ax.get_title() for ax in figures.phase_diagram(res).axes[:2]]
       ['train accuracy', 'test accuracy']
     """
+    from matplotlib.lines import Line2D
+
     sig = np.asarray(res["sigma_w2"], float)
     depths = np.asarray(res["depths"], float)
     th = res["theory"]
     curve_x = np.asarray(th.get("curve_sigma_w2", sig), float)
     curve_y = np.asarray(th.get("curve_six_xi_c", th["six_xi_c"]), float)
-    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    fig = Figure(figsize=(11, 4.6), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
+    depth_edges = _edges(depths, lowest=0.0)
     for ax, field, title in zip(
         axes, ("train_accuracy", "test_accuracy"), ("train accuracy", "test accuracy"), strict=True
     ):
         acc = np.asarray(res[field], float)
         mesh = ax.pcolormesh(
             _edges(sig),
-            _edges(depths),
+            depth_edges,
             acc,
             vmin=res.get("chance", 0.0),
             vmax=1.0,
@@ -210,17 +232,31 @@ def phase_diagram(res: dict) -> Figure:
         ii, jj = np.nonzero(div > 0)
         if ii.size:
             ax.plot(sig[jj], depths[ii], "rx", ms=7, label="diverged")
-        ax.set_ylim(_edges(depths)[0], _edges(depths)[-1])
+        ax.set_ylim(depth_edges[0], depth_edges[-1])
         ax.set_xlim(_edges(sig)[0], _edges(sig)[-1])
+        ax.set_yticks(depths, [f"{d:g}" for d in depths])
         ax.set_xlabel(r"$\sigma_w^2$")
         ax.set_title(title)
-        fig.colorbar(mesh, ax=ax)
+        fig.colorbar(mesh, ax=ax, label="accuracy" if field == "test_accuracy" else None)
     axes[0].set_ylabel("depth (hidden layers)")
-    axes[0].legend(loc="upper right", fontsize=8, framealpha=0.5)
+    # the legend below the maps, where it covers nothing; the white lines drawn dark there
+    handles = [
+        Line2D([], [], color="k" if h.get_color() == "w" else h.get_color(), ls=h.get_linestyle(),
+               marker=h.get_marker(), lw=h.get_linewidth())
+        for h in axes[0].get_lines()
+    ]  # fmt: skip
+    labels = [h.get_label() for h in axes[0].get_lines()]
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8, frameon=False)
     return fig
 
 
 _VAR_FLOOR = 1e-3  # isometry(): variances below it (an exact isometry: 0, or ~1e-30 in float64) drawn here
+_LYAPUNOV_BOTTOM = -4.0  # isometry(): the Lyapunov axis stops here (relu's zero directions sit near -37)
+
+
+def _tiny(v: float) -> str:
+    """A variance below the floor as the annotation prints it: "0" or "1e-30"."""
+    return "0" if v == 0 else f"{v:.0e}"
 
 
 def isometry(res: dict) -> Figure:
@@ -229,8 +265,12 @@ def isometry(res: dict) -> Figure:
     One row per activation. Columns: the density of log10 singular values of J = dh_L/dh_0 at every
     depth for Gaussian and for orthogonal weights (only values resolved in float64 are binned); the
     variance of the squared singular values against depth, measured (markers) and free-probability
-    theory (lines), values below 1e-3 drawn at 1e-3 (an exact isometry has variance 0); the Lyapunov spectrum at the largest depth (natural log per layer against i/N),
-    with the exact Gaussian linear (Ginibre) spectrum where it applies.
+    theory (lines); a log axis cannot show an exact isometry's variance (0 in theory, ~1e-30
+    measured in float64), so measured values below 1e-3 are drawn as down-pointing triangles on a
+    dotted floor line at 1e-3, theory values below it are left out, and a note on the panel gives
+    their true values; the Lyapunov spectrum at the largest depth (natural log per layer against
+    i/N), with the exact Gaussian linear (Ginibre) spectrum where it applies, its axis fitted to the
+    data down to -4 (a note counts the exponents below, e.g. relu's zero directions near -37).
 
     Args:
       res: the dict `experiments.isometry.run` returns (`rows`, `spectra`, `depths`, `width`).
@@ -289,29 +329,44 @@ def isometry(res: dict) -> Figure:
         if i == 0:
             axes[i, 0].legend(fontsize=7, ncol=2)
         ax = axes[i, 2]
+        notes = []
         for w in weights:
             rows = [r for r in res["rows"] if r["activation"] == a and r["weights"] == w]
             d = np.array([r["depth"] for r in rows], float)
             var = np.array([r["var_sq_sv"] for r in rows], float)
             tvar = np.array([r["var_sq_sv_theory"] for r in rows], float)
             marker, ls = style.get(w, ("^", "-."))
-            line = ax.plot(d, np.maximum(tvar, _VAR_FLOOR), ls, label=f"{w} theory")[0]
-            ax.plot(
-                d,
-                np.maximum(var, _VAR_FLOOR),
-                marker,
-                color=line.get_color(),
-                ls="none",
-                label=f"{w} measured",
-            )
+            low, tlow = var < _VAR_FLOOR, tvar < _VAR_FLOOR
+            line = ax.plot(d, np.where(tlow, np.nan, tvar), ls, label=f"{w} theory")[0]
+            colour = line.get_color()
+            ax.plot(d[~low], var[~low], marker, color=colour, ls="none", label=f"{w} measured")
+            if low.any():
+                ax.plot(d[low], np.full(low.sum(), _VAR_FLOOR), "v", color=colour, mfc="none", ls="none",
+                        label=f"{w} measured, below {_VAR_FLOOR:g}")  # fmt: skip
+            if low.any() or tlow.any():
+                parts = []
+                if tlow.any():
+                    parts.append(f"theory {_tiny(float(np.max(tvar[tlow])))}")
+                if low.any():
+                    parts.append(
+                        f"measured {_tiny(float(np.min(var[low])))} to {_tiny(float(np.max(var[low])))}"
+                    )
+                notes.append(f"{w}: {', '.join(parts)}")
+        if notes:
+            ax.axhline(_VAR_FLOOR, color="grey", lw=0.8, ls=":")
+            # just above the floor's markers, below the lines (they start at variance ~1 and rise)
+            ax.text(0.03, 0.1, f"below the {_VAR_FLOOR:g} floor (dotted):\n" + "\n".join(notes),
+                    transform=ax.transAxes, ha="left", va="bottom", fontsize=7,
+                    bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "0.8"})  # fmt: skip
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("depth L")
         ax.set_ylabel(r"variance of $\sigma^2$ (eig. of $JJ^T$)")
         ax.set_title(f"{a}: moment growth")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="center right" if notes else "best")
         ax = axes[i, 3]
         x = (np.arange(n) + 0.5) / n
+        drawn = []
         for w in weights:
             spec = res["spectra"].get(f"{a}/{w}")
             if spec is None:
@@ -319,6 +374,7 @@ def isometry(res: dict) -> Figure:
             ly = np.asarray(spec["lyapunov"], float)[-1]  # (seeds, N) at the largest depth
             ok = np.isfinite(ly)
             mean = np.where(ok, ly, 0.0).sum(axis=0) / np.maximum(ok.sum(axis=0), 1)
+            drawn.append((w, mean[ok.any(axis=0)]))
             ax.plot(
                 x,
                 np.where(ok.any(axis=0), mean, np.nan),
@@ -328,7 +384,16 @@ def isometry(res: dict) -> Figure:
         if a == "linear" and "gaussian" in weights:
             k = np.arange(1, n + 1)
             ax.plot(x, 0.5 * (np.log(2.0 / n) + digamma((n - k + 1) / 2.0)), "k:", label="Ginibre exact")
-        ax.set_ylim(bottom=max(ax.get_ylim()[0], -4.0))  # relu's zero directions sit near -37
+        finite = np.concatenate([m[np.isfinite(m)] for _, m in drawn] + [np.zeros(1)])
+        top, bottom = float(finite.max()), max(float(finite.min()), _LYAPUNOV_BOTTOM)
+        pad = 0.05 * max(top - bottom, 0.1)
+        ax.set_ylim(bottom - pad, top + pad)  # autoscaling ran to +8 when values reached -160
+        below = [(w, m[m < _LYAPUNOV_BOTTOM]) for w, m in drawn if np.any(m < _LYAPUNOV_BOTTOM)]
+        if below:
+            ax.text(0.03, 0.03, "below the axis:\n" + "\n".join(
+                        f"{w}: {v.size} of {n} (down to {v.min():.0f})" for w, v in below),
+                    transform=ax.transAxes, ha="left", va="bottom", fontsize=7,
+                    bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "0.8"})  # fmt: skip
         ax.set_xlabel("i / N")
         ax.set_ylabel("Lyapunov exponent (ln per layer)")
         ax.set_title(f"{a}: Lyapunov spectrum")
@@ -349,6 +414,8 @@ def xor_curves(res: dict) -> Figure:
     Returns:
       A `matplotlib.figure.Figure` with two axes.
     """
+    from matplotlib.ticker import MaxNLocator
+
     fig = Figure(figsize=(11, 4), layout="constrained")
     ax_loss, ax_grad = fig.subplots(1, 2)
     colors = {"shallow": "tab:blue", "deep": "tab:red"}
@@ -375,6 +442,7 @@ def xor_curves(res: dict) -> Figure:
         ax_grad.plot(blocks, mean, style, color="tab:red", ms=3, label=f"at {when}")
         ax_grad.fill_between(blocks, mean - std, mean + std, color="tab:red", alpha=0.15)
     ax_grad.set_xlabel("block (1 = input side)")
+    ax_grad.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
     ax_grad.set_ylabel("log10 ||dloss/dW_l||_F (decades)")
     ax_grad.set_title(f"deep net ({deep['depth']} hidden layers): kernel gradients")
     ax_grad.legend(fontsize=8)

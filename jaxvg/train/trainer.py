@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -155,7 +156,7 @@ class Trainer:
         program = compiled_chunk(spec)
         monitoring = spec.monitor_every is not None
         logs, log_steps, mon_rows, mon_steps = [], [], [], []
-        bar = tqdm(total=spec.steps, disable=not self.config.progress, desc="fit", leave=False)
+        bar = _ProgressBar(spec.steps, self.config.progress, program)
         try:
             for start in [*range(0, spec.steps, k), spec.steps]:
                 state, log, mon = program(state, lr, keys, jnp.int32(start), self.arrays)
@@ -200,6 +201,46 @@ class Trainer:
         """Loss and accuracy of each net on the training (and test) set, evaluation mode: the
         "train/loss", "train/accuracy" (and "test/...") entries of the history, as (N,) arrays."""
         return jax.device_get(compiled_metrics(self.spec)(params, rest, self.arrays))
+
+
+class _ProgressBar:
+    """The tqdm bar of `Trainer.run`, advanced between chunks. While the first chunk compiles (tens
+    of seconds on a CPU) it reads "fit: compiling" at 0 steps with no ETA; then "fit (compile +
+    first K steps: T s)", and the ETA counts only the chunks after the first, so the compile time
+    does not inflate it. When the chunk is already compiled it is a plain "fit" bar."""
+
+    def __init__(self, total: int, enabled: bool, program: Callable):
+        self.total, self.enabled, self.program = total, enabled, program
+        self.compiles = _cache_size(program)
+        self.first = True
+        self.start = time.perf_counter()
+        desc = "fit" if self.compiles is not None and self.compiles > 0 else "fit: compiling"
+        self.bar = tqdm(total=total, disable=not enabled, desc=desc, leave=False)
+
+    def update(self, n: int) -> None:
+        if self.first and self.enabled:
+            self.first = False
+            seconds = time.perf_counter() - self.start
+            after = _cache_size(self.program)
+            if after is None or self.compiles is None or after > self.compiles:
+                # a fresh bar that starts at n: its rate (and ETA) leaves the compile out
+                self.bar.close()
+                self.bar = tqdm(total=self.total, initial=n, leave=False,
+                                desc=f"fit (compile + first {n} steps: {seconds:.1f} s)")  # fmt: skip
+                return
+        self.bar.update(n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _cache_size(program: Callable) -> int | None:
+    """How many programs a `jax.jit` function has compiled (None when it does not say)."""
+    size = getattr(program, "_cache_size", None)
+    try:
+        return int(size()) if callable(size) else None
+    except Exception:  # a private jax method: never let the progress bar break training
+        return None
 
 
 def evaluate_stacked(graphdef: nnx.GraphDef, params: Any, rest: Any, data: Any, *, loss: Any = None) -> dict:

@@ -51,20 +51,23 @@ def test_run_quick_writes_every_suite_and_the_combined_table(quick_run, capsys):
         assert entry["seconds"] > 0
     env = combined["environment"]
     assert {"device_kind", "jax", "flax", "backend", "cpu_count"} <= set(env)
-    # every ratio row carries its target and a pass/miss verdict when it has one
+    # every ratio record carries its target, pass/miss when it has one, its spread over the run's
+    # rounds (the median lies within it) and the quick flag
     for r in combined["ratios"]:
-        assert set(r) >= {"suite", "name", "value", "target", "op", "pass"}
+        assert set(r) >= {"suite", "name", "value", "target", "op", "pass", "spread", "quick"}
         assert (r["target"] is None) == (r["pass"] is None)
+        assert r["quick"] is True
+        lo, hi = r["spread"]
+        assert lo <= r["value"] * (1 + 1e-12) and r["value"] <= hi * (1 + 1e-12), r
     rows = {(r["suite"], r["ratio"]): r for r in combined["rows"]}
-    # the verdict is the value read against the target (not merely one of the two words)
+    # a --quick run's tiny shapes say nothing about the targets: "smoke", never pass/miss
     fit_row = rows[("training", "fit chunks / plain scan (time per step)")]
-    assert fit_row["target"] == "<= 1.1" and fit_row["result"] == (
-        "pass" if fit_row["value"] <= 1.1 else "miss"
-    )
+    assert fit_row["target"] == "<= 1.1" and fit_row["result"] == "smoke"
     seeds_row = rows[("seeds", "nnx.jit per step / vmapped fit (3 seeds)")]
-    assert seeds_row["target"] == ">= 10" and seeds_row["result"] == (
-        "pass" if seeds_row["value"] >= 10 else "miss"
-    )
+    assert seeds_row["target"] == ">= 10" and seeds_row["result"] == "smoke"
+    assert {r["result"] for r in combined["rows"]} <= {"smoke", ""}
+    assert all(r["spread"] for r in combined["rows"])
+    # the record's pass is still the value read against the target (not merely one of two words)
     for r in combined["ratios"]:
         if r["target"] is not None:
             assert r["pass"] == (
@@ -72,6 +75,7 @@ def test_run_quick_writes_every_suite_and_the_combined_table(quick_run, capsys):
             ), r
     table = bench_run.table(out)
     assert table.startswith("| suite") and "<= 1.1" in table and ">= 10" in table
+    assert "| spread" in table and "smoke" in table and "miss" not in table
 
 
 @pytest.mark.slow
@@ -150,7 +154,23 @@ def test_ratio_verdicts():
     with pytest.raises(ValueError, match=r"`op` must be one of"):
         common.ratio("s", "r", 1.0, target=1.0, op="<")
     rows = common.ratio_rows([common.ratio("s", "r", 1.2, target=1.1, op="<="), common.ratio("s", "q", 3.0)])
-    assert [(r["target"], r["result"]) for r in rows] == [("<= 1.1", "miss"), ("", "")]
+    assert [(r["target"], r["result"], r["spread"]) for r in rows] == [("<= 1.1", "miss", ""), ("", "", "")]
+    # a --quick record: "smoke" whatever the value; no target, no verdict
+    quick = [
+        common.ratio("s", "r", 1.2, target=1.1, op="<=", quick=True),
+        common.ratio("s", "q", 3.0, quick=True),
+    ]
+    assert [r["result"] for r in common.ratio_rows(quick)] == ["smoke", ""]
+
+
+def test_ratio_of_rounds_is_the_median_with_the_min_max_spread():
+    # per step: (4/100)/(1/300) = 12, (6/100)/(1/300) = 18, (5/100)/(1/300) = 15
+    rec = common.ratio_of_rounds("s", "r", [4.0, 6.0, 5.0], [1.0, 1.0, 1.0], 100, 300, target=10.0, op=">=")
+    assert rec["value"] == pytest.approx(15.0) and rec["spread"] == pytest.approx([12.0, 18.0])
+    assert rec["pass"] is True and common.ratio_rows([rec])[0]["spread"] == "12-18"
+    # separately timed: interquartile ratios, around the ratio of the medians
+    lo, hi = common.unpaired_spread([1.0, 2.0, 3.0, 4.0, 5.0], [1.0, 1.0, 1.0, 1.0, 1.0])
+    assert lo <= 3.0 <= hi and lo == pytest.approx(1.5) and hi == pytest.approx(4.5)
 
 
 def test_interleaved_rounds_rotate_the_order_and_pair_ratios():
@@ -165,8 +185,9 @@ def test_interleaved_rounds_rotate_the_order_and_pair_ratios():
 
 def test_interleaved_jitted_reports_compile_and_median_seconds():
     out = common.interleaved_jitted({"double": (lambda x: 2 * x, (np.ones(3),))}, 3)
-    assert set(out["double"]) == {"compile_s", "seconds"}
+    assert set(out["double"]) == {"compile_s", "seconds", "seconds_all"}
     assert out["double"]["compile_s"] >= out["double"]["seconds"] > 0
+    assert len(out["double"]["seconds_all"]) == 3 and min(out["double"]["seconds_all"]) > 0
 
 
 def test_run_config_rejects_unknown_suites_and_presets():
@@ -194,7 +215,9 @@ def test_analysis_ratios_are_read_against_their_targets():
         "jacobians": {"depth": 20, "width": 128, "batch": 32, "ratio_exact_over_plain_vjps": 1.3,
                       "ratio_hutchinson_over_forward_backward": 2.5},
     }  # fmt: skip
-    got = {(r["name"].split(" (")[0], r["pass"]) for r in bench_analysis.ratios(res)}
+    records = bench_analysis.ratios(res)
+    assert all(r["spread"] is None and r["quick"] is False for r in records)  # none given here
+    got = {(r["name"].split(" (")[0], r["pass"]) for r in records}
     assert got == {
         ("gradient_flow / value_and_grad", True),
         ("gradient_flow jax / torch eager", False),
