@@ -28,7 +28,8 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -47,6 +48,9 @@ SCHEMES = (
     "small_uniform",
 )
 SIGMA_SCHEMES = ("gaussian", "orthogonal")  # the schemes that take sigma_w2 / sigma_b2
+# No standard-normal draw of any float dtype exceeds this in magnitude (float64's largest is about
+# 8.3, float32's 5.4): a scale s gives entries below s * NORMAL_MAX (orthogonal: below s).
+NORMAL_MAX = 10.0
 
 
 def _normal(variance_fn: Callable[[int, int], float]) -> Initializer:
@@ -71,6 +75,8 @@ def _orthogonal(scale: float) -> Initializer:
     base = jax.nn.initializers.orthogonal(scale=scale)
 
     def init(key, shape, dtype=jnp.float32):
+        if jnp.finfo(dtype).bits < 32:  # no QR in 16 bits on CPU: draw in float32, then round
+            return base(key, shape, jnp.float32).astype(dtype)
         return base(key, shape, dtype)
 
     return init
@@ -82,7 +88,8 @@ def _zeros(key, shape, dtype=jnp.float32):
 
 
 def validate(init: str, sigma_w2: float, sigma_b2: float) -> None:
-    """Check a scheme name and its variances; raise ValueError naming the bad argument."""
+    """Check a scheme name and its variances; raise ValueError naming the bad argument (an
+    `ArgumentTypeError`, also a TypeError, for a value of the wrong type)."""
     checks.choice("init", init, SCHEMES)
     checks.positive("sigma_w2", sigma_w2)
     checks.nonnegative("sigma_b2", sigma_b2)
@@ -91,6 +98,48 @@ def validate(init: str, sigma_w2: float, sigma_b2: float) -> None:
             f"`sigma_w2`/`sigma_b2` apply only to the schemes {list(SIGMA_SCHEMES)}; init={init!r} fixes "
             f"its own variance, got sigma_w2={sigma_w2!r}, sigma_b2={sigma_b2!r}. Use init='gaussian' "
             "(or 'orthogonal') to set the variances."
+        )
+
+
+def check_scale(init: str, sigma_w2: float, sigma_b2: float, *, fan_ins: Sequence[int], dtype: Any) -> None:
+    """Check that the initial weights of `init` are representable in `dtype`: they neither
+    overflow to +-inf nor flush to zero.
+
+    A "gaussian" kernel of fan-in m has standard deviation s = sqrt(sigma_w2 / m) and entries below
+    s * `NORMAL_MAX`; an "orthogonal" one entries up to sqrt(sigma_w2); biases have s =
+    sqrt(sigma_b2). The largest entry must stay below the dtype's largest finite number and the
+    smallest s must not fall below its smallest normal number (`jnp.finfo(dtype).tiny`), where the
+    draws would be zeros or imprecise subnormals. The fixed-variance schemes are always within range.
+
+    Args:
+      init, sigma_w2, sigma_b2: as for `kernel_init` (validated first).
+      fan_ins: the fan-in of every kernel.
+      dtype: the parameters' floating dtype.
+    Raises:
+      ValueError: naming `sigma_w2` or `sigma_b2`, the dtype and the valid range.
+    """
+    validate(init, sigma_w2, sigma_b2)
+    if init not in SIGMA_SCHEMES:
+        return
+    dtype = jnp.dtype(dtype)
+    info = jnp.finfo(dtype)
+    big, tiny = float(info.max), float(info.tiny)
+    low_fan, high_fan = min(fan_ins), max(fan_ins)
+    largest_entry = NORMAL_MAX**2 / low_fan if init == "gaussian" else 1.0  # per unit of sigma_w2
+    ranges = {"sigma_w2": (tiny * tiny * high_fan, big * big / largest_entry)}  # inf, not OverflowError
+    if sigma_b2 > 0:
+        ranges["sigma_b2"] = (tiny * tiny, (big / NORMAL_MAX) * (big / NORMAL_MAX))
+    for name, (low, high) in ranges.items():
+        value = sigma_w2 if name == "sigma_w2" else sigma_b2
+        if low <= value <= high:
+            continue
+        what = "overflow to +-inf" if value > high else "flush to zero (below the smallest normal number)"
+        fans = f"fan-ins {low_fan}..{high_fan}, " if name == "sigma_w2" else ""
+        raise ValueError(
+            f"`{name}`={value!r} makes the {dtype.name} initial weights of init={init!r} {what}: for "
+            f"{dtype.name} ({fans}largest {big:.3g}, smallest normal {tiny:.3g}) `{name}` must lie in "
+            f"[{low:.3g}, {high:.3g}]{' or be 0' if name == 'sigma_b2' else ''}. Choose a value in that range "
+            "or a wider `param_dtype`."
         )
 
 

@@ -13,6 +13,7 @@ depend on the batch size.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -24,19 +25,56 @@ from jaxvg import checks
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
+def _shape(name: str, value: Any) -> tuple[int, ...]:
+    """The static shape of an array (or tracer); a TypeError naming `name` for anything else."""
+    if isinstance(value, str | bytes) or value is None:
+        raise checks.ArgumentTypeError(f"`{name}` must be an array, got {value!r} ({type(value).__name__}).")
+    return tuple(jnp.shape(value))
+
+
+def _same_shape(loss: str, outputs: Any, targets: Any, name: str = "targets") -> None:
+    out, tgt = _shape("outputs", outputs), _shape(name, targets)
+    if out != tgt:
+        raise ValueError(
+            f"`{name}` for loss={loss!r} must have the outputs' shape {out}, got {tgt} (no broadcasting: "
+            "(batch, 1) outputs against (batch,) targets would average over batch^2 pairs; reshape, e.g. "
+            "y[:, None])."
+        )
+
+
 def mse(outputs: jax.Array, targets: jax.Array) -> jax.Array:
-    """Mean over all elements of (outputs - targets)^2; shapes must match exactly."""
+    """Mean over all elements of (outputs - targets)^2; shapes must match exactly (checked from the
+    static shapes, also under jit: a ValueError names `targets`)."""
+    _same_shape("mse", outputs, targets)
     return jnp.mean(jnp.square(outputs - targets))
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Mean softmax cross-entropy (natural log) of logits (batch, classes) and int labels (batch,)."""
+    """Mean softmax cross-entropy (natural log) of logits (batch, classes) and int labels (batch,).
+
+    Raises:
+      ValueError: `labels` whose shape is not the logits' without the class axis, or logits without one.
+      TypeError: non-integer `labels` (cast class labels stored as floats with `.astype(int)`).
+    """
+    out, lab = _shape("logits", logits), _shape("labels", labels)
+    if len(out) < 1 or lab != out[:-1]:
+        raise ValueError(
+            f"`labels` for loss='cross_entropy' must be integer class labels of shape {out[:-1]} (the logits' "
+            f"shape {out} without the class axis), got shape {lab}."
+        )
+    if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
+        raise checks.ArgumentTypeError(
+            f"`labels` for loss='cross_entropy' must have an integer dtype, got {jnp.result_type(labels)}: "
+            "pass class indices, e.g. labels.astype(int)."
+        )
     return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
 
 
 def binary_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Mean sigmoid cross-entropy (natural log) of logits and 0/1 labels of the same shape."""
-    return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, labels.astype(logits.dtype)))
+    """Mean sigmoid cross-entropy (natural log) of logits and 0/1 labels of the same shape (checked
+    from the static shapes: a ValueError names `labels`)."""
+    _same_shape("binary_cross_entropy", logits, labels, "labels")
+    return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, jnp.asarray(labels).astype(logits.dtype)))
 
 
 LOSSES: dict[str, LossFn] = {
@@ -50,10 +88,16 @@ def get(loss: str | LossFn) -> LossFn:
     """A loss function by name, or a callable `loss(outputs, targets) -> scalar` passed through.
 
     Raises:
-      ValueError: unknown name (the message lists `LOSSES`).
+      ValueError: unknown name (the message lists `LOSSES`); an `ArgumentTypeError` (a TypeError
+        and a ValueError) for neither a string nor a callable.
     """
     if callable(loss):
         return loss
+    if not isinstance(loss, str):
+        raise checks.ArgumentTypeError(
+            f"`loss` must be one of {sorted(LOSSES)} or a callable loss(outputs, targets) -> scalar, got "
+            f"{loss!r} ({type(loss).__name__})."
+        )
     checks.choice("loss", loss, LOSSES)
     return LOSSES[loss]
 
@@ -62,7 +106,11 @@ def accuracy(loss: str, outputs: jax.Array, targets: jax.Array) -> jax.Array:
     """Classification accuracy in [0, 1] for the classification losses; NaN for "mse".
 
     cross_entropy: argmax of logits; binary_cross_entropy: logit > 0.
+
+    Raises:
+      ValueError: `loss` is not a name in `LOSSES`.
     """
+    checks.choice("loss", loss, LOSSES)
     if loss == "cross_entropy":
         return jnp.mean((jnp.argmax(outputs, axis=-1) == targets).astype(jnp.float32))
     if loss == "binary_cross_entropy":

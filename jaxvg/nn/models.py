@@ -25,14 +25,34 @@ from jaxvg import checks
 from jaxvg.nn import activations, initializers
 
 NORMS = (None, "batch", "layer")
+PARAM_DTYPES = ("bfloat16", "float16", "float32", "float64")
+# Most blocks an MLP builds (`depth`, or `max_depth` when set). Each block is a Python object built
+# one at a time (about 5 KB and 5-15 ms on a CPU), so 100000 blocks take 10-25 minutes to build; a
+# deeper stack is beyond what a module of separate blocks is for (the theory's limit is the same).
+MAX_BLOCKS = 100_000
 
 
 def check_param_dtype(param_dtype: Any) -> jnp.dtype:
-    """Return `param_dtype` as a numpy dtype; float64 without x64 is a ValueError saying how to
-    enable it (otherwise jax would silently give float32 parameters)."""
-    dtype = jnp.dtype(param_dtype)
+    """Return `param_dtype` as a numpy dtype.
+
+    Raises:
+      TypeError: (an `ArgumentTypeError`) not a dtype (None, "banana", an int), naming the choices.
+      ValueError: not a floating dtype; float64 without x64, with how to enable it (otherwise jax
+        would silently give float32 parameters).
+    """
+    try:
+        if param_dtype is None or isinstance(param_dtype, bool | int | float):
+            raise TypeError
+        dtype = jnp.dtype(param_dtype)
+    except (TypeError, ValueError):
+        raise checks.ArgumentTypeError(
+            f"`param_dtype` must be a floating dtype, one of {list(PARAM_DTYPES)} (a name, numpy or jax dtype), "
+            f"got {param_dtype!r} ({type(param_dtype).__name__})."
+        ) from None
     if not jnp.issubdtype(dtype, jnp.floating):
-        raise ValueError(f"`param_dtype` must be a floating dtype, got {param_dtype!r}.")
+        raise ValueError(
+            f"`param_dtype` must be a floating dtype, one of {list(PARAM_DTYPES)}, got {param_dtype!r}."
+        )
     if dtype == jnp.float64 and not jax.config.jax_enable_x64:
         raise ValueError(
             "`param_dtype=float64` needs 64-bit mode, which is off: call "
@@ -40,6 +60,47 @@ def check_param_dtype(param_dtype: Any) -> jnp.dtype:
             "the code in `with jax.enable_x64(True):`)."
         )
     return dtype
+
+
+def parameter_count(
+    in_features: int,
+    width: int,
+    n_blocks: int,
+    out_features: int | None,
+    *,
+    use_bias: bool = True,
+    norm: str | None = None,
+) -> int:
+    """Number of parameter (and batch-statistic) entries of an MLP with `n_blocks` blocks: the
+    kernels' sum of fan_in * fan_out, plus biases and norm scales/offsets/statistics."""
+    per_unit = int(use_bias) + {None: 0, "layer": 2, "batch": 4}[norm]
+    count = in_features * width + (n_blocks - 1) * width * width + n_blocks * width * per_unit
+    if out_features is not None:
+        count += width * out_features + out_features * int(use_bias)
+    return count
+
+
+def _check_size(in_features, width, depth, out_features, max_depth, n_blocks, use_bias, norm, dtype) -> None:
+    """Refuse, before anything is built, a net with more than `MAX_BLOCKS` blocks or whose parameters
+    do not fit in the default device's memory."""
+    if n_blocks > MAX_BLOCKS:
+        name = "depth" if max_depth is None else "max_depth"
+        raise ValueError(
+            f"`{name}`={n_blocks!r} asks for {n_blocks} blocks; an MLP has at most {MAX_BLOCKS} (each block is a "
+            f"Python object built one at a time, 5-15 ms each on a CPU: {n_blocks} would take about "
+            f"{n_blocks * 0.01 / 3600:.2g} hours). Pass a smaller `{name}`."
+        )
+    count = parameter_count(in_features, width, n_blocks, out_features, use_bias=use_bias, norm=norm)
+    largest = max(in_features, width) * max(width, out_features or 0)
+    nbytes = (count + largest) * dtype.itemsize  # + one temporary draw of the largest kernel
+    checks.check_memory(
+        nbytes,
+        f"MLP(in_features={in_features}, `width`={width}, `depth`={depth}, out_features={out_features}"
+        f"{'' if max_depth is None else f', `max_depth`={max_depth}'}) with {dtype.name} parameters "
+        f"({count:.3g} entries: the sum of fan_in x fan_out over {n_blocks} blocks and the head, plus biases "
+        "and norms)",
+        "pass a smaller `width` or `depth` (parameters grow as width^2 x depth)",
+    )
 
 
 class Block(nnx.Module):
@@ -71,6 +132,8 @@ class Block(nnx.Module):
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ):
+        use_bias = checks.boolean("use_bias", use_bias)
+        residual = checks.boolean("residual", residual)
         if residual and fan_in != fan_out:
             raise ValueError(f"`residual=True` needs fan_in == fan_out, got {fan_in} and {fan_out}.")
         self.linear = nnx.Linear(
@@ -160,7 +223,13 @@ class MLP(nnx.Module):
         and biases whatever `norm`, `dropout`, `residual` and `max_depth` are, so cures compare from
         one init.
     Raises:
-      ValueError: any argument outside its valid range, named in the message.
+      ValueError: any argument outside its valid range, named in the message; `sigma_w2` or
+        `sigma_b2` whose initial weights overflow `param_dtype` or flush to zero
+        (`initializers.check_scale`); more than `MAX_BLOCKS` blocks; parameters that do not fit in
+        the default device's memory (the message gives the estimate), all before anything is built.
+      TypeError: (`jaxvg.checks.ArgumentTypeError`, also a ValueError) an argument of the wrong
+        type: a non-bool `use_bias`/`residual`/`scan_blocks` (`use_bias="no"` would be truthy), a
+        non-int size, a `param_dtype` that is not a dtype, `rngs` that is not an `nnx.Rngs`.
 
     Example:
       >>> import jax.numpy as jnp
@@ -194,24 +263,32 @@ class MLP(nnx.Module):
         scan_blocks: bool = False,
         rngs: nnx.Rngs,
     ):
-        checks.positive_int("in_features", in_features)
-        checks.positive_int("width", width)
-        checks.positive_int("depth", depth)
+        in_features = checks.positive_int("in_features", in_features)
+        width = checks.positive_int("width", width)
+        depth = checks.positive_int("depth", depth)
         if out_features is not None:
-            checks.positive_int("out_features", out_features)
+            out_features = checks.positive_int("out_features", out_features)
         act = activations.get(activation)
         k_init = initializers.kernel_init(init, sigma_w2=sigma_w2, sigma_b2=sigma_b2)
         b_init = initializers.bias_init(init, sigma_w2=sigma_w2, sigma_b2=sigma_b2)
-        if norm not in NORMS:
+        try:
+            known_norm = norm in NORMS
+        except TypeError:  # unhashable, e.g. an array
+            known_norm = False
+        if not known_norm or isinstance(norm, bool):
             raise ValueError(f"`norm` must be one of {list(NORMS)}, got {norm!r}.")
         checks.in_range("dropout", dropout, 0.0, 1.0)
+        use_bias = checks.boolean("use_bias", use_bias)
+        residual = checks.boolean("residual", residual)
+        scan_blocks = checks.boolean("scan_blocks", scan_blocks)
         param_dtype = check_param_dtype(param_dtype)
         if max_depth is not None and checks.positive_int("max_depth", max_depth) < depth:
             raise ValueError(f"`max_depth` must be None or >= `depth` = {depth}, got {max_depth!r}.")
-        if not isinstance(scan_blocks, bool):
-            raise ValueError(f"`scan_blocks` must be True or False, got {scan_blocks!r}.")
         if not isinstance(rngs, nnx.Rngs):
-            raise TypeError(f"`rngs` must be an nnx.Rngs, got {type(rngs).__name__}.")
+            raise checks.ArgumentTypeError(f"`rngs` must be an nnx.Rngs, got {type(rngs).__name__}.")
+        n_blocks = depth if max_depth is None else int(max_depth)
+        _check_size(in_features, width, depth, out_features, max_depth, n_blocks, use_bias, norm, param_dtype)
+        initializers.check_scale(init, sigma_w2, sigma_b2, fan_ins=(in_features, width), dtype=param_dtype)
 
         self.in_features = in_features  # read by the measures and `fit` to check the input
         self.scan_blocks = scan_blocks

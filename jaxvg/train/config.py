@@ -28,10 +28,20 @@ from jaxvg import checks
 from jaxvg.nn import losses
 from jaxvg.train import optimizers
 
-__all__ = ["DEFAULT_LOG_POINTS", "ON_NONFINITE", "TrainConfig", "check_learning_rate", "resolve"]
+__all__ = [
+    "DEFAULT_LOG_POINTS",
+    "MAX_STEPS",
+    "ON_NONFINITE",
+    "TrainConfig",
+    "check_learning_rate",
+    "check_steps",
+    "resolve",
+]
 
 ON_NONFINITE = ("raise", "record")
 DEFAULT_LOG_POINTS = 100  # log_every=None logs about this many times
+# The compiled loop counts steps in int32 and runs up to steps + log_every - 1 <= 2 * MAX_STEPS - 1.
+MAX_STEPS = 2**30
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -51,7 +61,8 @@ class TrainConfig:
         1e-4).
       learning_rate: peak learning rate, > 0; or one per net of a stack (a 1-D sequence, stored as
         a tuple of floats).
-      steps: number of optimizer steps, >= 1.
+      steps: number of optimizer steps, in [1, `MAX_STEPS` = 2**30] (the compiled loop counts steps
+        in int32).
       batch_size: examples per step, 1..n, or None for the whole training set every step.
       schedule: one of `SCHEDULES` (see `optimizers.learning_rate_factor`).
       warmup_steps: linear warmup steps before the schedule, 0 <= warmup_steps < steps.
@@ -65,9 +76,14 @@ class TrainConfig:
         parameter update, naming the step, the net and the first block (input side first) whose
         gradient went non-finite, with the history so far on `err.history`. "record": the
         diverging net is frozen at its last finite parameters, the history marks it, the others go on.
+        Only applied steps (t < steps) count: the gradient at the final parameters, taken for the
+        last log and never applied, gives a `NonFiniteEndWarning` when it is non-finite, not an
+        error (the trained parameters are finite and returned).
       progress: show a tqdm bar advanced between chunks.
     Raises:
       ValueError: a field outside its valid range or choices, named in the message.
+      TypeError: (`jaxvg.checks.ArgumentTypeError`, also a ValueError) a field of the wrong type,
+        e.g. a string or a bool for a number, a non-bool `progress`.
     """
 
     loss: str | Callable | None = None
@@ -87,7 +103,7 @@ class TrainConfig:
         checks.choice("optimizer", self.optimizer, optimizers.OPTIMIZERS)
         checks.choice("schedule", self.schedule, optimizers.SCHEDULES)
         checks.choice("on_nonfinite", self.on_nonfinite, ON_NONFINITE)
-        steps = checks.positive_int("steps", self.steps)
+        steps = check_steps(self.steps)
         warmup_steps = checks.nonnegative_int("warmup_steps", self.warmup_steps)
         if warmup_steps >= steps:
             raise ValueError(f"`warmup_steps` must be < `steps` = {steps}, got {self.warmup_steps!r}.")
@@ -99,8 +115,7 @@ class TrainConfig:
         batch_size = None if self.batch_size is None else checks.positive_int("batch_size", self.batch_size)
         if self.loss is not None:
             losses.get(self.loss)  # unknown name -> ValueError listing the choices
-        if not isinstance(self.progress, bool):
-            raise ValueError(f"`progress` must be True or False, got {self.progress!r}.")
+        checks.boolean("progress", self.progress)
         normalised = {
             "steps": steps,
             "warmup_steps": warmup_steps,
@@ -120,16 +135,39 @@ class TrainConfig:
         return min(max(k, 1), self.steps)
 
 
+def check_steps(value: Any, name: str = "steps") -> int:
+    """`value` as an int in [1, `MAX_STEPS`] (the compiled loop counts steps in int32).
+
+    Raises:
+      ValueError: out of range, naming `name`; an `ArgumentTypeError` for a non-integer.
+    """
+    steps = checks.positive_int(name, value)
+    if steps > MAX_STEPS:
+        raise ValueError(
+            f"`{name}` must be an integer in [1, {MAX_STEPS}] (2**30: the compiled loop counts steps in "
+            f"int32), got {value!r}; train in several `fit` calls from the returned models."
+        )
+    return steps
+
+
 def check_learning_rate(value: Any) -> float | tuple[float, ...]:
     """`value` as a finite float > 0, or as a tuple of them from a 1-D sequence or array.
 
     Raises:
-      ValueError: anything else, naming `learning_rate`.
+      ValueError: anything else, naming `learning_rate` (an `ArgumentTypeError`, also a TypeError, for
+        strings, bools, None and non-numeric arrays).
     """
+    wrong = value is None or isinstance(value, str | bytes | bool | np.bool_)
     try:
-        lr = np.asarray(value, dtype=np.float64)
+        raw = np.asarray(value)
+        lr = raw.astype(np.float64)
     except (TypeError, ValueError):
-        raise ValueError(f"`learning_rate` must be a finite number > 0, got {value!r}.") from None
+        wrong = True
+    if wrong or raw.dtype.kind not in "iuf":
+        raise checks.ArgumentTypeError(
+            f"`learning_rate` must be a finite number > 0 or a 1-D sequence of them (one per net), got "
+            f"{value!r} ({type(value).__name__})."
+        )
     if lr.ndim == 0:
         return checks.positive("learning_rate", value if isinstance(value, int | float) else float(lr))
     if lr.ndim != 1 or lr.size == 0 or not (np.all(np.isfinite(lr)) and np.all(lr > 0)):
@@ -141,6 +179,11 @@ def check_learning_rate(value: Any) -> float | tuple[float, ...]:
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+_REQUIRED = tuple(
+    f.name
+    for f in dataclasses.fields(TrainConfig)
+    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+)
 
 
 def resolve(config: TrainConfig | None, fields: Mapping[str, Any], *, where: str = "fit") -> TrainConfig:
@@ -159,6 +202,12 @@ def resolve(config: TrainConfig | None, fields: Mapping[str, Any], *, where: str
             f"{where}() got unexpected keyword argument(s) {unknown}; the training fields are {list(_FIELDS)}."
         )
     if config is None:
+        missing = [f"`{name}`" for name in _REQUIRED if name not in fields]
+        if missing:
+            raise checks.ArgumentTypeError(
+                f"{where}() needs the training field(s) {', '.join(missing)}: pass them as keywords (e.g. "
+                "optimizer='adam', learning_rate=1e-3, steps=1000) or pass `config=TrainConfig(...)`."
+            )
         return TrainConfig(**fields)
     if not isinstance(config, TrainConfig):
         raise TypeError(f"`config` must be a TrainConfig or None, got {type(config).__name__}.")

@@ -185,8 +185,12 @@ def load(name: str, *, seed: int = 0, **options: Any) -> Dataset:
     Returns:
       A `Dataset` (inputs (n, d) float32; labels as in the module table).
     Raises:
-      ValueError: unknown `name`, an unknown option (the message lists the valid ones), or an
-        option value out of range (named with its value), e.g. n_train <= 0 or noise < 0.
+      ValueError: unknown `name`, an unknown option (the message lists the valid ones), an
+        option value out of range (named with its value), e.g. n_train <= 0 or noise < 0, or sizes
+        whose arrays would not fit in host memory (the message gives the estimate), before anything
+        is drawn.
+      TypeError: (`jaxvg.checks.ArgumentTypeError`, also a ValueError) an option of the wrong
+        type, e.g. a string or a bool for a size.
 
     Example:
       >>> ds = load("spirals", seed=1, n_train=8, n_test=4, noise=0.1)
@@ -205,6 +209,17 @@ def load(name: str, *, seed: int = 0, **options: Any) -> Dataset:
         )
     kwargs = {**defaults, **options}
     return _BUILDERS[name](seed=int(seed), **kwargs)
+
+
+def _check_size(name: str, sizes: dict[str, int], *, stored: int, peak: int) -> None:
+    """Refuse, before drawing anything, a set whose arrays cannot fit in host memory."""
+    shown = ", ".join(f"`{k}`={v}" for k, v in sizes.items())
+    checks.check_memory(
+        stored + peak,
+        f"load({name!r}, {shown}) (the dataset's arrays and the float64 temporaries that draw them)",
+        f"pass smaller {' / '.join(f'`{k}`' for k in sizes)}",
+        host=True,
+    )
 
 
 def _rng(name: str, seed: int) -> np.random.Generator:
@@ -234,6 +249,12 @@ def _spirals(*, seed: int, n_train: int, n_test: int, noise: float, turns: float
         x = x + noise * rng.standard_normal(size=(n, 2))
         return x.astype(np.float32), labels.astype(np.int32)
 
+    _check_size(
+        "spirals",
+        {"n_train": n_train, "n_test": n_test},
+        stored=12 * (n_train + n_test),  # x (n, 2) float32 and labels int32
+        peak=100 * max(n_train, n_test),  # float64 angles, radii, points and noise while drawing
+    )
     x_train, y_train = draw(n_train)
     x_test, y_test = draw(n_test)
     return Dataset("spirals", x_train, y_train, x_test, y_test, num_classes=2, loss="cross_entropy")
@@ -259,6 +280,14 @@ def _teacher(
     n_test = checks.positive_int("n_test", n_test)
     noise = checks.nonnegative("noise", noise)
     phi = activations.get(activation)
+    n_max = max(n_train, n_test)
+    _check_size(
+        "teacher",
+        {"n_train": n_train, "n_test": n_test, "in_features": in_features, "width": width},
+        stored=4 * (n_train + n_test) * (in_features + out_features),
+        # float64 draws of x and the targets, and the teacher's float32 activations (n, width)
+        peak=n_max * (12 * in_features + 12 * width + 32 * out_features) + 8 * (depth * width * width),
+    )
     rng = _rng("teacher", seed)
 
     sizes = [in_features] + [width] * depth + [out_features]
@@ -368,6 +397,12 @@ def _mnist1d(*, seed: int, num_samples: int, test_fraction: float) -> Dataset:
         raise ValueError(
             f"`test_fraction`={test_fraction!r} with `num_samples`={num_samples!r} leaves an empty split."
         )
+    _check_size(
+        "mnist1d",
+        {"num_samples": num_samples},
+        stored=num_samples * (40 * 4 + 4),
+        peak=num_samples * 40 * 8 * 10,  # the package's float64 templates, padding and noise (estimated)
+    )
     # Lazy: the package imports matplotlib.pyplot and requests. Only the generator is called.
     from mnist1d.data import get_dataset_args, make_dataset
 

@@ -90,8 +90,15 @@ def fit(
         with a minibatch; duplicate or negative seeds; a keyword that conflicts with `config`.
       TypeError: `model` is not a module (without seeds) or not callable (with seeds); an unknown
         keyword.
-      FloatingPointError: a non-finite loss with `on_nonfinite="raise"` (`err.history`, `err.step`,
-        `err.seed`, `err.block`).
+      FloatingPointError: a non-finite loss, gradient or update at an applied step with
+        `on_nonfinite="raise"`. Attributes: `err.history`, `err.step` (int), `err.seed` (the int seed
+        of the diverged net with `seeds`, else None), `err.net` (its index), `err.name` (e.g.
+        "seed 2") and `err.block` (see `jaxvg.train.history.nonfinite_error`).
+    Warns:
+      jaxvg.train.history.NonFiniteEndWarning: the loss or gradient at the final parameters (step
+        `steps`, computed for the log and never applied) is non-finite while every applied step was
+        finite. Nothing is raised and the net is not marked diverged: the finite trained model is
+        returned (in raise mode too), and the last logged values show the non-finite numbers.
 
     Example:
       >>> import numpy as np
@@ -131,8 +138,11 @@ def fit(
     try:
         out = fit_stacked(graphdef, params, rest, data, config, keys=keys, names=names)
     except FloatingPointError as err:
-        if seeds is None and hasattr(err, "history"):
-            err.history = history_lib.squeeze(err.history)
+        if hasattr(err, "history"):
+            if seeds is None:
+                err.history = history_lib.squeeze(err.history)
+            else:
+                err.seed = seeds[err.net]  # the int seed; the message says "seed {s}"
         raise
     models = stacking.unstack_models(graphdef, out.params, out.rest)
     history = out.history if seeds is not None else history_lib.squeeze(out.history)

@@ -23,7 +23,21 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["assemble", "nonfinite_error", "squeeze", "truncate"]
+__all__ = [
+    "NonFiniteEndWarning",
+    "assemble",
+    "nonfinite_error",
+    "nonfinite_end_warning",
+    "squeeze",
+    "truncate",
+]
+
+
+class NonFiniteEndWarning(RuntimeWarning):
+    """The loss or gradient at the final parameters (step `steps`, taken for the log and never
+    applied) is non-finite although every applied step was finite: the parameters are returned.
+    The next step would diverge."""
+
 
 _PER_STEP = ("train/batch_loss",)  # per-step keys, (N, steps); the other log keys are per logged point
 _NOT_LOGGED = ("step", "diverged", "diverged_step", "monitor", "monitor_step")
@@ -114,8 +128,10 @@ def nonfinite_error(
     """The `FloatingPointError` of raise mode, for the net that diverged first.
 
     It names the step, the net and the first parameter group (input side first) whose gradient
-    went non-finite; `err.history` holds the logged steps before it, and `err.step`, `err.seed`
-    (the net's name) and `err.block` the details.
+    went non-finite. Attributes: `err.history` (the logged steps before it), `err.step` (int),
+    `err.net` (the net's index in the stack, int), `err.name` (how the message names the net, e.g.
+    "seed 5"), `err.seed` (None here; `fit` sets the net's int seed when it trained `seeds`) and
+    `err.block` (the first group with a non-finite gradient, or None).
     """
     div, div_step = history["diverged"], history["diverged_step"]
     i = int(np.argmin(np.where(div, div_step, np.iinfo(np.int64).max)))
@@ -128,9 +144,23 @@ def nonfinite_error(
     )
     err.history = truncate(history, t0)
     err.step = t0
-    err.seed = names[i]
+    err.net = i
+    err.name = names[i]
+    err.seed = None
     err.block = block
     return err
+
+
+def nonfinite_end_warning(end_nonfinite: np.ndarray, names: Sequence[str], steps: int) -> NonFiniteEndWarning:
+    """The warning for nets whose final (logged, never applied) loss or gradient is non-finite."""
+    which = [names[i] for i in np.flatnonzero(end_nonfinite)]
+    shown = ", ".join(which[:5]) + (f" and {len(which) - 5} more" if len(which) > 5 else "")
+    return NonFiniteEndWarning(
+        f"the loss or gradient at the final parameters (step {steps}, computed for the log and never "
+        f"applied) is non-finite for {shown}; every applied step was finite, so the trained parameters "
+        "are returned, but one more step would diverge (lower `learning_rate` or set `clip_norm`). The "
+        "last logged values of the history show the non-finite numbers."
+    )
 
 
 def _describe_bad_groups(group_names: Sequence[str], bad_groups: np.ndarray) -> tuple[str | None, str]:

@@ -108,8 +108,11 @@ class TrainState:
       params: the `nnx.Param` state, packed (`StepSpec.params_packing`).   opt_state: the optimizer
         state of the packed params.   rest: the other module state, packed (`rest_packing`).
       perm: the current epoch's permutation, (n,) int32 (minibatch runs; (1,) otherwise).
-      diverged: () bool.   diverged_step: () int32, -1 if never.
+      diverged: () bool, an applied step (t < steps) had a non-finite loss, gradient or update.
+      diverged_step: () int32, -1 if never.
       bad_groups: (L + 1,) bool, the parameter groups whose gradient was non-finite when it diverged.
+      end_nonfinite: () bool, the loss or gradient taken at t == steps for the log (never applied)
+        was non-finite while every applied step was finite.
     """
 
     params: Any
@@ -119,11 +122,21 @@ class TrainState:
     diverged: jax.Array
     diverged_step: jax.Array
     bad_groups: jax.Array
+    end_nonfinite: jax.Array
 
 
 jax.tree_util.register_dataclass(
     TrainState,
-    data_fields=["params", "opt_state", "rest", "perm", "diverged", "diverged_step", "bad_groups"],
+    data_fields=[
+        "params",
+        "opt_state",
+        "rest",
+        "perm",
+        "diverged",
+        "diverged_step",
+        "bad_groups",
+        "end_nonfinite",
+    ],
     meta_fields=[],
 )
 
@@ -215,7 +228,9 @@ def train_step(
 
     At t == steps the gradient is taken for the log and nothing is applied. An update is rejected
     (the net frozen, `diverged` set) when the loss, any gradient or the new parameters are not
-    finite; `bad_groups` records which parameter groups had a non-finite gradient.
+    finite; `bad_groups` records which parameter groups had a non-finite gradient. At t == steps a
+    non-finite loss or gradient does not mark the net diverged (nothing is applied, its parameters
+    are finite): it sets `end_nonfinite` instead.
 
     Returns:
       (new state, (L,) kernel-gradient log10 norms (NaN unless `want_norms`), the batch loss).
@@ -238,9 +253,10 @@ def train_step(
     )
     group_bad = jnp.zeros((num_groups,), bool).at[jnp.asarray(spec.leaf_group, jnp.int32)].max(~leaf_ok)
     params_ok = jnp.all(jnp.stack([jnp.isfinite(jnp.sum(p)) for p in jax.tree.leaves(new_params)]))
+    applied = t < spec.steps  # at t == steps the gradient is only logged
     bad = ~jnp.isfinite(value) | jnp.any(group_bad) | ~params_ok
-    newly = bad & ~state.diverged
-    accept = ~bad & ~state.diverged & (t < spec.steps)
+    newly = bad & applied & ~state.diverged
+    accept = ~bad & ~state.diverged & applied
 
     def select(new, old):
         return jax.tree.map(lambda a, b: a if is_key(a) else jnp.where(accept, a, b), new, old)
@@ -250,9 +266,10 @@ def train_step(
         opt_state=select(new_opt, state.opt_state),
         rest=select(new_rest, state.rest),
         perm=perm,
-        diverged=state.diverged | bad,
+        diverged=state.diverged | newly,
         diverged_step=jnp.where(newly, t, state.diverged_step),
         bad_groups=jnp.where(newly, group_bad, state.bad_groups),
+        end_nonfinite=state.end_nonfinite | (bad & ~applied & ~state.diverged),
     )
     return new_state, norms, value.astype(jnp.float32)
 
@@ -336,8 +353,9 @@ def _initial_program(
     optimizer: str, clip_norm: float | None, perm_len: int, num_groups: int, params: Packing, rest: Packing
 ) -> Callable:
     """jit of `(params, rest) -> (packed params, opt_state, packed rest, perm, diverged,
-    diverged_step, bad_groups)` for a stack: one dispatch instead of one eager op per leaf. Cached
-    on what it depends on (runs that differ in steps or schedule share it) and per shape by jit."""
+    diverged_step, bad_groups, end_nonfinite)` for a stack: one dispatch instead of one eager op per
+    leaf. Cached on what it depends on (runs that differ in steps or schedule share it) and per
+    shape by jit."""
     tx = optimizers.base_transform(optimizer, clip_norm)
 
     def init(p, r):
@@ -354,6 +372,7 @@ def _initial_program(
             jnp.zeros((n_nets,), bool),
             jnp.full((n_nets,), -1, jnp.int32),
             jnp.zeros((n_nets, num_groups), bool),
+            jnp.zeros((n_nets,), bool),
         )
 
     return jax.jit(init)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -108,12 +109,17 @@ class Trainer:
         names: Sequence[str] | None = None,
     ):
         if not isinstance(config, TrainConfig):
-            raise TypeError(f"`config` must be a TrainConfig, got {type(config).__name__}.")
+            raise checks.ArgumentTypeError(f"`config` must be a TrainConfig, got {type(config).__name__}.")
+        if not isinstance(graphdef, nnx.GraphDef):
+            raise checks.ArgumentTypeError(
+                f"`graphdef` must be an nnx.GraphDef (from `nnx.split(model, nnx.Param, ...)` or "
+                f"`stack_models`), got {type(graphdef).__name__}."
+            )
         self.config = config
         self.n_nets = _n_nets(params, rest)
         self.learning_rate = self._learning_rates(config.learning_rate)
-        self.names = [f"net {i}" for i in range(self.n_nets)] if names is None else list(names)
-        self.spec, self.arrays = _build_spec(graphdef, params, rest, data, config)
+        self.names = _check_names(names, self.n_nets)
+        self.spec, self.arrays = _build_spec(graphdef, params, rest, data, config, self.n_nets)
 
     def _learning_rates(self, learning_rate: float | tuple[float, ...]) -> jax.Array:
         """(N,) learning rates in the default float dtype (float64 under x64)."""
@@ -180,7 +186,11 @@ class Trainer:
         """The trained stack and its history (`jaxvg.train.history`).
 
         Raises:
-          FloatingPointError: a net diverged and `on_nonfinite` is "raise".
+          FloatingPointError: an applied step of a net went non-finite and `on_nonfinite` is "raise".
+        Warns:
+          history.NonFiniteEndWarning: the loss or gradient at the final parameters (step `steps`,
+            computed for the log, never applied) is non-finite while every applied step was finite:
+            the finite parameters are returned (in either mode) and the net is not marked diverged.
         """
         div = np.asarray(jax.device_get(run.state.diverged))
         div_step = np.where(div, np.asarray(jax.device_get(run.state.diverged_step)), -1).astype(np.int64)
@@ -190,6 +200,11 @@ class Trainer:
         if self.config.on_nonfinite == "raise" and div.any():
             bad_groups = np.asarray(jax.device_get(run.state.bad_groups))
             raise history_lib.nonfinite_error(history, bad_groups, self.spec.group_names, self.names)
+        end_bad = np.asarray(jax.device_get(run.state.end_nonfinite)) & ~div
+        if end_bad.any():
+            warnings.warn(
+                history_lib.nonfinite_end_warning(end_bad, self.names, self.spec.steps), stacklevel=3
+            )
         params, rest = compiled_unpack(self.spec)(run.state.params, run.state.rest)
         return StackedFit(params, rest, history)
 
@@ -261,8 +276,33 @@ def evaluate_stacked(graphdef: nnx.GraphDef, params: Any, rest: Any, data: Any, 
     return Trainer(graphdef, params, rest, data, config).evaluate(params, rest)
 
 
+def _check_names(names: Any, n_nets: int) -> list[str]:
+    if names is None:
+        return [f"net {i}" for i in range(n_nets)]
+    if (
+        isinstance(names, str)
+        or not isinstance(names, Sequence)
+        or not all(isinstance(n, str) for n in names)
+    ):
+        raise checks.ArgumentTypeError(
+            f"`names` must be None or a sequence of {n_nets} strings, got {names!r}."
+        )
+    if len(names) != n_nets:
+        raise ValueError(
+            f"`names` must name each of the {n_nets} nets, got {len(names)} names: {list(names)!r}."
+        )
+    return list(names)
+
+
 def _n_nets(params: Any, rest: Any) -> int:
     leaves = jax.tree.leaves((params, rest))
+    for name, tree in (("params", params), ("rest", rest)):
+        for leaf in jax.tree.leaves(tree):
+            if not (hasattr(leaf, "shape") and hasattr(leaf, "dtype")):
+                raise checks.ArgumentTypeError(
+                    f"`{name}` must be a state of arrays (from `nnx.split` or `stack_models`), got a leaf of type "
+                    f"{type(leaf).__name__}: {leaf!r:.60}."
+                )
     if not jax.tree.leaves(params):
         raise ValueError("`params` is empty: the model has no nnx.Param to train.")
     n = leaves[0].shape[0] if len(leaves[0].shape) else 0
@@ -284,13 +324,13 @@ def _unpack_data(data: Any) -> tuple[Any, Any, Any, Any, str | None]:
             getattr(data, "y_test", None),
             getattr(data, "loss", None),
         )
-    raise ValueError(
+    raise checks.ArgumentTypeError(
         f"`data` must be a jaxvg.train.data.Dataset or a tuple (x, y), got {type(data).__name__}."
     )
 
 
 def _build_spec(
-    graphdef: Any, params: Any, rest: Any, data: Any, config: TrainConfig
+    graphdef: Any, params: Any, rest: Any, data: Any, config: TrainConfig, n_nets: int
 ) -> tuple[StepSpec, dict]:
     """Check the data against the config and the model, on the host; the spec and the device arrays."""
     x, y, xt, yt, data_loss = _unpack_data(data)
@@ -335,12 +375,19 @@ def _build_spec(
         raise ValueError(f"`monitor_every` needs a model the measures can read: {statics.monitor_problem}")
     try:
         out = _eval_forward(statics.eval_graphdef).eval_shape(*one, jax.ShapeDtypeStruct(x.shape, x.dtype))
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"`data` inputs of shape {x.shape} do not fit the model: {e}") from e
+    except Exception as e:  # the user's model code: any error, reported with the shapes, before training
+        raise ValueError(
+            f"`data` inputs of shape {x.shape} ({x.dtype}) do not fit the model: its forward pass (evaluation "
+            f"mode, traced by jax.eval_shape) raised {type(e).__name__}: {e}"
+        ) from e
     if not callable(loss):
         losses.check_targets(loss, y, out.shape, name="data.y_train" if data_loss else "data[1] (y)")
         if has_test:
             losses.check_targets(loss, yt, (yt.shape[0], *out.shape[1:]), name="data.y_test")
+        if loss == "cross_entropy":  # integer-valued (checked above); the loss takes an integer dtype
+            y = y.astype(np.int32)
+            yt = yt.astype(np.int32) if has_test else yt
+    _check_history_memory(config, n_nets, len(statics.kernel_index), batch_size or n)
 
     spec = StepSpec(
         graphdef=graphdef,
@@ -368,6 +415,36 @@ def _build_spec(
     return spec, arrays
 
 
+def _check_history_memory(config: TrainConfig, n_nets: int, n_blocks: int, batch: int) -> None:
+    """Refuse, before compiling, a run whose history cannot fit in host memory.
+
+    The host keeps, per net: the batch loss of every step (float32, `steps`), per logged point the
+    losses, accuracies and L kernel-gradient norms (about L + 5 float32), and with `monitor_every`
+    per record a `GradientFlow` (about 6 (L + 1) float32); assembling the history copies them once
+    more (x 2).
+    """
+    steps, k = config.steps, config.chunk_steps
+    logged = -(-steps // k) + 1
+    floats = steps + logged * (n_blocks + 5)
+    if config.monitor_every is not None:
+        floats += (steps // config.monitor_every + 1) * 6 * (n_blocks + 1)
+    nbytes = 2 * 4 * n_nets * floats
+    checks.check_memory(
+        nbytes,
+        f"the training history of `steps`={steps} for {n_nets} net(s) of {n_blocks} blocks (one batch loss "
+        f"per step, {logged} logged points every `log_every`={k} steps"
+        + (
+            ""
+            if config.monitor_every is None
+            else f", a gradient flow every `monitor_every`={config.monitor_every}"
+        )
+        + ")",
+        "pass fewer `steps` (and train again from the returned models), or a larger `log_every` or "
+        "`monitor_every`",
+        host=True,
+    )
+
+
 class _Statics(NamedTuple):
     in_features: int | None  # `contracts.input_features`
     eval_graphdef: Any  # graphdef of the evaluation-mode view
@@ -385,23 +462,26 @@ def _model_statics(graphdef: Any, one: Any) -> _Statics:
     """What the trainer reads from one net's module, cached on the graphdef and the shapes and
     dtypes of one net's state (`one`, abstract): merging and viewing costs milliseconds per call."""
     key = (graphdef, jax.tree.structure(one), tuple((a.shape, a.dtype) for a in jax.tree.leaves(one)))
-    hit = _MODEL_STATICS.get(key)
+    try:
+        hit = _MODEL_STATICS.get(key)
+    except TypeError:  # a static attribute that cannot be hashed: jit cannot cache the program either
+        raise checks.ArgumentTypeError(_unhashable_message(nnx.merge(graphdef, *one))) from None
     if hit is None:
         model = nnx.merge(graphdef, *one)
         view = nnx.view(model, deterministic=True, use_running_average=True, raise_if_not_found=False)
         eval_graphdef, _, _ = nnx.split(view, nnx.Param, ...)
-        is_block_model = isinstance(model, contracts.BlockModel)
         problem = ""
         try:
             contracts.check_block_model(model)
         except TypeError as e:
             problem = str(e)
+        is_block_model = not problem  # a `blocks` attribute that breaks the contract: not a block model
         if not problem and nnx.state(model, models.ActiveBlocks):
             problem = "a depth-masked model (`max_depth`): the measures would see every block as active."
         hit = _Statics(
             contracts.input_features(model) if is_block_model else getattr(model, "in_features", None),
             eval_graphdef,
-            *_block_layout(model, one[0]),
+            *_block_layout(model, one[0], is_block_model),
             problem,
         )
         if len(_MODEL_STATICS) >= _MODEL_STATICS_SIZE:
@@ -410,12 +490,39 @@ def _model_statics(graphdef: Any, one: Any) -> _Statics:
     return hit
 
 
-def _block_layout(model: nnx.Module, params: Any) -> tuple[tuple[int, ...], tuple[int, ...], tuple[str, ...]]:
+def _unhashable_message(model: nnx.Module) -> str:
+    """Why a model's graphdef cannot be hashed: the first static attribute that cannot be."""
+    where = "an attribute"
+    for path, node in nnx.iter_graph(model):
+        if not isinstance(node, nnx.Module):
+            continue
+        for name, value in vars(node).items():
+            if name.startswith("_") or isinstance(value, nnx.Module | nnx.Variable | nnx.List | jax.Array):
+                continue
+            try:
+                hash(value)
+            except TypeError:
+                dotted = ".".join(str(p) for p in (*path, name))
+                where = f"`model.{dotted}` = {value!r:.60} ({type(value).__name__})"
+                break
+        else:
+            continue
+        break
+    return (
+        f"`model` has a static attribute that cannot be hashed: {where}. jax compiles one program per "
+        "model structure and needs the structure hashable: store modules in an nnx.List, arrays in "
+        "nnx.Variable/nnx.data, and other static values as tuples, not lists, dicts or sets."
+    )
+
+
+def _block_layout(
+    model: nnx.Module, params: Any, is_block_model: bool
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[str, ...]]:
     """(per block: index of its kernel among the params leaves (`contracts.kernel_path`) or -1;
     per params leaf: the block it belongs to, or L outside the blocks; per group: its name)."""
     paths = [path for path, _ in nnx.to_flat_state(params)]  # the order of jax.tree.leaves(params)
     index = {path: j for j, path in enumerate(paths)}
-    blocks = list(model.blocks) if isinstance(model, contracts.BlockModel) else []
+    blocks = list(model.blocks) if is_block_model else []
     leaf_group = [len(blocks)] * len(paths)
     kernel_index = []
     for i, block in enumerate(blocks):

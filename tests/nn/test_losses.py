@@ -2,6 +2,7 @@
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -117,3 +118,59 @@ def test_check_targets_accepts_fitting_targets_and_skips_callables():
     losses.check_targets(lambda out, y: 0.0, np.array([np.nan]), (7,))  # callables are not checked
     with pytest.raises(ValueError, match=r"`data.y_test` for loss='mse'"):
         losses.check_targets("mse", np.zeros((2,)), (2, 1), name="data.y_test")
+
+
+# ----------------------------------------------------------------------------- reliability
+
+
+@pytest.mark.parametrize(
+    "loss, outputs, targets, error, match",
+    [
+        (
+            "mse",
+            (4, 1),
+            (4,),
+            ValueError,
+            r"`targets` for loss='mse' must have the outputs' shape \(4, 1\), got \(4,\)",
+        ),
+        (
+            "binary_cross_entropy",
+            (4,),
+            (4, 1),
+            ValueError,
+            r"`labels` for loss='binary_cross_entropy' must have",
+        ),
+        (
+            "cross_entropy",
+            (4, 3),
+            (4, 1),
+            ValueError,
+            r"`labels` for loss='cross_entropy' must be integer class labels of shape \(4,\)",
+        ),
+        (
+            "cross_entropy",
+            (4, 3),
+            (4,),
+            TypeError,
+            r"`labels` for loss='cross_entropy' must have an integer dtype",
+        ),
+    ],
+)
+def test_the_losses_refuse_mismatched_shapes_also_under_jit(loss, outputs, targets, error, match):
+    fn = losses.get(loss)
+    out, y = jnp.zeros(outputs), jnp.zeros(targets)
+    with pytest.raises(error, match=match):
+        fn(out, y)
+    with pytest.raises(error, match=match):
+        jax.jit(fn)(out, y)
+
+
+def test_get_and_accuracy_name_the_loss():
+    with pytest.raises(
+        TypeError, match=r"`loss` must be one of \[.*\] or a callable .*got None \(NoneType\)"
+    ):
+        losses.get(None)
+    with pytest.raises(ValueError, match=r"`loss` must be one of .*got 'MSE'"):
+        losses.get("MSE")
+    with pytest.raises(ValueError, match=r"`loss` must be one of .*got 'hinge'"):
+        losses.accuracy("hinge", jnp.zeros((2, 2)), jnp.zeros((2,), int))

@@ -150,7 +150,7 @@ def test_float64_without_x64_says_how_to_enable():
 
 
 def test_integer_param_dtype_rejected():
-    with pytest.raises(ValueError, match=r"`param_dtype` must be a floating dtype, got .*int32"):
+    with pytest.raises(ValueError, match=r"`param_dtype` must be a floating dtype, .*got .*int32"):
         models.MLP(3, 8, 2, 1, param_dtype=jnp.int32, rngs=nnx.Rngs(0))
 
 
@@ -340,3 +340,74 @@ def test_scanned_blocks_equal_the_unrolled_loop_at_depth(x64):
     forward = jax.jit(lambda p, x: nnx.merge(graphdef, p, rest, copy=True)(x))
     np.testing.assert_allclose(forward(params, x), unrolled(x), rtol=1e-11, atol=1e-12)  # training mode
     np.testing.assert_allclose(scanned(x), _manual_forward(scanned, x), rtol=1e-11, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- reliability
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float16, jnp.bfloat16])
+@pytest.mark.parametrize("init", ["gaussian", "orthogonal"])
+def test_the_largest_allowed_sigma_gives_finite_weights_and_a_larger_one_is_refused(dtype, init):
+    info = jnp.finfo(dtype)
+    with pytest.raises(
+        ValueError, match=r"`sigma_w2`=.* overflow to \+-inf.* must lie in \[(\S+), (\S+)\]"
+    ) as e:
+        models.MLP(
+            3, 4, 2, 1, init=init, sigma_w2=4 * float(info.max) ** 2, param_dtype=dtype, rngs=nnx.Rngs(0)
+        )
+    high = float(e.value.args[0].split("must lie in [")[1].split(", ")[1].split("]")[0])
+    model = models.MLP(3, 4, 2, 1, init=init, sigma_w2=0.99 * high, param_dtype=dtype, rngs=nnx.Rngs(0))
+    kernels = [b.linear.kernel[...] for b in model.blocks] + [model.head.kernel[...]]
+    assert all(bool(jnp.isfinite(k).all()) for k in kernels)
+    with pytest.raises(ValueError, match=r"`sigma_w2`=1e-300 .*flush to zero"):
+        models.MLP(3, 4, 2, 1, init=init, sigma_w2=1e-300, param_dtype=dtype, rngs=nnx.Rngs(0))
+
+
+def test_the_issue_examples_are_refused_by_name():
+    with pytest.raises(ValueError, match=r"`sigma_w2`=1e\+300 makes the float32 initial weights .*overflow"):
+        models.MLP(3, 4, 2, 1, init="gaussian", sigma_w2=1e300, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"`sigma_b2`=1e\+300 .*overflow.*or be 0"):
+        models.MLP(3, 4, 2, 1, init="gaussian", sigma_b2=1e300, rngs=nnx.Rngs(0))
+    with pytest.raises(TypeError, match=r"`use_bias` must be True or False, got 'no' \(str\)"):
+        models.MLP(3, 4, 2, 1, use_bias="no", rngs=nnx.Rngs(0))
+    with pytest.raises(
+        TypeError, match=r"`param_dtype` must be a floating dtype, one of \[.*'float32'.*got 'banana'"
+    ):
+        models.MLP(3, 4, 2, 1, param_dtype="banana", rngs=nnx.Rngs(0))
+    assert models.MLP(3, 4, 2, 1, use_bias=False, rngs=nnx.Rngs(0)).blocks[0].linear.bias is None
+
+
+@pytest.mark.parametrize("name", ["use_bias", "residual", "scan_blocks"])
+@pytest.mark.parametrize("value", ["no", "False", 0, 1, None, np.array(True)])
+def test_every_bool_is_type_checked(name, value):
+    with pytest.raises(TypeError, match=rf"`{name}` must be True or False, got .*"):
+        models.MLP(4, 4, 2, 1, **{name: value}, rngs=nnx.Rngs(0))
+    assert models.MLP(4, 4, 2, 1, **{name: np.bool_(True)}, rngs=nnx.Rngs(0)) is not None
+
+
+def test_sizes_are_checked_before_anything_is_built():
+    import time
+
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r"`width`=1000000.* needs about .*TiB.*more than the .* available"):
+        models.MLP(4, 10**6, 3, 1, rngs=nnx.Rngs(0))
+    with pytest.raises(
+        ValueError, match=r"`depth`=10000000 asks for 10000000 blocks; an MLP has at most 100000"
+    ):
+        models.MLP(4, 8, 10**7, 1, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"`max_depth`=1000000 asks for 1000000 blocks"):
+        models.MLP(4, 8, 2, 1, max_depth=10**6, rngs=nnx.Rngs(0))
+    assert time.perf_counter() - start < 5  # up front: nothing allocated, nothing built
+
+
+def test_the_memory_estimate_is_the_parameter_count(monkeypatch):
+    from jaxvg import checks
+
+    count = models.parameter_count(3, 8, 4, 2, use_bias=True, norm="layer")
+    model = models.MLP(3, 8, 4, 2, norm="layer", rngs=nnx.Rngs(0))
+    assert count == sum(v[...].size for _, v in nnx.to_flat_state(nnx.state(model, nnx.Param))) == 330
+    monkeypatch.setattr(checks, "available_memory", lambda host=False: (4 * count, "test"))
+    with pytest.raises(
+        ValueError, match=r"float32 parameters \(330 entries.* more than the 1.29 KiB available \(test\)"
+    ):
+        models.MLP(3, 8, 4, 2, norm="layer", rngs=nnx.Rngs(0))

@@ -223,7 +223,7 @@ def test_nonfinite_raise_names_step_seed_and_block_and_keeps_history():
     ) as info:
         train.fit(relu_factory, SPIRALS, seeds=[5, 6], **_HUGE)
     err = info.value
-    assert err.step >= 1 and err.seed == "seed 5" and err.block.startswith("blocks[")
+    assert err.step >= 1 and err.seed == 5 and err.name == "seed 5" and err.block.startswith("blocks[")
     assert err.history["step"].size >= 1 and (err.history["step"] < err.step).all()
     assert np.isfinite(err.history["train/loss"]).all()
     assert err.history["train/loss"].shape == (2, err.history["step"].size)

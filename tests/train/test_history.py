@@ -60,7 +60,7 @@ def test_nonfinite_error_names_step_net_and_block(bad_groups, block, phrase):
     groups = np.array([[False] * 4, bad_groups])
     err = history.nonfinite_error(h, groups, ("blocks[0]", "blocks[1]", "blocks[2]", "head"), ["a", "b"])
     assert isinstance(err, FloatingPointError)
-    assert err.step == 3 and err.seed == "b" and err.block == block
+    assert err.step == 3 and err.net == 1 and err.name == "b" and err.seed is None and err.block == block
     assert str(err).startswith("non-finite loss or gradient at step 3 (b): ")
     assert re.search(phrase, str(err))
     np.testing.assert_array_equal(err.history["step"], [0, 2])
