@@ -213,3 +213,32 @@ def test_main_passes_the_schema_and_run_checks_its_config(name, monkeypatch):
     assert seen["schema"] is module.CELL_SCHEMA
     with pytest.raises(TypeError, match=rf"`config` must be a experiments.{name}.Config, got dict"):
         module.run({"quick": True})
+
+
+@pytest.mark.slow  # uses the session's quick run of xor
+def test_an_interrupted_experiment_keeps_its_finished_cells_and_resumes(
+    request, tmp_path, monkeypatch, capsys
+):
+    cells = _real_cells("xor", request)
+    calls = []
+
+    def interrupted(config, depth):
+        if depth != 1:
+            raise KeyboardInterrupt("interrupted while training the deep nets")
+        calls.append("shallow")
+        return _without_setup(cells["shallow"])
+
+    monkeypatch.setattr(xor, "train_cell", interrupted)
+    argv = ["--quick", "--out-dir", str(tmp_path / "xor")]
+    with pytest.raises(KeyboardInterrupt):
+        xor.main(argv)
+    config = report.cli.parse(xor.Config, argv)
+    assert set(report.finished_cells(config.out_dir, config=config, schema=xor.CELL_SCHEMA)) == {"shallow"}
+    assert not (tmp_path / "xor" / "metrics.json").exists()
+    _fake_kernel("xor", cells, calls, monkeypatch)
+    res = xor.main(argv)
+    assert calls == ["shallow", "deep"] and res["computed"] == ["deep"]
+    assert (
+        report.read_json(tmp_path / "xor" / "metrics.json")["results"]["deep"]["solved"]
+        == cells["deep"]["solved"]
+    )
