@@ -102,24 +102,49 @@ class Config:
 
     def __post_init__(self):
         experiment.apply_quick(self)
-        if not self.activations:
-            raise ValueError(f"`activations` must name at least one activation, got {self.activations!r}.")
-        for a in self.activations:
-            activations.get(a)
-        if not self.weights:
-            raise ValueError(
-                f"`weights` must be a non-empty subset of {list(WEIGHTS)}, got {self.weights!r}."
-            )
-        for w in self.weights:
-            checks.choice("weights", w, WEIGHTS)
-        if not self.depths:
-            raise ValueError(f"`depths` must be a non-empty tuple of integers >= 1, got {self.depths!r}.")
-        for d in self.depths:
-            checks.positive_int("depths", d)
+        experiment.check_common(self)
+        names = experiment.check_tuple("activations", self.activations, _registry_name)
+        weights = experiment.check_tuple(
+            "weights", self.weights, lambda name, w: checks.choice(name, w, WEIGHTS)
+        )
+        depths = experiment.check_tuple("depths", self.depths, checks.positive_int)
         checks.positive_int("width", self.width)
         checks.positive_int("seeds", self.seeds)
         checks.nonnegative("sigma_b2", self.sigma_b2)
-        object.__setattr__(self, "depths", tuple(sorted({int(d) for d in self.depths})))
+        object.__setattr__(self, "activations", names)
+        object.__setattr__(self, "weights", weights)
+        object.__setattr__(self, "depths", tuple(sorted(set(depths))))
+
+
+def _registry_name(name: str, activation: Any) -> str:
+    return checks.choice(name, activation, activations.ACTIVATIONS)  # the cell's setup stores names
+
+
+# What the one stored cell holds: (nets, depths, width) arrays, nets = activations x weights x seeds,
+# natural log, -inf (a singular value below working precision) stored as None.
+_CUBE = list[list[list[float | None]]]
+CELL_SCHEMA = experiment.cell_schema(
+    {
+        "log_sv": _CUBE,
+        "lyapunov": _CUBE,
+        "log_growth": _CUBE,
+        "setup": {
+            "activations": list[str],
+            "weights": list[str],
+            "depths": list[int],
+            "width": int,
+            "seeds": int,
+        },
+    },
+    shapes=lambda cell: dict.fromkeys(
+        ("log_sv", "lyapunov", "log_growth"),
+        (
+            len(cell["setup"]["activations"]) * len(cell["setup"]["weights"]) * cell["setup"]["seeds"],
+            len(cell["setup"]["depths"]),
+            cell["setup"]["width"],
+        ),
+    ),
+)
 
 
 def critical_point(activation: str, sigma_b2: float) -> tuple[float, float]:
@@ -262,6 +287,7 @@ def run(config: Config, *, on_cell: OnCell = None, done: Done = None, log: Log =
       JSON-ready: "log_sv", "lyapunov", "log_growth" (nets, depths, N), natural log), `computed`,
       `seconds`.
     """
+    experiment.check_config(config, Config)
     start = time.perf_counter()
     setup = {
         k: getattr(config, k) for k in ("activations", "weights", "depths", "width", "seeds", "sigma_b2")
@@ -273,7 +299,7 @@ def run(config: Config, *, on_cell: OnCell = None, done: Done = None, log: Log =
             qs = float(theory.q_star(a, sw, sb, q0=1.0))
         crit[a] = (sw, sb, qs)
 
-    store = experiment.Cells(done, on_cell, log)
+    store = experiment.Cells(done, on_cell, log, schema=CELL_SCHEMA)
     cell = store.get(NAME, setup, lambda: _measure_all(config, crit, log))
     # JSON stores -inf (ln of a singular value below working precision) as null, read back as NaN
     log_sv, lyap, growth = (
@@ -427,7 +453,7 @@ def _summary_text(config: Config, res: dict[str, Any], table: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse flags, run, and write results/isometry/ (metrics.json, CSV, PNG, summary.md)."""
-    return experiment.main(Config, run, report, argv)
+    return experiment.main(Config, run, report, argv, schema=CELL_SCHEMA)
 
 
 if __name__ == "__main__":

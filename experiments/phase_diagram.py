@@ -127,23 +127,20 @@ class Config:
 
     def __post_init__(self):
         experiment.apply_quick(self)
+        experiment.check_common(self)
         checks.choice("dataset", self.dataset, ("digits", "mnist1d"))
         activations.get(self.activation)
         checks.nonnegative("sigma_b2", self.sigma_b2)
-        if not self.sigma_w2:
-            raise ValueError(f"`sigma_w2` must be a non-empty tuple of numbers > 0, got {self.sigma_w2!r}.")
-        for s in self.sigma_w2:
-            checks.positive("sigma_w2", s)
-        if not self.depths:
-            raise ValueError(f"`depths` must be a non-empty tuple of integers >= 1, got {self.depths!r}.")
-        for d in self.depths:
-            checks.positive_int("depths", d)
-        for name in ("width", "steps", "batch_size", "seeds"):
+        sigma_w2 = experiment.check_tuple("sigma_w2", self.sigma_w2, checks.positive)
+        depths = experiment.check_tuple("depths", self.depths, checks.positive_int)
+        for name in ("width", "batch_size", "seeds"):
             checks.positive_int(name, getattr(self, name))
+        train.config.check_steps(self.steps)
         checks.positive("learning_rate", self.learning_rate)
         checks.nonnegative_int("data_seed", self.data_seed)
-        object.__setattr__(self, "sigma_w2", tuple(float(s) for s in self.sigma_w2))
-        object.__setattr__(self, "depths", tuple(sorted({int(d) for d in self.depths})))
+        checks.boolean("pad_depths", self.pad_depths)
+        object.__setattr__(self, "sigma_w2", sigma_w2)
+        object.__setattr__(self, "depths", tuple(sorted(set(depths))))
 
 
 # --------------------------------------------------------------------------- the training kernel
@@ -227,6 +224,29 @@ def _train_group(
 
 # --------------------------------------------------------------------------- run
 
+_PER_SEED = (
+    "train_accuracy",
+    "test_accuracy",
+    "train_loss",
+    "test_loss",
+    "initial_batch_loss",
+    "final_batch_loss",
+    "diverged",
+    "diverged_step",
+)
+# What a stored (depth, sigma_w2) cell holds: per-seed lists of `setup["seeds"]` values (NaN = None).
+CELL_SCHEMA = experiment.cell_schema(
+    {
+        "depth": int,
+        "sigma_w2": float,
+        **{name: list[float | None] for name in _PER_SEED[:6]},
+        "diverged": list[bool],
+        "diverged_step": list[int],
+        "setup": {"seeds": int},
+    },
+    shapes=lambda cell: {name: (cell["setup"]["seeds"],) for name in _PER_SEED},
+)
+
 
 def cell_key(depth: int, sigma_w2: float) -> str:
     """The key of one (depth, sigma_w2) cell, e.g. "depth=16,sigma_w2=1.75" (`jaxvg.scale.cell_key`)."""
@@ -271,6 +291,7 @@ def run(config: Config, *, on_cell: OnCell = None, done: Done = None, log: Log =
       six_xi_c (S,)), `rows` (one dict per cell, for CSV and tables), `cells` {key: cell},
       `computed` (keys computed in this call), `summary` (headline numbers) and `seconds`.
     """
+    experiment.check_config(config, Config)
     start = time.perf_counter()
     ds = data.load(config.dataset, seed=config.data_seed)
     setup = _setup(config)
@@ -278,7 +299,7 @@ def run(config: Config, *, on_cell: OnCell = None, done: Done = None, log: Log =
     max_depth = max(config.depths)
     seed_keys = jax.random.split(jax.random.key(20170), config.seeds)  # seed s -> seed_keys[s]
 
-    store = experiment.Cells(done, on_cell)
+    store = experiment.Cells(done, on_cell, schema=CELL_SCHEMA)
     todo = [(d, s) for d in config.depths for s in config.sigma_w2 if not store.reuse(cell_key(d, s), setup)]
 
     # Groups of cells trained as one call. pad_depths: fixed-size chunks of the flattened grid, all
@@ -456,7 +477,7 @@ def accuracy_table(res: dict[str, Any], field: str = "train_accuracy") -> list[d
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse flags, run, and write results/phase_diagram/ (metrics.json, CSV, PNG, summary.md)."""
-    return experiment.main(Config, run, report, argv)
+    return experiment.main(Config, run, report, argv, schema=CELL_SCHEMA)
 
 
 if __name__ == "__main__":

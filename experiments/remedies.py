@@ -104,7 +104,7 @@ import numpy as np
 from flax import nnx
 
 import jaxvg
-from jaxvg import checks, theory
+from jaxvg import checks, theory, train
 from jaxvg.report import experiment, figures, files, tables
 from jaxvg.report.experiment import Done, Log, OnCell
 from jaxvg.train import data
@@ -142,8 +142,10 @@ class Config:
 
     def __post_init__(self):
         experiment.apply_quick(self)
-        for name in ("depth", "width", "steps", "batch_size", "log_every", "seeds"):
+        experiment.check_common(self)
+        for name in ("depth", "width", "batch_size", "log_every", "seeds"):
             checks.positive_int(name, getattr(self, name))
+        train.config.check_steps(self.steps)
         checks.nonnegative_int("reinit_seed", self.reinit_seed)
         checks.nonnegative_int("data_seed", self.data_seed)
         checks.positive("learning_rate", self.learning_rate)
@@ -155,6 +157,62 @@ class Config:
                 f"`reinit_seed` must be >= `seeds` ({self.seeds}) so that the re-initialised nets are new, "
                 f"got {self.reinit_seed!r}."
             )
+
+
+_SEEDS_BY_STEPS = list[list[float | None]]
+# What a stored variant cell holds: S = len(setup["seeds"]) nets of L = setup["model"]["depth"]
+# blocks, logged at T = len(step) = ceil(steps / log_every) + 1 points (NaN = None).
+CELL_SCHEMA = experiment.cell_schema(
+    {
+        "key": str,
+        "label": str,
+        "group": str,
+        "source": str,
+        "seeds": list[int],
+        "init/log10_gain": _SEEDS_BY_STEPS,
+        "init/log10_kernel_grad": _SEEDS_BY_STEPS,
+        "init/log10_dphi": _SEEDS_BY_STEPS,
+        "init/gap_decades": list[float | None],
+        "init/vanishing_decades": list[float | None],
+        "step": list[int],
+        "train/accuracy": _SEEDS_BY_STEPS,
+        "train/loss": _SEEDS_BY_STEPS,
+        "test/accuracy": _SEEDS_BY_STEPS,
+        "test/loss": _SEEDS_BY_STEPS,
+        "train/gap_decades": _SEEDS_BY_STEPS,
+        "steps_to_target": list[int | None],
+        "final_test_accuracy": list[float | None],
+        "final_train_accuracy": list[float | None],
+        "diverged": list[bool],
+        "diverged_step": list[int],
+        "seconds": float,
+        "setup": {"model": {"depth": int}, "seeds": list[int], "steps": int, "log_every": int},
+    },
+    shapes=lambda cell: _cell_shapes(
+        len(cell["setup"]["seeds"]),
+        cell["setup"]["model"]["depth"],
+        -(-cell["setup"]["steps"] // cell["setup"]["log_every"]) + 1,
+    ),
+)
+
+
+def _cell_shapes(seeds: int, depth: int, logged: int) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {"seeds": (seeds,), "step": (logged,)}
+    for name in ("init/log10_gain", "init/log10_kernel_grad", "init/log10_dphi"):
+        shapes[name] = (seeds, depth)
+    for name in ("train/accuracy", "train/loss", "test/accuracy", "test/loss", "train/gap_decades"):
+        shapes[name] = (seeds, logged)
+    for name in (
+        "init/gap_decades",
+        "init/vanishing_decades",
+        "steps_to_target",
+        "final_test_accuracy",
+        "final_train_accuracy",
+        "diverged",
+        "diverged_step",
+    ):
+        shapes[name] = (seeds,)
+    return shapes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -577,9 +635,10 @@ def run(config: Config, *, on_cell: OnCell = None, done: Done = None, log: Log =
       Dict with `cells` {key: cell} in table order, `rows` (one per variant, see `rows`),
       `computed` (the keys computed in this call), `config` and `seconds`.
     """
+    experiment.check_config(config, Config)
     start = time.perf_counter()
     ds = data.load("digits", seed=config.data_seed)
-    store = experiment.Cells(done, on_cell, log)
+    store = experiment.Cells(done, on_cell, log, schema=CELL_SCHEMA)
     for v in variants(config):
         store.get(
             v.key, _setup(config, v), functools.partial(_run_variant, config, v, ds), describe=_describe
@@ -636,7 +695,7 @@ def summary_text(config: Config, res: Mapping[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse flags, run, and write results/remedies/ (metrics.json, results.csv, PNG, summary.md)."""
-    return experiment.main(Config, run, report, argv)
+    return experiment.main(Config, run, report, argv, schema=CELL_SCHEMA)
 
 
 if __name__ == "__main__":

@@ -113,20 +113,53 @@ class Config:
 
     def __post_init__(self):
         experiment.apply_quick(self)
-        if isinstance(self.activations, str) or not self.activations:
-            raise ValueError(f"`activations` must be a non-empty tuple of names, got {self.activations!r}.")
-        for name in self.activations:
-            activations.get(name)  # ValueError naming `activation` and the choices
-        if len(set(self.activations)) != len(self.activations):
+        experiment.check_common(self)
+        names = experiment.check_tuple("activations", self.activations, _registry_name)
+        if len(set(names)) != len(names):
             raise ValueError(f"`activations` must not repeat a name, got {self.activations!r}.")
         for name in ("depth", "width", "batch", "seeds"):
             checks.positive_int(name, getattr(self, name))
         checks.choice("init", self.init, ("auto", *initializers.SCHEMES))
         if self.q0 is not None:
             checks.positive("q0", self.q0)
-        for act in self.activations:
-            initializers.validate(init_for(self, act), self.sigma_w2, self.sigma_b2)
-        object.__setattr__(self, "activations", tuple(self.activations))
+        for act in names:
+            initializers.check_scale(
+                init_for(self, act), self.sigma_w2, self.sigma_b2, fan_ins=(self.width,), dtype="float32"
+            )
+        object.__setattr__(self, "activations", names)
+
+
+# What a stored activation cell holds; S = setup["seeds"] nets of L = setup["depth"] blocks (NaN = None).
+_ROWS = list[list[float | None]]
+CELL_SCHEMA = experiment.cell_schema(
+    {
+        "activation": str,
+        "init": str,
+        "sigma_w2": float,
+        "sigma_b2": float,
+        "q0": float,
+        "log10_max_dphi": float,
+        "predicted_profile": list[float | None],
+        "log10_act_grad": _ROWS,
+        "log10_gain": _ROWS,
+        "log10_dphi": _ROWS,
+        "dead_fraction": _ROWS,
+        "loss": list[float | None],
+        "setup": {"depth": int, "seeds": int},
+    },
+    shapes=lambda cell: {
+        "predicted_profile": (cell["setup"]["depth"] + 1,),
+        "log10_act_grad": (cell["setup"]["seeds"], cell["setup"]["depth"] + 1),
+        "log10_gain": (cell["setup"]["seeds"], cell["setup"]["depth"]),
+        "log10_dphi": (cell["setup"]["seeds"], cell["setup"]["depth"]),
+        "dead_fraction": (cell["setup"]["seeds"], cell["setup"]["depth"]),
+        "loss": (cell["setup"]["seeds"],),
+    },
+)
+
+
+def _registry_name(name: str, activation: Any) -> str:
+    return checks.choice(name, activation, activations.ACTIVATIONS)  # cells are keyed by the name
 
 
 def init_for(config: Config, activation: str) -> str:
@@ -327,8 +360,9 @@ def run(config: Config, *, on_cell: OnCell = None, done: Done = None, log: Log =
     Raises:
       ValueError: `q0` is None and an activation's fixed point q* is 0 or infinite.
     """
+    experiment.check_config(config, Config)
     start = time.perf_counter()
-    store = experiment.Cells(done, on_cell, log)
+    store = experiment.Cells(done, on_cell, log, schema=CELL_SCHEMA)
     for activation in config.activations:
         store.get(
             activation, _setup(config, activation), functools.partial(_measure_cell, config, activation)
@@ -393,7 +427,7 @@ def summary_text(config: Config, res: Mapping[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse flags, run, and write results/vanishing/ (metrics.json, CSV, PNG, summary.md)."""
-    return experiment.main(Config, run, report, argv)
+    return experiment.main(Config, run, report, argv, schema=CELL_SCHEMA)
 
 
 if __name__ == "__main__":

@@ -82,13 +82,51 @@ class Config:
 
     def __post_init__(self):
         experiment.apply_quick(self)
-        for name in ("depth", "width", "steps", "seeds", "log_every"):
+        experiment.check_common(self)
+        for name in ("depth", "width", "seeds", "log_every"):
             checks.positive_int(name, getattr(self, name))
+        jaxvg.train.config.check_steps(self.steps)
         activations.get(self.activation)
         checks.choice("init", self.init, initializers.SCHEMES)
         checks.choice("loss", self.loss, ("mse", "binary_cross_entropy"))
         checks.choice("optimizer", self.optimizer, jaxvg.train.OPTIMIZERS)
         checks.positive("learning_rate", self.learning_rate)
+
+
+_FLOATS = list[float | None]
+# What a stored "shallow"/"deep" cell holds: S = setup["seeds"] nets of `depth` hidden layers, logged
+# at T = len(step) points (NaN = None).
+CELL_SCHEMA = experiment.cell_schema(
+    {
+        "depth": int,
+        "seeds": list[int],
+        "final_accuracy": _FLOATS,
+        "solved": int,
+        "final_loss": _FLOATS,
+        "diverged": list[bool],
+        "step": list[int],
+        "loss_curves": list[_FLOATS],
+        "log10_kernel_grad_init": list[_FLOATS],
+        "log10_kernel_grad_end": list[_FLOATS],
+        "gap_decades_init": _FLOATS,
+        "gap_decades_end": _FLOATS,
+        "outputs": list[_FLOATS],
+        "seconds": float,
+        "setup": {"seeds": int, "depth": int},
+    },
+    shapes=lambda cell: _cell_shapes(cell["setup"]["seeds"], cell["setup"]["depth"], len(cell["step"])),
+)
+
+
+def _cell_shapes(seeds: int, depth: int, logged: int) -> dict[str, tuple[int, ...]]:
+    per_seed = ("seeds", "final_accuracy", "final_loss", "diverged", "gap_decades_init", "gap_decades_end")
+    return {
+        **{name: (seeds,) for name in per_seed},
+        "loss_curves": (seeds, logged),
+        "log10_kernel_grad_init": (seeds, depth),
+        "log10_kernel_grad_end": (seeds, depth),
+        "outputs": (seeds, 4),
+    }
 
 
 def accuracy(loss: str, outputs: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -174,7 +212,8 @@ def run(config: Config, *, on_cell: OnCell = None, done: Done = None, log: Log =
       {"shallow": cell, "deep": cell, "rows": table rows, "layer_rows", "curve_rows", "computed"};
       a cell is the dict `train_cell` returns, with its "setup".
     """
-    store = experiment.Cells(done, on_cell, log)
+    experiment.check_config(config, Config)
+    store = experiment.Cells(done, on_cell, log, schema=CELL_SCHEMA)
     for key, depth in (("shallow", 1), ("deep", config.depth)):
         store.get(key, _setup(config, depth), functools.partial(train_cell, config, depth))
     cells = store.cells
@@ -254,7 +293,7 @@ def summary_text(config: Config, res: Mapping[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse flags, run, and write results/xor/ (metrics.json, curves.csv, layers.csv, xor.png,
     summary.md)."""
-    return experiment.main(Config, run, report, argv)
+    return experiment.main(Config, run, report, argv, schema=CELL_SCHEMA)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,9 @@ Rules:
 - `field_name` gives `--field-name`; `--field_name` is accepted too.
 - Types from the annotation: `int`, `float`, `str`; `bool` as `--flag/--no-flag`;
   `tuple[X, ...]` (X in int, float, str) as one flag taking one or more values; `Literal[...]` as
-  choices; `X | None` takes the word `none` for None.
+  choices; `X | None` takes the word `none` for None. A float flag takes finite numbers only
+  (`nan`, `inf` are refused), a string flag a non-empty string (`--out-dir ""` would write into
+  the working directory); both errors name the flag.
 - Help text: the comment after the field in the class source (`inspect.getsource`), else comment
   lines directly above it, else `field.metadata["help"]`; the default is appended.
 - `--preset NAME` when the class has a `PRESETS` class attribute (a dict of name -> field overrides).
@@ -51,6 +53,7 @@ import contextvars
 import dataclasses
 import inspect
 import io
+import math
 import re
 import sys
 import textwrap
@@ -86,12 +89,17 @@ def parse(config_cls: type[T], argv: Sequence[str] | None = None) -> T:
       field defaults.
 
     Raises:
-      SystemExit: (from argparse, status 2) for an unknown flag, a value of the wrong type, an
-        unknown preset, or a value the config's `__post_init__` rejects; the message names the flag.
-        `--help` exits with status 0.
-      TypeError: if `config_cls` is not a dataclass, or a field's annotation has no flag mapping
-        (a programming error, not a user error).
+      SystemExit: (from argparse, status 2) for an unknown flag, a value of the wrong type (a
+        non-finite float, an empty string), an unknown preset, or a value the config's
+        `__post_init__` rejects; the message names the flag. `--help` exits with status 0.
+      TypeError: if `config_cls` is not a dataclass, a field's annotation has no flag mapping
+        (a programming error, not a user error), or `argv` is a string rather than a list of them.
     """
+    if argv is not None and (isinstance(argv, str | bytes) or not all(isinstance(a, str) for a in argv)):
+        raise TypeError(
+            f"`argv` must be None or a list of strings such as ['--quick', '--seeds', '4'], got {argv!r}"
+            + (f": split it, e.g. {str(argv).split()!r}." if isinstance(argv, str) else ".")
+        )
     parser, flags = _build(config_cls)
     namespace = parser.parse_args(argv)
     explicit = vars(namespace)
@@ -285,8 +293,12 @@ def _scalar_parser(name: str, tp: Any, optional: bool) -> tuple[Any, dict[str, A
         tp = base
     if tp is bool:
         convert: Any = _parse_bool
-    elif tp in (int, float, str):
-        convert = tp
+    elif tp is float:
+        convert = _parse_finite_float
+    elif tp is str:
+        convert = _parse_nonempty_str
+    elif tp is int:
+        convert = int
     else:
         raise TypeError(f"Field `{name}`: no command-line flag for annotation {tp!r}.")
 
@@ -298,6 +310,28 @@ def _scalar_parser(name: str, tp: Any, optional: bool) -> tuple[Any, dict[str, A
 
     optional_convert.__name__ = getattr(convert, "__name__", "value")  # argparse names it in errors
     return optional_convert, extra
+
+
+def _parse_finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+_parse_finite_float.__name__ = "float"
+
+
+def _parse_nonempty_str(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("expected a non-empty string, got ''")
+    return text
+
+
+_parse_nonempty_str.__name__ = "str"
 
 
 def _parse_bool(text: str) -> bool:

@@ -108,11 +108,13 @@ class Dataset:
             y.setflags(write=False)
             object.__setattr__(self, f"x_{split}", x)
             object.__setattr__(self, f"y_{split}", y)
-        if self.x_train.shape[1] != self.x_test.shape[1] or self.y_train.shape[1:] != self.y_test.shape[1:]:
-            raise ValueError(
-                f"train and test shapes disagree: x {self.x_train.shape} vs {self.x_test.shape}, "
-                f"y {self.y_train.shape} vs {self.y_test.shape}."
-            )
+        for x_or_y, axis in (("x", "features"), ("y", "label shape")):
+            train, test = getattr(self, f"{x_or_y}_train").shape, getattr(self, f"{x_or_y}_test").shape
+            if train[1:] != test[1:]:
+                raise ValueError(
+                    f"`{x_or_y}_test` of shape {test} must have the {axis} of `{x_or_y}_train` {train} (all "
+                    f"but the first axis): train and test shapes disagree."
+                )
 
     @property
     def in_features(self) -> int:

@@ -149,7 +149,13 @@ class Trainer:
         Returns:
           A `Run`; with on_nonfinite="raise" it stops after the chunk in which a net diverged.
         """
-        keys = jnp.asarray(keys)
+        try:
+            keys = jnp.asarray(keys)
+        except (TypeError, ValueError):
+            raise checks.ArgumentTypeError(
+                f"`keys` must be {self.n_nets} PRNG keys (jax.random.key, e.g. `data_keys(seeds)`), got "
+                f"{type(keys).__name__}."
+            ) from None
         if keys.shape != (self.n_nets,) or not jnp.issubdtype(keys.dtype, jax.dtypes.prng_key):
             raise ValueError(
                 f"`keys` must be {self.n_nets} PRNG keys (jax.random.key), shape ({self.n_nets},), got shape "

@@ -174,7 +174,7 @@ def test_critical_points():
 def test_config_validation():
     with pytest.raises(ValueError, match=r"`weights` must be one of .*got 'uniform'"):
         isometry.Config(weights=("uniform",))
-    with pytest.raises(ValueError, match=r"`activation` must be one of"):
+    with pytest.raises(ValueError, match=r"`activations` must be one of .*got 'tahn'"):
         isometry.Config(activations=("tahn",))
     with pytest.raises(ValueError, match=r"`depths` must be an integer >= 1, got 0"):
         isometry.Config(depths=(0, 2))

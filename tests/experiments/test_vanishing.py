@@ -166,7 +166,7 @@ def test_quick_replaces_only_defaults():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"activations": ("sigmod",)}, "`activation` must be one of"),
+        ({"activations": ("sigmod",)}, "`activations` must be one of .*got 'sigmod'"),
         ({"activations": ()}, "`activations` must be a non-empty tuple"),
         ({"activations": ("tanh", "tanh")}, "must not repeat"),
         ({"depth": 0}, "`depth` must be an integer >= 1"),

@@ -165,6 +165,14 @@ def test_required_field(capsys):
         (["--preset", "huge"], "argument --preset: invalid choice: 'huge'"),
         (["--widths"], "argument --widths: expected at least one argument"),
         (["--depht", "3"], "unrecognized arguments: --depht"),
+        (["--sigma-w2", "nan"], "argument --sigma-w2: expected a finite number, got 'nan'"),
+        (["--sigma-w2", "inf"], "argument --sigma-w2: expected a finite number, got 'inf'"),
+        (["--sigma-w2=-inf"], "argument --sigma-w2: expected a finite number, got '-inf'"),
+        (["--rates", "0.1", "NaN"], "argument --rates: expected a finite number, got 'NaN'"),
+        (["--q0", "inf"], "argument --q0: expected a finite number, got 'inf'"),
+        (["--out-dir", ""], "argument --out-dir: expected a non-empty string, got ''"),
+        (["--activations", "tanh", ""], "argument --activations: expected a non-empty string, got ''"),
+        (["--use-bias=maybe"], "argument --use-bias/--no-use-bias: ignored explicit argument 'maybe'"),
     ],
 )
 def test_bad_values_are_argparse_errors_naming_the_flag(argv, message, capsys):
@@ -231,3 +239,14 @@ def test_given_fields_names_the_explicit_flags_while_parse_builds_the_config():
     cli.parse(Probe, ["--a", "1", "--preset", "p"])
     Probe()
     assert seen == [frozenset({"a"}), None]  # preset values are not explicit flags
+
+
+def test_argv_must_be_a_list_of_strings():
+    with pytest.raises(
+        TypeError,
+        match=r"`argv` must be None or a list of strings .*got '--depth 3': split it, e.g. \['--depth', '3'\]",
+    ):
+        cli.parse(Config, "--depth 3")
+    with pytest.raises(TypeError, match=r"`argv` must be None or a list of strings .*got \['--depth', 3\]\."):
+        cli.parse(Config, ["--depth", 3])
+    assert cli.parse(Config, ("--depth", "3")).depth == 3  # any sequence of strings
