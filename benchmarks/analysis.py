@@ -12,28 +12,29 @@ medians over repeats):
     (gradient flow) and <= 0.6 (Hutchinson).
 
 Threads: both frameworks use ONE thread (XLA_FLAGS="--xla_cpu_multi_thread_eigen=false
-intra_op_parallelism_threads=1", set here unless XLA_FLAGS is already set, and
-torch.set_num_threads(1)): on a shared 2-core machine multi-threaded timings collapse when another
-process takes a core.
+intra_op_parallelism_threads=1", set when this runs as `python -m benchmarks.analysis` unless
+XLA_FLAGS is already set, and torch.set_num_threads(1)): on a shared 2-core machine multi-threaded
+timings collapse when another process takes a core.
 
-Run:    python -m benchmarks.analysis            (full sizes; several minutes on one CPU core)
+Run:    python -m benchmarks.analysis            (full sizes)
         python -m benchmarks.analysis --quick    (tiny sizes, a smoke run)
-Writes: results/benchmarks/analysis.json (device, versions, thread settings, shapes, timings) and
-prints a table.
+        python -m benchmarks.analysis --no-torch --depths 20 --widths 256
+Writes: results/benchmarks/analysis.json (device, versions, thread settings, shapes, timings,
+ratios) and prints a table.
 """
 
 from __future__ import annotations
 
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+if __name__ == "__main__":  # one thread, set before jax starts (not when imported, e.g. by the tests)
+    os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import pathlib  # noqa: E402
+import dataclasses  # noqa: E402
+import itertools  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
-from typing import Any  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
+from typing import Any, ClassVar  # noqa: E402
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -41,17 +42,55 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 import jaxvg  # noqa: E402
-from benchmarks import _timing  # noqa: E402
-from jaxvg.measure import analysis  # noqa: E402
+from benchmarks import common  # noqa: E402
+from jaxvg import (
+    checks,  # noqa: E402
+    report,  # noqa: E402
+)
 from jaxvg.nn import losses  # noqa: E402
+from jaxvg.report import experiment  # noqa: E402
 
-FLOW_SHAPES = ((20, 128), (20, 512), (100, 128), (100, 512))  # (depth, width)
-FLOW_BATCH = 256
-JAC_SHAPE = (20, 128, 32)  # depth, width, batch
-QUICK_FLOW_SHAPES = ((4, 16), (8, 32))
-QUICK_FLOW_BATCH = 8
-QUICK_JAC_SHAPE = (4, 16, 4)
+NAME = "analysis"
 OUT_FEATURES = 10
+# ratio key -> (target, op, label); the targets stated in the module docstring
+TARGETS = {
+    "ratio_flow_over_value_and_grad": (1.10, "<=", "gradient_flow / value_and_grad"),
+    "ratio_jax_over_torch": (0.8, "<=", "gradient_flow jax / torch eager"),
+    "ratio_exact_over_plain_vjps": (None, None, "exact jacobian_norms / N plain VJPs"),
+    "ratio_exact_over_naive_jacrev": (None, None, "exact jacobian_norms / naive jacrev loop"),
+    "ratio_hutchinson_over_forward_backward": (2.0, "<=", "hutchinson k=8 / forward+backward"),
+    "ratio_hutchinson_jax_over_torch": (0.6, "<=", "hutchinson jax / torch eager"),
+}
+FLOW_KEYS = ("ratio_flow_over_value_and_grad", "ratio_jax_over_torch")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    depths: tuple[int, ...] = (20, 100)  # gradient_flow: depths (every depth x width is timed)
+    widths: tuple[int, ...] = (128, 512)  # gradient_flow: widths
+    batch: int = 256  # gradient_flow: examples per call
+    jacobian_depth: int = 20  # jacobian norms: blocks
+    jacobian_width: int = 128  # jacobian norms: units per block
+    jacobian_batch: int = 32  # jacobian norms: examples per call
+    torch: bool = True  # also time PyTorch eager (one thread) when torch imports
+    out_dir: str = "results/benchmarks"  # where NAME.json goes
+    quick: bool = False  # tiny sizes: a smoke run for tests/CI (its numbers mean nothing)
+
+    QUICK: ClassVar[dict[str, Any]] = dict(
+        depths=(4, 8), widths=(16,), batch=8, jacobian_depth=4, jacobian_width=16, jacobian_batch=4
+    )
+
+    def __post_init__(self):
+        experiment.apply_quick(self)
+        for name in ("depths", "widths"):
+            if not getattr(self, name):
+                raise ValueError(
+                    f"`{name}` must be a non-empty tuple of integers >= 1, got {getattr(self, name)!r}."
+                )
+            for v in getattr(self, name):
+                checks.positive_int(name, v)
+        for name in ("batch", "jacobian_depth", "jacobian_width", "jacobian_batch"):
+            checks.positive_int(name, getattr(self, name))
 
 
 def _mlp(depth: int, width: int, out: int | None, seed: int = 0) -> jaxvg.MLP:
@@ -79,15 +118,15 @@ def bench_flow(depth: int, width: int, batch: int) -> dict[str, Any]:
         return jax.value_and_grad(lambda p: losses.mse(nnx.merge(graphdef, p, rest, copy=True)(x), y))(p)
 
     def flow(p, x, y):
-        return analysis.gradient_flow_from_split(graphdef, (p, rest), x, y, loss="mse")
+        return jaxvg.measure.gradient_flow_from_split(graphdef, (p, rest), x, y, loss="mse")
 
-    timed = _timing.interleaved_seconds(
-        {"value_and_grad": (value_and_grad, (params, x, y)), "flow": (flow, (params, x, y))}, repeat=repeat
+    timed = common.interleaved_jitted(
+        {"value_and_grad": (value_and_grad, (params, x, y)), "flow": (flow, (params, x, y))}, repeat
     )
     c_base, t_base = timed["value_and_grad"]["compile_s"], timed["value_and_grad"]["seconds"]
     c_flow, t_flow = timed["flow"]["compile_s"], timed["flow"]["seconds"]
-    t_public = _timing.median_seconds(
-        lambda: jax.block_until_ready(analysis.gradient_flow(model, x, y)),
+    t_public = common.median_seconds(
+        lambda: jax.block_until_ready(jaxvg.gradient_flow(model, x, y)),
         repeat=max(3, repeat // 2),
         warmup=1,
     )
@@ -95,7 +134,7 @@ def bench_flow(depth: int, width: int, batch: int) -> dict[str, Any]:
         "depth": depth,
         "width": width,
         "batch": batch,
-        "loop": "scan" if depth >= analysis._SCAN_MIN_RUN else "unrolled",
+        "loop": "scan" if depth >= jaxvg.measure.engine.SCAN_MIN_RUN else "unrolled",
         "value_and_grad_s": t_base,
         "gradient_flow_s": t_flow,
         "gradient_flow_public_call_s": t_public,
@@ -128,10 +167,10 @@ def bench_jacobians(depth: int, width: int, batch: int) -> dict[str, Any]:
     repeat = 31
 
     def exact(state, x):
-        return analysis.jacobian_norms_from_split(graphdef, state, x, method="exact")
+        return jaxvg.measure.jacobian_norms_from_split(graphdef, state, x, method="exact")
 
     def hutchinson(state, x):
-        return analysis.jacobian_norms_from_split(
+        return jaxvg.measure.jacobian_norms_from_split(
             graphdef, state, x, method="hutchinson", num_probes=8, key=jax.random.key(0)
         )
 
@@ -162,7 +201,7 @@ def bench_jacobians(depth: int, width: int, batch: int) -> dict[str, Any]:
     def forward_backward(p, x, y):
         return jax.value_and_grad(lambda p: losses.mse(nnx.merge(gdp, p, rest, copy=True)(x), y))(p)
 
-    timed = _timing.interleaved_seconds(
+    timed = common.interleaved_jitted(
         {
             "jacobian_norms_exact": (exact, (state, x)),
             "plain_vmapped_vjps": (plain_vjps, (state, x)),
@@ -170,9 +209,9 @@ def bench_jacobians(depth: int, width: int, batch: int) -> dict[str, Any]:
             "plain_vmapped_vjps_k8": (plain_vjps_k8, (state, x)),
             "forward_backward": (forward_backward, (params, x, y)),
         },
-        repeat=repeat,
+        repeat,
     )
-    timed.update(_timing.interleaved_seconds({"naive_jacrev_loop": (naive_jacrev, (state, x))}, repeat=3))
+    timed.update(common.interleaved_jitted({"naive_jacrev_loop": (naive_jacrev, (state, x))}, 3))
     res = {"depth": depth, "width": width, "batch": batch}
     for name, t in timed.items():
         res[f"{name}_s"] = t["seconds"]
@@ -202,6 +241,14 @@ def _torch_layers(model, torch):
     return layers, head
 
 
+def _torch_forward(torch, layers, x):
+    """[h_0, ..., h_L] of the tanh blocks in PyTorch, h_0 = x requiring its gradient."""
+    hs = [x.clone().requires_grad_(True)]
+    for w, b in layers:
+        hs.append(torch.tanh(hs[-1] @ w + b))
+    return hs
+
+
 def bench_torch_flow(torch, depth: int, width: int, batch: int) -> dict[str, Any]:
     model = _mlp(depth, width, OUT_FEATURES)
     layers, head = _torch_layers(model, torch)
@@ -210,19 +257,15 @@ def bench_torch_flow(torch, depth: int, width: int, batch: int) -> dict[str, Any
     y = torch.from_numpy(np.asarray(jax.random.normal(jax.random.key(2), (batch, OUT_FEATURES))).copy())
 
     def flow():
-        h = x.clone().requires_grad_(True)
-        hs = [h]
-        for w, b in layers:
-            h = torch.tanh(h @ w + b)
-            hs.append(h)
-        loss = torch.mean((h @ head[0] + head[1] - y) ** 2)
+        hs = _torch_forward(torch, layers, x)
+        loss = torch.mean((hs[-1] @ head[0] + head[1] - y) ** 2)
         grads = torch.autograd.grad(loss, hs + params)
         act = torch.log10(torch.stack([g.norm() for g in grads[: depth + 1]]))
         par = torch.log10(torch.stack([torch.sqrt(gw.square().sum() + gb.square().sum())
                                        for gw, gb in zip(grads[depth + 1 :: 2], grads[depth + 2 :: 2], strict=True)]))  # fmt: skip
         return act.detach().numpy(), par.detach().numpy()
 
-    t = _timing.median_seconds(flow, repeat=_repeat(depth, width, batch), warmup=2)
+    t = common.median_seconds(flow, repeat=_repeat(depth, width, batch), warmup=2)
     return {"depth": depth, "width": width, "batch": batch, "torch_gradient_flow_s": t}
 
 
@@ -233,11 +276,7 @@ def bench_torch_hutchinson(torch, depth: int, width: int, batch: int, k: int = 8
     probes = torch.randint(0, 2, (k, batch, width)).float() * 2 - 1
 
     def hutchinson():
-        h = x.clone().requires_grad_(True)
-        hs = [h]
-        for w, b in layers:
-            h = torch.tanh(h @ w + b)
-            hs.append(h)
+        hs = _torch_forward(torch, layers, x)
         sq = torch.zeros(depth + 1, batch)
         for u in probes:
             grads = torch.autograd.grad(hs[-1], hs[:-1], grad_outputs=u, retain_graph=True)
@@ -245,7 +284,7 @@ def bench_torch_hutchinson(torch, depth: int, width: int, batch: int, k: int = 8
         sq[-1] = width * k
         return (0.5 * torch.log10(sq / k)).detach().numpy()
 
-    return _timing.median_seconds(hutchinson, repeat=10, warmup=2)
+    return common.median_seconds(hutchinson, repeat=10, warmup=2)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -253,39 +292,45 @@ def bench_torch_hutchinson(torch, depth: int, width: int, batch: int, k: int = 8
 # ------------------------------------------------------------------------------------------------
 
 
-def run(quick: bool = False, torch_compare: bool = True) -> dict[str, Any]:
-    flow_shapes = QUICK_FLOW_SHAPES if quick else FLOW_SHAPES
-    flow_batch = QUICK_FLOW_BATCH if quick else FLOW_BATCH
-    jac_shape = QUICK_JAC_SHAPE if quick else JAC_SHAPE
+def run(config: Config, *, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Time gradient_flow and the Jacobian norms against their floors (and PyTorch); no I/O.
+
+    Returns:
+      A JSON-ready dict: "suite", "config", "environment", "threads", "torch" (version or None),
+      "flow" (one row per depth x width), "jacobians", "ratios" (records with target, op, pass).
+    """
+    log = log or (lambda m: None)
     torch = None
-    if torch_compare:
+    if config.torch:
         try:
             import torch  # noqa: F401  (optional; never a jaxvg dependency)
 
             torch.set_num_threads(1)
         except ImportError:
             torch = None
-    result: dict[str, Any] = {
-        "environment": _timing.environment(),
-        "threads": {
+    result = common.record(
+        NAME,
+        config,
+        threads={
             "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
             "torch_num_threads": torch.get_num_threads() if torch else None,
             "cpu_count": os.cpu_count(),
             "load_average_at_start": list(os.getloadavg()),
         },
-        "torch": torch.__version__ if torch else None,
-        "quick": quick,
-        "flow": [],
-        "jacobians": None,
-    }
-    for depth, width in flow_shapes:
-        print(f"gradient_flow depth={depth} width={width} batch={flow_batch} ...", flush=True)
-        row = bench_flow(depth, width, flow_batch)
+        torch=torch.__version__ if torch else None,
+        flow=[],
+        jacobians=None,
+    )
+    start = time.perf_counter()
+    for depth, width in itertools.product(config.depths, config.widths):
+        log(f"[analysis] gradient_flow depth={depth} width={width} batch={config.batch}")
+        row = bench_flow(depth, width, config.batch)
         if torch:
-            row.update(bench_torch_flow(torch, depth, width, flow_batch))
+            row.update(bench_torch_flow(torch, depth, width, config.batch))
             row["ratio_jax_over_torch"] = row["gradient_flow_s"] / row["torch_gradient_flow_s"]
         result["flow"].append(row)
-    print(f"jacobian_norms depth={jac_shape[0]} width={jac_shape[1]} batch={jac_shape[2]} ...", flush=True)
+    jac_shape = (config.jacobian_depth, config.jacobian_width, config.jacobian_batch)
+    log("[analysis] jacobian_norms depth={} width={} batch={}".format(*jac_shape))
     jac = bench_jacobians(*jac_shape)
     if torch:
         jac["torch_hutchinson_k8_s"] = bench_torch_hutchinson(torch, *jac_shape)
@@ -294,7 +339,32 @@ def run(quick: bool = False, torch_compare: bool = True) -> dict[str, Any]:
         )
     result["jacobians"] = jac
     result["threads"]["load_average_at_end"] = list(os.getloadavg())
+    result["wall_seconds"] = time.perf_counter() - start
+    result["ratios"] = ratios(result)
     return result
+
+
+def ratios(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Ratio records (`common.ratio`, with the targets in `TARGETS`) from the "flow" rows and the
+    "jacobians" entry of a result."""
+    records = []
+    for row in result.get("flow") or []:
+        shape = f"depth {row.get('depth')}, width {row.get('width')}, batch {row.get('batch')}"
+        if row.get("loop"):
+            shape += f", {row['loop']}"
+        records += _ratios(row, FLOW_KEYS, shape)
+    jac = result.get("jacobians") or {}
+    shape = f"depth {jac.get('depth')}, width {jac.get('width')}, batch {jac.get('batch')}"
+    return records + _ratios(jac, [k for k in TARGETS if k not in FLOW_KEYS], shape)
+
+
+def _ratios(entry: dict[str, Any], keys: Sequence[str], shape: str) -> list[dict[str, Any]]:
+    out = []
+    for key in keys:
+        if entry.get(key) is not None:
+            target, op, label = TARGETS[key]
+            out.append(common.ratio(NAME, f"{label} ({shape})", entry[key], target=target, op=op))
+    return out
 
 
 def table(result: dict[str, Any]) -> str:
@@ -332,27 +402,17 @@ def table(result: dict[str, Any]) -> str:
     env, thr = result["environment"], result["threads"]
     lines += [
         "",
-        f"device {env['device']}, jax {env['jax']}, flax {env['flax']}, torch {result['torch']}; "
+        f"device {env['device_kind']}, jax {env['jax']}, flax {env['flax']}, torch {result['torch']}; "
         f"XLA_FLAGS={thr['XLA_FLAGS']!r}, torch threads {thr['torch_num_threads']}; "
         f"load average {thr['load_average_at_start'][0]:.1f} -> {thr['load_average_at_end'][0]:.1f} on {thr['cpu_count']} cores",
     ]
-    return "\n".join(lines)
+    ratio_table = report.format_table(common.ratio_rows(result["ratios"]), floatfmt=".3g")
+    return "\n".join(lines) + "\n\n" + ratio_table
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
-    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
-    parser.add_argument("--out", default="results/benchmarks/analysis.json", help="JSON output path")
-    args = parser.parse_args(argv)
-    start = time.time()
-    result = run(quick=args.quick, torch_compare=not args.no_torch)
-    result["wall_seconds"] = time.time() - start
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(table(result))
-    print(f"wrote {out}")
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Parse flags, run, write results/benchmarks/analysis.json and print the tables."""
+    return common.main(Config, run, argv, show=table)
 
 
 if __name__ == "__main__":

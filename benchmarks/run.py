@@ -20,8 +20,8 @@ processes) absolute times are noisy; every ratio is measured within one suite's 
 and seeds: medians of per-round ratios over interleaved rounds), which is what the targets are
 stated for.
 
-Run:    python -m benchmarks.run                         (CPU sizes; a few minutes on 2 cores)
-        python -m benchmarks.run --quick --out-dir /tmp/b  (tiny shapes; what tests/test_benchmarks.py runs)
+Run:    python -m benchmarks.run                         (CPU sizes)
+        python -m benchmarks.run --quick --out-dir /tmp/b  (tiny shapes: a smoke run, what the tests run)
         python -m benchmarks.run --preset accelerator    (accelerator sizes; see benchmarks/gpu.sh)
         python -m benchmarks.run --suites training seeds
 Writes: OUT_DIR/{training,seeds,analysis,run}.json (default OUT_DIR: results/benchmarks).
@@ -37,10 +37,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from jaxvg.report import results
+from benchmarks import common
+from jaxvg import report
+from jaxvg.report import cli
 
 SUITES = ("training", "seeds", "analysis")
-PRESETS = ("accelerator",)
+PRESETS = ("accelerator",)  # the values of `--preset`, passed on to the suites that have it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,55 +67,19 @@ class Config:
 # Suites with an accelerator preset of their own (`--preset accelerator`); the others run their
 # default sizes under `--preset accelerator`.
 PRESET_SUITES = {"accelerator": ("training",)}
-# Targets of benchmarks.analysis's ratio keys, for its JSON when it carries no "ratios" list of its
-# own (as stated in benchmarks/analysis.py and issue 5): key -> (target, op, label).
-ANALYSIS_TARGETS = {
-    "ratio_flow_over_value_and_grad": (1.10, "<=", "gradient_flow / value_and_grad"),
-    "ratio_jax_over_torch": (0.8, "<=", "gradient_flow jax / torch eager"),
-    "ratio_exact_over_plain_vjps": (None, None, "exact jacobian_norms / N plain VJPs"),
-    "ratio_exact_over_naive_jacrev": (None, None, "exact jacobian_norms / naive jacrev loop"),
-    "ratio_hutchinson_over_forward_backward": (2.0, "<=", "hutchinson k=8 / forward+backward"),
-    "ratio_hutchinson_jax_over_torch": (0.6, "<=", "hutchinson jax / torch eager"),
-}
 
 
 def suite_argv(name: str, config: Config) -> list[str]:
     """The command-line flags of `python -m benchmarks.NAME` for this run."""
     argv = ["--quick"] if config.quick else []
-    if name == "analysis":  # benchmarks.analysis takes --out PATH
-        return [*argv, "--out", os.path.join(config.out_dir, "analysis.json")]
     if config.preset is not None and name in PRESET_SUITES[config.preset]:
         argv += ["--preset", config.preset]
     return [*argv, "--out-dir", config.out_dir]
 
 
-def analysis_ratios(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Ratio records from benchmarks.analysis's JSON: its own "ratios" list when it has one, else
-    read from its "flow" rows and "jacobians" entry with the targets in `ANALYSIS_TARGETS`."""
-    from benchmarks import training as tb
-
-    if isinstance(result.get("ratios"), list):
-        return result["ratios"]
-    records = []
-    for row in result.get("flow") or []:
-        shape = f"depth {row.get('depth')}, width {row.get('width')}, batch {row.get('batch')}"
-        if row.get("loop"):
-            shape += f", {row['loop']}"
-        for key in ("ratio_flow_over_value_and_grad", "ratio_jax_over_torch"):
-            if row.get(key) is not None:
-                target, op, label = ANALYSIS_TARGETS[key]
-                records.append(tb.ratio("analysis", f"{label} ({shape})", row[key], target=target, op=op))
-    jac = result.get("jacobians") or {}
-    shape = f"depth {jac.get('depth')}, width {jac.get('width')}, batch {jac.get('batch')}"
-    for key in list(ANALYSIS_TARGETS)[2:]:
-        if jac.get(key) is not None:
-            target, op, label = ANALYSIS_TARGETS[key]
-            records.append(tb.ratio("analysis", f"{label} ({shape})", jac[key], target=target, op=op))
-    return records
-
-
 def run_suite(name: str, config: Config) -> dict[str, Any]:
-    """Run `python -m benchmarks.NAME` in a subprocess and return the JSON it wrote.
+    """Run `python -m benchmarks.NAME` in a subprocess and return the JSON it wrote (with its
+    "ratios" records).
 
     A subprocess per suite, because the suites must not share one process: benchmarks.analysis
     pins XLA to one thread (XLA_FLAGS, read once when jax starts) to compare with one-thread
@@ -122,10 +88,7 @@ def run_suite(name: str, config: Config) -> dict[str, Any]:
     """
     argv = [sys.executable, "-m", f"benchmarks.{name}", *suite_argv(name, config)]
     subprocess.run(argv, check=True, cwd=_ROOT, env={**os.environ, "PYTHONPATH": _pythonpath()})
-    result = results.read_json(os.path.join(config.out_dir, f"{name}.json"))
-    if name == "analysis":
-        result = {**result, "ratios": analysis_ratios(result)}
-    return result
+    return report.read_json(os.path.join(config.out_dir, f"{name}.json"))
 
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -139,15 +102,13 @@ def _pythonpath() -> str:
 
 def combined_rows(suites: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per ratio of every suite (value, target, pass/miss), and one per failed suite."""
-    from benchmarks import training as tb
-
     rows: list[dict[str, Any]] = []
     for name, entry in suites.items():
         if entry.get("error"):
             rows.append({"suite": name, "ratio": "(suite failed)", "value": None, "target": "",
                          "result": "error: " + entry["error"].strip().splitlines()[-1][:80]})  # fmt: skip
             continue
-        rows.extend(tb.ratio_rows(entry["ratios"]))
+        rows.extend(common.ratio_rows(entry["ratios"]))
     return rows
 
 
@@ -184,21 +145,20 @@ def run(config: Config, *, log: Callable[[str], None] | None = None) -> dict[str
         out["suites"][name] = entry
         out["ratios"] = [r for e in out["suites"].values() for r in e["ratios"]]
         out["rows"] = combined_rows(out["suites"])
-        results.write_json(os.path.join(config.out_dir, "run.json"), out)
+        report.write_json(os.path.join(config.out_dir, "run.json"), out)
     return out
 
 
 def table(out: dict[str, Any]) -> str:
     """The combined Markdown table: every ratio with its target and pass/miss."""
-    return results.format_table(out["rows"], ["suite", "ratio", "value", "target", "result"], floatfmt=".3g")
+    return report.format_table(out["rows"], ["suite", "ratio", "value", "target", "result"], floatfmt=".3g")
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse flags, run the suites, print each suite's table and the combined one (as a script: exit
     status 1 when a suite failed)."""
-    from jaxvg.report import cli
-
     config = cli.parse(Config, argv)
+    report.check_writable(config.out_dir)
     out = run(config, log=lambda m: print(m, file=sys.stderr, flush=True))
     env = out["environment"] or {}
     print(
@@ -207,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"{env.get('timestamp_utc')}\n"
     )
     print(table(out))
-    print(f"\n(JSON: {os.path.join(config.out_dir, 'run.json')})")
+    print(f"\nwrote {os.path.join(config.out_dir, 'run.json')}")
     return out
 
 

@@ -4,7 +4,7 @@
 each from its own seed, train for `steps` (200) full-batch Adam steps on the same `batch` examples of
 a teacher-student regression set (MSE). Four ways to run them:
 
-- **vmapped fit**: `jaxvg.train.training.fit(factory, data, seeds=range(S), ...)`: every seed's init and
+- **vmapped fit**: `jaxvg.fit(factory, data, seeds=range(S), ...)`: every seed's init and
   training in one vmapped, scanned, jitted program (a whole warm call, init included).
 - **loop of fits**: a Python loop of `fit(model_s, data, key=s, ...)`, one single-seed jitted run per
   seed (one compiled program, reused); the models are built before the timer starts.
@@ -18,10 +18,10 @@ Times are medians over `repeat` interleaved rounds (each round runs every method
 order); ratios are medians of the per-round ratios, so a load that drifts on a shared machine
 cancels. Compile time is reported apart.
 
-Target (issue 5): the vmapped program at least 10x faster than the per-step `nnx.jit` loop on CPU.
+Target: the vmapped program at least 10x faster than the per-step `nnx.jit` loop on CPU.
 
-Run:    python -m benchmarks.seeds                 (about 2-3 minutes on 2 idle CPU cores)
-        python -m benchmarks.seeds --quick         (tiny shapes: what tests/test_benchmarks.py runs)
+Run:    python -m benchmarks.seeds                 (defaults)
+        python -m benchmarks.seeds --quick         (tiny shapes: a smoke run, what the tests run)
         python -m benchmarks.seeds --batch 32 --seeds 64
 Writes: results/benchmarks/seeds.json (config, shapes, environment, timings, ratios); prints a
 Markdown table.
@@ -31,10 +31,9 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
-import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -42,16 +41,13 @@ import numpy as np
 import optax
 from flax import nnx
 
-from benchmarks import training as tb
+import jaxvg
+from benchmarks import common, loops
 from jaxvg import checks
-from jaxvg.train import training as jaxvg_training
+from jaxvg.report import experiment
 
 NAME = "seeds"
-TARGET_NNX_OVER_VMAP = 10.0  # issue 5: >= 10x faster than the per-step nnx.jit loop (CPU)
-
-QUICK = dict(
-    seeds=3, width=8, depth=2, in_features=4, out_features=2, batch=8, steps=10, log_every=5, repeat=2
-)
+TARGET_NNX_OVER_VMAP = 10.0  # >= 10x faster than the per-step nnx.jit loop (CPU)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,20 +64,20 @@ class Config:
     repeat: int = 3  # interleaved timed rounds; medians are reported
     seed: int = 0  # data seed
     out_dir: str = "results/benchmarks"  # where NAME.json goes
-    quick: bool = False  # tiny shapes and 2 rounds: a smoke run for tests/CI
+    quick: bool = False  # tiny shapes and 2 rounds: a smoke run for tests/CI (its numbers mean nothing)
+
+    QUICK: ClassVar[dict[str, Any]] = dict(
+        seeds=3, width=8, depth=2, in_features=4, out_features=2, batch=8, steps=10, log_every=5, repeat=2
+    )
 
     def __post_init__(self):
+        experiment.apply_quick(self)
         for name in ("seeds", "width", "depth", "in_features", "out_features", "batch", "steps"):
             checks.positive_int(name, getattr(self, name))
         checks.positive_int("log_every", self.log_every)
         checks.positive_int("repeat", self.repeat)
         checks.positive("learning_rate", self.learning_rate)
         checks.nonnegative_int("seed", self.seed)
-
-
-def effective(config: Config) -> Config:
-    """The config actually run: `QUICK` sizes replace the defaults when `config.quick` is set."""
-    return dataclasses.replace(config, **QUICK) if config.quick else config
 
 
 def run(config: Config, *, log: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -93,30 +89,28 @@ def run(config: Config, *, log: Callable[[str], None] | None = None) -> dict[str
       all round times), "ratios" (records with target, op and pass) and "rows" (the table).
     """
     log = log or (lambda m: None)
-    cfg = effective(config)
-    seeds = list(range(cfg.seeds))
-    x_np, y_np = tb.teacher_batch(cfg)
+    seeds = list(range(config.seeds))
+    x_np, y_np = loops.teacher_batch(config)
     x, y = jnp.asarray(x_np), jnp.asarray(y_np)
-    sizes = [cfg.in_features] + [cfg.width] * cfg.depth + [cfg.out_features]
-    flops = tb.matmul_flops(sizes, cfg.batch)
-    net_steps = cfg.seeds * cfg.steps
+    flops = loops.matmul_flops(loops.layer_sizes(config), config.batch)
+    net_steps = config.seeds * config.steps
 
     def factory(rngs: nnx.Rngs) -> nnx.Module:
-        return tb.make_model(cfg, rngs)
+        return loops.make_model(config, rngs)
 
     fit_kw = dict(
-        loss=tb.LOSS, optimizer="adam", learning_rate=cfg.learning_rate, steps=cfg.steps,
-        log_every=cfg.log_every, progress=False,
+        loss=loops.LOSS, optimizer="adam", learning_rate=config.learning_rate, steps=config.steps,
+        log_every=config.log_every, progress=False,
     )  # fmt: skip
     box: dict[str, Any] = {}
 
     # vmapped fit: the first call compiles.
-    log(f"[seeds] compiling: vmapped fit ({cfg.seeds} seeds), single-seed fit, nnx.jit step, plain scan")
+    log(f"[seeds] compiling: vmapped fit ({config.seeds} seeds), single-seed fit, nnx.jit step, plain scan")
 
     def vmap_once():
-        box["vmap"] = jaxvg_training.fit(factory, (x_np, y_np), seeds=seeds, **fit_kw)
+        box["vmap"] = jaxvg.fit(factory, (x_np, y_np), seeds=seeds, **fit_kw)
 
-    vmap_first = tb.timed(vmap_once)
+    vmap_first = common.timed(vmap_once)
     vmap_loss = float(np.mean(box["vmap"].history["train/loss"][:, -1]))
 
     # loop of single-seed fits: one compile (the first), reused by every seed.
@@ -124,38 +118,38 @@ def run(config: Config, *, log: Callable[[str], None] | None = None) -> dict[str
         return [factory(nnx.Rngs(s)) for s in seeds]
 
     warm = factory(nnx.Rngs(0))
-    loop_first = tb.timed(lambda: jaxvg_training.fit(warm, (x_np, y_np), key=0, **fit_kw))
+    loop_first = common.timed(lambda: jaxvg.fit(warm, (x_np, y_np), key=0, **fit_kw))
 
     def loop_once() -> float:
         nets = build()
         t0 = time.perf_counter()
-        out = [jaxvg_training.fit(m, (x_np, y_np), key=s, **fit_kw) for s, m in zip(seeds, nets, strict=True)]
+        out = [jaxvg.fit(m, (x_np, y_np), key=s, **fit_kw) for s, m in zip(seeds, nets, strict=True)]
         seconds = time.perf_counter() - t0
         box["loop"] = float(np.mean([o.history["train/loss"][-1] for o in out]))
         return seconds
 
     # per-step nnx.jit loop: one shared tx, so the step compiles once.
-    tx = tb.shared_adam(cfg.learning_rate)
+    tx = loops.shared_adam(config.learning_rate)
     m0 = factory(nnx.Rngs(0))
-    o0 = tb.nnx_setup(m0, tx)
-    nnx_first = tb.timed(lambda: tb.nnx_loop(m0, o0, x, y, 1))
+    o0 = loops.nnx_setup(m0, tx)
+    nnx_first = common.timed(lambda: loops.nnx_loop(m0, o0, x, y, 1))
 
     def nnx_once() -> float:
         nets = build()
-        opts = [tb.nnx_setup(m, tx) for m in nets]
+        opts = [loops.nnx_setup(m, tx) for m in nets]
         t0 = time.perf_counter()
         for m, o in zip(nets, opts, strict=True):
-            tb.nnx_loop(m, o, x, y, cfg.steps)
+            loops.nnx_loop(m, o, x, y, config.steps)
         seconds = time.perf_counter() - t0
-        box["nnx"] = float(np.mean([tb.nnx_loss(m, x, y) for m in nets]))
+        box["nnx"] = float(np.mean([loops.nnx_loss(m, x, y) for m in nets]))
         return seconds
 
     # vmapped plain scan over the stacked split states (the floor for a vmapped program).
-    graphdef, params, rest = jaxvg_training.stack_models(build())
-    ptx = optax.adam(cfg.learning_rate)
+    graphdef, params, rest = jaxvg.train.stack_models(build())
+    ptx = optax.adam(config.learning_rate)
     opt_state = jax.vmap(ptx.init)(params)
     program = jax.jit(
-        jax.vmap(tb.plain_scan_program(graphdef, ptx, cfg.steps), in_axes=(0, 0, 0, None, None))
+        jax.vmap(loops.plain_scan_program(graphdef, ptx, config.steps), in_axes=(0, 0, 0, None, None))
     )
     t0 = time.perf_counter()
     compiled = program.lower(params, opt_state, rest, x, y).compile()
@@ -166,19 +160,19 @@ def run(config: Config, *, log: Callable[[str], None] | None = None) -> dict[str
 
     scan_once()  # warm-up
 
-    log(f"[seeds] {cfg.repeat} interleaved rounds of {cfg.seeds} seeds x {cfg.steps} steps")
-    times = tb.interleaved_seconds(
+    log(f"[seeds] {config.repeat} interleaved rounds of {config.seeds} seeds x {config.steps} steps")
+    times = common.interleaved_seconds(
         {
-            "vmapped_fit": lambda: tb.timed(vmap_once),
+            "vmapped_fit": lambda: common.timed(vmap_once),
             "loop_of_fits": loop_once,
             "nnx_jit": nnx_once,
-            "vmapped_plain_scan": lambda: tb.timed(scan_once),
+            "vmapped_plain_scan": lambda: common.timed(scan_once),
         },
-        cfg.repeat,
+        config.repeat,
     )
     compile_of = {
         "vmapped_fit": max(vmap_first - statistics.median(times["vmapped_fit"]), 0.0),
-        "loop_of_fits": max(loop_first - statistics.median(times["loop_of_fits"]) / cfg.seeds, 0.0),
+        "loop_of_fits": max(loop_first - statistics.median(times["loop_of_fits"]) / config.seeds, 0.0),
         "nnx_jit": max(nnx_first - statistics.median(times["nnx_jit"]) / net_steps, 0.0),
         "vmapped_plain_scan": scan_compile,
     }
@@ -189,9 +183,9 @@ def run(config: Config, *, log: Callable[[str], None] | None = None) -> dict[str
         "vmapped_plain_scan": float(np.mean(box["scan"][2])),
     }
     what = {
-        "vmapped_fit": f"fit(factory, data, seeds=range({cfg.seeds})): one vmapped program, init included",
-        "loop_of_fits": f"Python loop of {cfg.seeds} single-seed fit calls (one compiled program)",
-        "nnx_jit": f"{cfg.seeds} x {cfg.steps} calls of a per-step @nnx.jit step + nnx.Optimizer",
+        "vmapped_fit": f"fit(factory, data, seeds=range({config.seeds})): one vmapped program, init included",
+        "loop_of_fits": f"Python loop of {config.seeds} single-seed fit calls (one compiled program)",
+        "nnx_jit": f"{config.seeds} x {config.steps} calls of a per-step @nnx.jit step + nnx.Optimizer",
         "vmapped_plain_scan": "hand-written jit(vmap(lax.scan)) over stacked nnx.split states + optax.adam",
     }
     methods = {}
@@ -210,13 +204,13 @@ def run(config: Config, *, log: Callable[[str], None] | None = None) -> dict[str
         }
 
     def over(a: str, b: str) -> float:
-        return tb.paired_ratio(times[a], times[b])
+        return common.paired_ratio(times[a], times[b])
 
     ratios = [
-        tb.ratio(NAME, f"nnx.jit per step / vmapped fit ({cfg.seeds} seeds)", over("nnx_jit", "vmapped_fit"),
+        common.ratio(NAME, f"nnx.jit per step / vmapped fit ({config.seeds} seeds)", over("nnx_jit", "vmapped_fit"),
                  target=TARGET_NNX_OVER_VMAP, op=">="),
-        tb.ratio(NAME, "loop of fits / vmapped fit", over("loop_of_fits", "vmapped_fit")),
-        tb.ratio(NAME, "vmapped fit / vmapped plain scan", over("vmapped_fit", "vmapped_plain_scan")),
+        common.ratio(NAME, "loop of fits / vmapped fit", over("loop_of_fits", "vmapped_fit")),
+        common.ratio(NAME, "vmapped fit / vmapped plain scan", over("vmapped_fit", "vmapped_plain_scan")),
     ]  # fmt: skip
     rows = [
         {
@@ -230,42 +224,14 @@ def run(config: Config, *, log: Callable[[str], None] | None = None) -> dict[str
         }
         for name, m in methods.items()
     ]
-    return {
-        "suite": NAME,
-        "config": dataclasses.asdict(cfg),
-        "environment": tb.environment(),
-        "shapes": {
-            "seeds": cfg.seeds,
-            "layer_sizes": sizes,
-            "batch": cfg.batch,
-            "steps": cfg.steps,
-            "dtype": "float32",
-            "flop_per_net_step": flops["step"],
-            "loss": tb.LOSS,
-            "optimizer": "adam",
-            "data": f"teacher regression, {cfg.batch} examples, full batch every step",
-        },
-        "methods": methods,
-        "ratios": ratios,
-        "rows": rows,
-        "timing": "median over interleaved rounds; ratios are medians of per-round ratios",
-    }
-
-
-table = tb.table  # the same two Markdown tables: per-method timings, then ratios against targets
+    shapes = {"seeds": config.seeds, "steps": config.steps, **loops.shapes(config)}
+    return common.record(NAME, config, shapes=shapes, methods=methods, ratios=ratios, rows=rows,
+                         timing=common.TIMING)  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Parse flags, run, write results/benchmarks/seeds.json and print the table."""
-    from jaxvg.report import cli
-
-    config = cli.parse(Config, argv)
-    result = run(config, log=lambda m: print(m, file=sys.stderr))
-    path = tb.write(config, result)
-    env = result["environment"]
-    print(f"## seeds ({env['device_kind']}, jax {env['jax']}, flax {env['flax']}; {path})\n")
-    print(table(result))
-    return result
+    """Parse flags, run, write results/benchmarks/seeds.json and print the tables."""
+    return common.main(Config, run, argv)
 
 
 if __name__ == "__main__":

@@ -12,20 +12,15 @@ Criticality: linear sigma_w2 = 1, sigma_b2 = 0; relu sigma_w2 = 2, sigma_b2 = 0;
 activation (tanh) sigma_b2 = `--sigma-b2` (small) and sigma_w2 = `theory.critical_sigma_w2`.
 Inputs sit at the fixed point: x ~ N(0, q* I). Square layers of `width` units, no head.
 
-How it runs: every (activation, weights, seed) net is one entry of a nets axis, vmapped and sharded
-over local devices (`sweeps.map_nets`; on a single CPU device a sequential `lax.map`, see
-`_map_nets`) in ONE compiled program: the activation is selected per net
-by index (all registry activations of the config are evaluated elementwise, which costs nothing
-next to the N^3 matrix products) and both weight schemes are drawn with `jaxvg.initializers` and
-selected per net. A `lax.scan` over the layers carries, in float64, the running Jacobian product
-(renormalised every layer, its log-norm accumulated, so nothing under- or overflows) and the QR
-frame of the Lyapunov method; at each requested depth it takes the SVD. Nested depths: the depth-8
-Jacobian is that of the first 8 layers of the depth-128 net (each depth has the exact marginal
-law; depths of one seed are correlated). `analysis.jacobian_spectrum` computes the same thing for
-any block model, but unrolls its block loop (one program per depth, compile time growing with
-depth); tests/test_isometry.py checks that both agree on a jaxvg.MLP.
+How it runs: every (activation, weights, seed) net is a `jaxvg.MLP` (init "gaussian" or
+"orthogonal", float64, no head), and `jaxvg.jacobian_spectrum` gives the singular values of its
+J = dh_L/dh_0 (the output basis pushed back through the blocks, renormalised after every block, so
+nothing under- or overflows) and its Lyapunov exponents (QR method); `jax.jacfwd` gives the column
+norms ||J e_j|| of the typical rate. Nested depths: the depth-8 net of a seed is the first 8 blocks
+of its depth-128 net (see `net`). One compiled program per (activation, weights, depth), shared by
+the seeds.
 
-Run:    python -m experiments.isometry               (width 256, depths 2..128, 4 seeds; minutes on 2 CPU cores)
+Run:    python -m experiments.isometry               (width 256, depths 2..128, 4 seeds)
         python -m experiments.isometry --quick       (width 64, depths 2, 8, 32; what the tests run)
         python -m experiments.isometry --preset full (width 1024, depths to 256, 8 seeds; accelerators)
 Writes: results/isometry/{metrics.json,isometry.csv,isometry.png,summary.md}
@@ -36,29 +31,31 @@ singular values grows only as L (mu2/mu1^2 - 1), 0.044 L at sigma_b2 = 1e-3. Gau
 (any activation) and relu (either weights) spread out: variance ~L (linear, Gaussian), ~L (relu,
 orthogonal), ~2L (relu, Gaussian). The mean stays 1 (chi_1 = 1) everywhere.
 
-Measured (defaults: width 256, 4 seeds, float64; 55 s on a shared 2-core CPU), variance of the
-squared singular values, measured (free-probability theory):
+Measured (defaults: width 256, 4 seeds, float64), variance of the squared singular values,
+measured (free-probability theory):
 
-| depth | linear G   | linear O | relu G     | relu O     | tanh G      | tanh O      |
-|------:|-----------:|---------:|-----------:|-----------:|------------:|------------:|
-|     2 | 1.99 (2)   | 2e-31 (0)| 3.87 (4)   | 2.10 (2)   | 1.98 (2.09) | 0.095 (0.088) |
-|     8 | 8.39 (8)   | 3e-31 (0)| 11.8 (16)  | 7.19 (8)   | 9.65 (8.35) | 0.352 (0.352) |
-|    32 | 36.2 (32)  | 7e-31 (0)| 24.8 (64)  | 24.3 (32)  | 46.8 (33.4) | 1.36 (1.41)   |
-|   128 | 42.1 (128) | 2e-30 (0)| 86.3 (256) | 34.7 (128) | 55.5 (134)  | 5.10 (5.64)   |
+| depth | linear G   | linear O  | relu G     | relu O     | tanh G      | tanh O          |
+|------:|-----------:|----------:|-----------:|-----------:|------------:|----------------:|
+|     2 | 1.99 (2)   | 8e-31 (0) | 4.06 (4)   | 1.92 (2)   | 2.11 (2.09) | 0.0937 (0.0881) |
+|     8 | 8.10 (8)   | 2e-30 (0) | 16.3 (16)  | 9.24 (8)   | 9.28 (8.35) | 0.352 (0.352)   |
+|    32 | 39.4 (32)  | 3e-30 (0) | 89.1 (64)  | 49.1 (32)  | 33.0 (33.4) | 1.31 (1.41)     |
+|   128 | 65.8 (128) | 1e-29 (0) | 31.6 (256) | 34.7 (128) | 905 (134)   | 4.30 (5.64)     |
 
 - Orthogonal linear: every singular value is 1 to 1e-15 at every depth (an exact isometry).
-- Orthogonal tanh (sigma_w2 = 1.189, sigma_b2 = 1e-3, q* = 0.107) follows the theory within 10 % at
-  every depth. At depth 128 sigma_1 / sigma_{N/4} (from the Lyapunov exponents) spans 0.38
-  decades for orthogonal tanh, against 7.8 (linear), 8.1 (tanh) and 19.5 (relu) decades with
-  Gaussian weights and 11.6 decades for orthogonal relu: orthogonal weights cure the spread only
-  where phi' is nearly constant (relu's phi' is 0 or 1: about N/2 singular values are exactly 0).
+- Orthogonal tanh (sigma_w2 = 1.189, sigma_b2 = 1e-3, q* = 0.107) follows the theory within 7 %
+  up to L = 64 (L/N = 1/4) and is 24 % below it at L = 128. At depth 128 sigma_1 / sigma_{N/4}
+  (from the Lyapunov exponents) spans 0.40 decades for orthogonal tanh, against 7.9 (linear),
+  8.3 (tanh) and 19.4 (relu) decades with Gaussian weights and 11.5 decades for orthogonal relu:
+  orthogonal weights cure the spread only where phi' is nearly constant (relu's phi' is 0 or 1:
+  about N/2 singular values are exactly 0).
 - The mean squared singular value is 1 (chi_1 = 1) within Monte Carlo error up to L = 16-32.
   Where L is no longer small against N (L = 128, N = 256) the Gaussian and relu spectra are so
-  heavy-tailed that 4 nets x 256 eigenvalues under-sample them: the measured mean falls to 0.54-0.64
-  and the variance to 1/3-1/2 of theory (the moments are carried by rare large eigenvalues), while
-  orthogonal tanh, which is not heavy-tailed, still matches.
-- Gaussian linear Lyapunov spectrum = Ginibre's exactly (figure); typical growth rate (1/L) ln||J e_j||
-  at L = 64: -0.001958 measured vs -0.001956 from `theory.typical_log_rate` (ln(2/N) + digamma(N/2))/2.
+  heavy-tailed that 4 nets x 256 eigenvalues sample them poorly: the moments are carried by rare
+  large eigenvalues, so the measured mean ranges 0.42-1.9 and the variance 0.12-6.8 times theory
+  (a draw with one huge eigenvalue overshoots, the others fall short), while orthogonal tanh,
+  which is not heavy-tailed, stays close.
+- Gaussian linear Lyapunov spectrum = Ginibre's (figure); typical growth rate (1/L) ln||J e_j|| at
+  L = 64: -0.0026 measured vs -0.0020 from `theory.typical_log_rate` (ln(2/N) + digamma(N/2))/2.
 """
 
 from __future__ import annotations
@@ -67,7 +64,6 @@ import contextlib
 import dataclasses
 import functools
 import math
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
@@ -75,16 +71,17 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
+import jaxvg
 from jaxvg import checks, theory
-from jaxvg.nn import activations, initializers
-from jaxvg.scale import sweeps
+from jaxvg.nn import activations
+from jaxvg.report import experiment, figures, tables
+from jaxvg.report.experiment import Done, Log, OnCell
 
 NAME = "isometry"
 WEIGHTS = ("gaussian", "orthogonal")
 _FIXED_CRITICAL = {"linear": (1.0, 0.0), "relu": (2.0, 0.0)}  # (sigma_w2, sigma_b2) at chi_1 = 1
-
-_QUICK: dict[str, Any] = {"depths": (2, 8, 32), "width": 64}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,17 +93,15 @@ class Config:
     seeds: int = 4  # independent nets per (activation, weights)
     sigma_b2: float = 1e-3  # bias variance for activations other than linear/relu (tanh)
     out_dir: str = "results/isometry"  # where main() writes
-    quick: bool = False  # small sizes for tests/CI (seconds of compute)
+    quick: bool = False  # small sizes for tests/CI; fields you set yourself are kept
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "full": {"depths": (2, 4, 8, 16, 32, 64, 128, 256), "width": 1024, "seeds": 8}
     }
+    QUICK: ClassVar[dict[str, Any]] = {"depths": (2, 8, 32), "width": 64}
 
     def __post_init__(self):
-        if self.quick:  # quick sizes replace the fields left at their defaults
-            for f in dataclasses.fields(self):
-                if f.name in _QUICK and getattr(self, f.name) == f.default:
-                    object.__setattr__(self, f.name, _QUICK[f.name])
+        experiment.apply_quick(self)
         if not self.activations:
             raise ValueError(f"`activations` must name at least one activation, got {self.activations!r}.")
         for a in self.activations:
@@ -134,90 +129,78 @@ def critical_point(activation: str, sigma_b2: float) -> tuple[float, float]:
     return float(theory.critical_sigma_w2(activation, sigma_b2)), float(sigma_b2)
 
 
-# --------------------------------------------------------------------------- the kernel
+# --------------------------------------------------------------------------- the nets
 
 
-def layer_params(key, i, orthogonal, sigma_w2, sigma_b2, width: int) -> tuple[jax.Array, jax.Array]:
-    """Kernel (width, width) and bias (width,) of layer i (0-based) of a net, float64.
+def net(activation: str, weights: str, width: int, depth: int, seed: int, sigma_b2: float) -> jaxvg.MLP:
+    """Net `seed` of (activation, weights): `depth` square float64 blocks at the critical point, no head.
 
-    Kernel: `initializers.kernel_init("orthogonal" if orthogonal else "gaussian", sigma_w2=1)` times
-    sqrt(sigma_w2) (so sigma_w2 may be traced); bias ~ N(0, sigma_b2). Keys: fold_in(key, i), split.
+    `jaxvg.MLP(width, width, depth, None, init=weights, sigma_w2, sigma_b2)` with the critical
+    (sigma_w2, sigma_b2) of `critical_point`. The MLP draws its blocks in order from one
+    `nnx.Rngs`, so the depth-d net of a seed is the first d blocks of every deeper net of that seed:
+    the depths of one seed are nested (each depth has its exact marginal law; they are correlated).
+    The weights depend on the seed only (common random numbers across activations).
     """
-    dtype = jnp.float64
-    k_w, k_b = jax.random.split(jax.random.fold_in(key, i))
-    shape = (width, width)
-    gauss = initializers.kernel_init("gaussian", sigma_w2=1.0)(k_w, shape, dtype)
-    orth = initializers.kernel_init("orthogonal", sigma_w2=1.0)(k_w, shape, dtype)
-    kernel = jnp.where(orthogonal, orth, gauss) * jnp.sqrt(sigma_w2)
-    return kernel, jnp.sqrt(sigma_b2) * jax.random.normal(k_b, (width,), dtype)
+    sw, sb = critical_point(activation, sigma_b2)
+    return jaxvg.MLP(
+        width, width, depth, None, activation=activation, init=weights, sigma_w2=sw, sigma_b2=sb,
+        param_dtype=jnp.float64, rngs=nnx.Rngs(_keys(seed)[1]),
+    )  # fmt: skip
 
 
-def _one_net(key, act_index, orthogonal, sigma_w2, sigma_b2, q_star, *, acts, width, max_depth, checkpoints):
-    """Singular values and Lyapunov exponents of J_{L<-0} at every checkpoint depth, for one net.
+def net_input(seed: int, width: int, q_star: float) -> jax.Array:
+    """The input of net `seed`: x = sqrt(q*) N(0, I_width), float64, at the fixed point q*."""
+    return jnp.sqrt(q_star) * jax.random.normal(_keys(seed)[0], (width,), jnp.float64)
 
-    h_l = phi(h_{l-1} K_l + b_l), K_l (N, N) from `initializers` ("gaussian" or "orthogonal" at
-    sigma_w2 = 1, times sqrt(sigma_w2)); J_l = diag(phi'(z_l)) K_l^T. Float64 throughout.
-    Layer l's parameters are `layer_params(k_net, l, ...)` and the input x = sqrt(q*) N(0, I)
-    comes from k_x, where (k_x, k_net) = split(key).
+
+def _keys(seed: int) -> jax.Array:
+    """(input key, weight key) of net `seed`."""
+    return jax.random.split(jax.random.fold_in(jax.random.key(1711), seed))
+
+
+def measure(model: jaxvg.MLP, x: jax.Array) -> dict[str, np.ndarray]:
+    """Spectrum of J = dh_L/dh_0 of one net at one input, natural log, from `jaxvg.jacobian_spectrum`.
 
     Returns:
-      log_sv (C, N): natural log of the singular values of J_{L<-0}, descending, for each of the
-        C checkpoint depths L;
-      lyapunov (C, N): (1/L) sum_l ln|R^(l)_ii| (Q_l R^(l) = J_l Q_{l-1}, Q_0 = I), descending:
-        natural log per layer;
-      log_growth (C, N): (1/L) ln ||J e_j||, the growth rate of each input basis vector, natural
-        log per layer: its mean over j and nets is the typical (quenched) rate, with N samples per
-        net (the sorted top Lyapunov exponent is the max of N noisy rates: biased up at small L).
+      log_sv (N,): ln of the singular values of J, descending; -inf for those below float64's
+        working precision (N eps sigma_1: not resolved, counted as 0);
+      lyapunov (N,): the Lyapunov exponents (QR method), natural log per layer, descending;
+      log_growth (N,): (1/L) ln ||J e_j||, the growth rate of each input basis vector, natural log
+        per layer: its mean over j and nets is the typical (quenched) rate, with N samples per net
+        (the sorted top Lyapunov exponent is the max of N noisy rates: biased up at small L).
     """
-    n = width
-    dtype = jnp.float64
-    k_x, k_net = jax.random.split(key)
-    x = jnp.sqrt(q_star) * jax.random.normal(k_x, (n,), dtype)
-    is_check = np.zeros(max_depth, bool)
-    is_check[np.asarray(checkpoints) - 1] = True
+    spec = jaxvg.jacobian_spectrum(model, x)
+    log_sv = np.asarray(spec.log10_sv[0], np.float64) * math.log(10)
+    graphdef, state = nnx.split(model)
+    columns = np.asarray(_column_log_norms(graphdef)(state, x), np.float64)
+    return {
+        "log_sv": np.where(np.isnan(log_sv), -np.inf, log_sv),
+        "lyapunov": np.asarray(spec.log10_lyapunov, np.float64) * math.log(10),
+        "log_growth": columns / len(model.blocks),
+    }
 
-    def phi_dphi(z):
-        fs = jnp.stack([a.fn(z) for a in acts])
-        ds = jnp.stack([a.dfn(z) for a in acts])
-        return fs[act_index], ds[act_index]
 
-    def layer(carry, inp):
-        h, m, log_m, q, lyap_sum = carry
-        i, check = inp
-        kernel, bias = layer_params(k_net, i, orthogonal, sigma_w2, sigma_b2, n)
-        z = h @ kernel + bias
-        h, d = phi_dphi(z)
-        jac = d[:, None] * kernel.T
-        m = jac @ m
-        norm = jnp.linalg.norm(m)
-        m, log_m = m / norm, log_m + jnp.log(norm)
-        q, r = jnp.linalg.qr(jac @ q)
-        lyap_sum = lyap_sum + jnp.log(jnp.abs(jnp.diagonal(r)))
+@functools.lru_cache(maxsize=64)
+def _column_log_norms(graphdef: Any) -> Callable[..., jax.Array]:
+    """Jitted (state, x) -> ln ||J e_j||, j = 1..N: the column norms of J = dh_L/dh_0 (`jax.jacfwd`;
+    float64 holds them unscaled at these depths, unlike the singular values' spread)."""
 
-        def spectrum(args):
-            m, log_m, lyap_sum = args
-            sv = jnp.linalg.svd(m, compute_uv=False)
-            col = jnp.log(jnp.linalg.norm(m, axis=0)) + log_m  # ln ||J e_j||, j = 1..N
-            return jnp.log(sv) + log_m, -jnp.sort(-lyap_sum) / (i + 1), col / (i + 1)
+    def log_norms(state: Any, x: jax.Array) -> jax.Array:
+        model = nnx.merge(graphdef, state)
+        jac = jax.jacfwd(lambda h: model(h[None])[0])(x)  # (N, N): column j is J e_j
+        return jnp.log(jnp.linalg.norm(jac, axis=0))
 
-        zeros = (jnp.zeros(n, dtype),) * 3
-        out = jax.lax.cond(check, spectrum, lambda a: zeros, (m, log_m, lyap_sum))
-        return (h, m, log_m, q, lyap_sum), out
-
-    eye = jnp.eye(n, dtype=dtype)
-    carry = (x, eye, jnp.zeros((), dtype), eye, jnp.zeros(n, dtype))
-    _, (log_sv, lyap, growth) = jax.lax.scan(layer, carry, (jnp.arange(max_depth), jnp.asarray(is_check)))
-    idx = np.asarray(checkpoints) - 1
-    return {"log_sv": log_sv[idx], "lyapunov": lyap[idx], "log_growth": growth[idx]}
+    return jax.jit(log_norms)
 
 
 def _blas_threads(n: int) -> contextlib.AbstractContextManager:
     """Limit OpenBLAS (which jaxlib's CPU QR and SVD call, through scipy) to `n` threads.
 
-    On a shared 2-core CPU (load ~11) OpenBLAS's default threads made 24 float64 QRs of 128 x 128
-    matrices take 860 ms; one thread took 27 ms (measured, jax 0.10.2). scipy's OpenBLAS is loaded
-    lazily, at jax's first LAPACK call: a limit set before that misses it, so it is loaded first.
-    A no-op without threadpoolctl (a scikit-learn dependency).
+    The orthogonal initializer and the spectrum take one QR per layer. On a shared 2-core CPU,
+    OpenBLAS's default threads made small float64 QRs 10-30x slower than one thread (building the
+    nets took longer than measuring them). scipy's OpenBLAS is loaded lazily, at jax's first
+    LAPACK call: a limit set before that misses it, so it is loaded first. A no-op without
+    threadpoolctl (a scikit-learn dependency).
     """
     try:
         import scipy.linalg  # noqa: F401 - loads scipy's OpenBLAS (jaxlib's LAPACK) so the limit reaches it
@@ -227,51 +210,37 @@ def _blas_threads(n: int) -> contextlib.AbstractContextManager:
     return threadpoolctl.threadpool_limits(n, user_api="blas")
 
 
-def _map_nets(fn: Callable, *stacked: Any) -> Any:
-    """`sweeps.map_nets` (vmap, sharded over devices) on accelerators and multi-device hosts; on a
-    single CPU device a sequential `lax.map` over the nets instead.
-
-    Why: under vmap jaxlib's CPU QR/SVD are batched LAPACK calls that jaxlib spreads over XLA's
-    intra-op thread pool (`ParallelBatchMap`); on the shared 2-core CPU one run hung there for good
-    (gdb: every pool thread idle, the caller waiting in `lapack_dorgqr_ffi` -> ParallelBatchMap ->
-    BlockingCounter::Wait). Unbatched calls do not take that path; the N^3 matrix products of one
-    net keep a CPU busy anyway.
-    """
-    if jax.device_count() > 1 or jax.default_backend() != "cpu":
-        return sweeps.map_nets(fn, *stacked)
-    return _sequential(fn)(*stacked)
-
-
-@functools.lru_cache(maxsize=16)
-def _sequential(fn: Callable) -> Callable:
-    return jax.jit(lambda *stacked: jax.lax.map(lambda args: fn(*args), stacked))
+def _measure_all(config: Config, crit: Mapping[str, tuple[float, float, float]]) -> dict[str, np.ndarray]:
+    """Every (activation, weights, seed) net at every depth: (nets, depths, N) arrays from `measure`."""
+    out: dict[str, list] = {"log_sv": [], "lyapunov": [], "log_growth": []}
+    with jax.enable_x64(True), _blas_threads(1):
+        for a, w, s in _nets(config):
+            x = net_input(s, config.width, crit[a][2])
+            per_depth = [
+                measure(net(a, w, config.width, depth, s, config.sigma_b2), x) for depth in config.depths
+            ]
+            for k in out:
+                out[k].append(np.stack([m[k] for m in per_depth]))
+    return {k: np.stack(v) for k, v in out.items()}
 
 
-@functools.lru_cache(maxsize=16)
-def _net_fn(**static: Any) -> Callable:
-    """The per-net function for `sweeps.map_nets` (one object per static setup: its compile key)."""
-    return functools.partial(_one_net, **static)
+def _nets(config: Config) -> list[tuple[str, str, int]]:
+    return [(a, w, s) for a in config.activations for w in config.weights for s in range(config.seeds)]
 
 
 # --------------------------------------------------------------------------- run
 
 
-def run(
-    config: Config,
-    *,
-    on_cell: Callable[[str, Any], None] | None = None,
-    done: Mapping[str, Any] = {},  # noqa: B006 - read only
-    log: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
+def run(config: Config, *, on_cell: OnCell = None, done: Done = None, log: Log = None) -> dict[str, Any]:
     """Measure the Jacobian spectra and compare them with theory; no file I/O.
 
-    All nets run as one program, so there is one cell, "isometry", written when it finishes and
-    reused (if its setup matches) from `done`.
+    All nets form one cell, "isometry", written when it finishes and reused (if its setup matches)
+    from `done`.
 
     Args:
       config: the experiment `Config`.
       on_cell: called as `on_cell("isometry", cell)` when the spectra are computed.
-      done: {key: cell} already computed (`jaxvg.report.results.finished_cells`).
+      done: {key: cell} already computed (`jaxvg.report.cell_store.finished_cells`).
       log: optional progress printer.
 
     Returns:
@@ -279,57 +248,29 @@ def run(
       variance of the squared singular values, their ratio, the spread of the singular values in
       decades, the top Lyapunov exponent and its predictions), `spectra` {"act/weights": {"log10_sv":
       (depths, seeds * N) decades, "lyapunov": (depths, seeds, N) natural log per layer}},
-      `critical` {activation: (sigma_w2, sigma_b2, q*)}, `depths`, `width`, `computed`, `seconds`.
+      `critical` {activation: (sigma_w2, sigma_b2, q*)}, `depths`, `width`, `cells` (the one cell,
+      JSON-ready: "log_sv", "lyapunov", "log_growth" (nets, depths, N), natural log), `computed`,
+      `seconds`.
     """
     start = time.perf_counter()
     setup = {
         k: getattr(config, k) for k in ("activations", "weights", "depths", "width", "seeds", "sigma_b2")
     }
-    setup = {k: list(v) if isinstance(v, tuple) else v for k, v in setup.items()}
     crit = {}
     for a in config.activations:
         sw, sb = critical_point(a, config.sigma_b2)
-        q0 = 1.0
         with jax.enable_x64(True):
-            qs = float(theory.q_star(a, sw, sb, q0=q0))
+            qs = float(theory.q_star(a, sw, sb, q0=1.0))
         crit[a] = (sw, sb, qs)
 
-    nets = [(a, w, s) for a in config.activations for w in config.weights for s in range(config.seeds)]
-    old = done.get(NAME)
-    computed = []
-    if isinstance(old, Mapping) and old.get("setup") == setup:
-        # JSON stores -inf (ln of an exactly-zero singular value) as null, read back as NaN
-        log_sv, lyap, growth = (
-            np.nan_to_num(np.asarray(old[k], dtype=np.float64), nan=-np.inf, posinf=np.inf, neginf=-np.inf)
-            for k in ("log_sv", "lyapunov", "log_growth")
-        )
-    else:
-        t0 = time.perf_counter()
-        with jax.enable_x64(True), _blas_threads(1):
-            acts = tuple(activations.get(a) for a in config.activations)
-            fn = _net_fn(
-                acts=acts, width=config.width, max_depth=max(config.depths), checkpoints=config.depths
-            )
-            keys = jnp.stack([jax.random.fold_in(jax.random.key(1711), s) for (_, _, s) in nets])
-            stacked = (
-                keys,
-                jnp.asarray([config.activations.index(a) for a, _, _ in nets], jnp.int32),
-                jnp.asarray([w == "orthogonal" for _, w, _ in nets]),
-                jnp.asarray([crit[a][0] for a, _, _ in nets], jnp.float64),
-                jnp.asarray([crit[a][1] for a, _, _ in nets], jnp.float64),
-                jnp.asarray([crit[a][2] for a, _, _ in nets], jnp.float64),
-            )
-            out = jax.device_get(_map_nets(fn, *stacked))
-        log_sv, lyap, growth = (np.asarray(out[k], np.float64) for k in ("log_sv", "lyapunov", "log_growth"))
-        computed.append(NAME)
-        if on_cell is not None:
-            on_cell(NAME, {"setup": setup, "log_sv": log_sv, "lyapunov": lyap, "log_growth": growth})
-        if log is not None:
-            log(
-                f"{len(nets)} nets x {max(config.depths)} layers (width {config.width}) in {time.perf_counter() - t0:.1f} s"
-            )
-
-    rows, spectra = _analyse(config, crit, nets, log_sv, lyap, growth)
+    store = experiment.Cells(done, on_cell, log)
+    cell = store.get(NAME, setup, lambda: _measure_all(config, crit))
+    # JSON stores -inf (ln of a singular value below working precision) as null, read back as NaN
+    log_sv, lyap, growth = (
+        np.nan_to_num(np.asarray(cell[k], dtype=np.float64), nan=-np.inf, posinf=np.inf, neginf=-np.inf)
+        for k in ("log_sv", "lyapunov", "log_growth")
+    )
+    rows, spectra = _analyse(config, crit, _nets(config), log_sv, lyap, growth)
     return {
         "rows": rows,
         "spectra": spectra,
@@ -337,9 +278,22 @@ def run(
         "depths": list(config.depths),
         "width": config.width,
         "seeds": config.seeds,
-        "computed": computed,
+        "cells": store.cells,
+        "computed": store.computed,
         "seconds": time.perf_counter() - start,
     }
+
+
+def report(config: Config, res: dict[str, Any]) -> experiment.Outputs:
+    """What main writes: metrics.json, isometry.csv (one row per activation x weights x depth),
+    summary.md and isometry.png."""
+    table = tables.format_table(res["rows"], _TABLE_COLUMNS, floatfmt=".4g")
+    return experiment.Outputs(
+        results={k: v for k, v in res.items() if k != "cells"},
+        summary=_summary_text(config, res, table),
+        csv={f"{NAME}.csv": res["rows"]},
+        figure=lambda: figures.isometry(res),
+    )
 
 
 def _analyse(config, crit, nets, log_sv, lyap, growth):
@@ -462,20 +416,8 @@ def _summary_text(config: Config, res: dict[str, Any], table: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    from jaxvg.report import cli, plotting
-    from jaxvg.report import results as results_lib
-
-    config = cli.parse(Config, argv)
-    res = results_lib.run_resumable(run, config, log=lambda m: print(m, file=sys.stderr))
-    out = config.out_dir
-    results_lib.write_metrics(out, config, res, seeds=list(range(config.seeds)))
-    results_lib.write_csv(f"{out}/{NAME}.csv", res["rows"])
-    table = results_lib.format_table(res["rows"], _TABLE_COLUMNS, floatfmt=".4g")
-    text = _summary_text(config, res, table)
-    results_lib.write_summary(out, text)
-    plotting.save(plotting.isometry(res), f"{out}/{NAME}.png")
-    print(text)
-    return res
+    """Parse flags, run, and write results/isometry/ (metrics.json, CSV, PNG, summary.md)."""
+    return experiment.main(Config, run, report, argv)
 
 
 if __name__ == "__main__":

@@ -8,21 +8,21 @@ heat map. Networks deeper than about 6 xi_c do not train; xi_c diverges at the o
 transition sigma_w2 = `theory.critical_sigma_w2` (1.76 for sigma_b2 = 0.05), so the trainable
 region is a tongue around criticality that reaches the greatest depths there.
 
-How it runs: every net of the grid (sigma_w2 x depth x seed) is padded to the largest depth, its
-extra blocks masked to the identity (`sweeps.pad_depth_mask`), so the whole grid is ONE compiled
-program; the nets are vmapped and their axis sharded over local devices (`sweeps.map_nets`). The
+How it runs: every net of the grid (sigma_w2 x depth x seed) is a `jaxvg.MLP` padded to the largest
+depth, its extra blocks masked to the identity (`MLP(..., max_depth=...)`), so the nets stack
+(`train.stack_models`) and the whole grid is ONE compiled program (`train.fit_stacked`), its nets
+axis sharded over local devices (`jaxvg.scale.shard_nets`). The
 grid runs in chunks of one depth row (all sigma_w2 x seeds), each written as it finishes
-(`on_cell`) and skipped when rerun. Why pad: on a 2-core CPU compiling the training program took
-~10x longer than running a whole depth row (measured, --quick: 45 s compile vs 1.8 s per row under
-load), so one program for all depths beats one program per depth even though padded blocks are
+(`on_cell`) and skipped when rerun. Why pad: on a 2-core CPU compiling the training program takes
+several times longer than running a whole depth row, so one program for all depths beats one program per depth even though padded blocks are
 computed and discarded (`--no-pad-depths` gives one exact-depth program per row instead, for
 accelerators where compute, not compile, dominates). Initial weights use common random numbers: a
 net's standard-normal draws depend only on (seed, layer) and sigma_w2 scales them, so neighbouring
 cells differ by sigma_w2 and depth alone. A net whose loss or parameters go non-finite is frozen at
 its last finite parameters and recorded as diverged.
 
-Run:    python -m experiments.phase_diagram              (default grid, a few minutes on 2 CPU cores)
-        python -m experiments.phase_diagram --quick      (about a minute; what the tests run)
+Run:    python -m experiments.phase_diagram              (default grid)
+        python -m experiments.phase_diagram --quick      (4 x 3 grid, width 32, 150 steps; what the tests run)
         python -m experiments.phase_diagram --preset full (Schoenholz's depths to 300; accelerators)
 Writes: results/phase_diagram/{metrics.json,phase_diagram.csv,phase_diagram.png,summary.md,cells/}
 
@@ -30,8 +30,7 @@ Expected outcome: accuracy is high only inside the curve depth < 6 xi_c; near si
 the trainable region reaches the deepest nets of the grid, while deep nets in the ordered phase
 (sigma_w2 ~ 1) and deep chaotic nets (sigma_w2 >= 3) stay near chance (10 %).
 
-Measured (defaults: digits, width 64, 300 SGD steps of lr 0.02, batch 64, 2 seeds; 215 s on a
-shared 2-core CPU), train accuracy:
+Measured (defaults: digits, width 64, 300 SGD steps of lr 0.02, batch 64, 2 seeds), train accuracy:
 
 | depth  |     1 |  1.25 |   1.5 |  1.75 |     2 |  2.25 |   2.5 |     3 |   3.5 |     4 |
 |:-------|------:|------:|------:|------:|------:|------:|------:|------:|------:|------:|
@@ -54,32 +53,23 @@ longer). No cell diverged at lr 0.02 (an lr of 1e37 makes every net diverge; tes
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
-import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
-from jaxvg import checks, theory
-from jaxvg.nn import activations
-from jaxvg.scale import sweeps
+from jaxvg import checks, scale, theory, train
+from jaxvg.nn import MLP, activations
+from jaxvg.report import experiment, figures, tables
+from jaxvg.report.experiment import Done, Log, OnCell
 from jaxvg.train import data
 
 NAME = "phase_diagram"
-
-_QUICK: dict[str, Any] = {
-    "sigma_w2": (1.0, 1.75, 2.5, 4.0),
-    "depths": (3, 12, 36),
-    "width": 32,
-    "steps": 150,
-    "learning_rate": 0.05,
-    "seeds": 1,
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +98,7 @@ class Config:
     seeds: int = 2  # nets per cell (init and batch order), trained together under vmap
     data_seed: int = 0  # seed of the dataset split
     out_dir: str = "results/phase_diagram"  # where main() writes
-    quick: bool = False  # tiny grid for tests/CI (about a minute on 2 CPU cores)
+    quick: bool = False  # tiny grid for tests/CI; fields you set yourself are kept
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "full": {
@@ -121,12 +111,17 @@ class Config:
             "seeds": 4,
         }
     }
+    QUICK: ClassVar[dict[str, Any]] = {
+        "sigma_w2": (1.0, 1.75, 2.5, 4.0),
+        "depths": (3, 12, 36),
+        "width": 32,
+        "steps": 150,
+        "learning_rate": 0.05,
+        "seeds": 1,
+    }
 
     def __post_init__(self):
-        if self.quick:  # quick sizes replace the fields left at their defaults
-            for f in dataclasses.fields(self):
-                if f.name in _QUICK and getattr(self, f.name) == f.default:
-                    object.__setattr__(self, f.name, _QUICK[f.name])
+        experiment.apply_quick(self)
         checks.choice("dataset", self.dataset, ("digits", "mnist1d"))
         activations.get(self.activation)
         checks.nonnegative("sigma_b2", self.sigma_b2)
@@ -149,130 +144,88 @@ class Config:
 # --------------------------------------------------------------------------- the training kernel
 
 
-def _init(
-    key: jax.Array, sigma_w2: jax.Array, sigma_b2: float, d_in: int, width: int, max_depth: int, n_out: int
-):
-    """One net's parameters: W ~ N(0, sigma_w2/fan_in), b ~ N(0, sigma_b2) (head included).
+def _train_group(
+    config: Config,
+    ds: data.Dataset,
+    group: Sequence[tuple[int, float]],
+    max_depth: int | None,
+    seed_keys: jax.Array,
+) -> dict[str, np.ndarray]:
+    """Train the nets of `group` ((depth, sigma_w2) cells, `config.seeds` nets each) as ONE stack.
 
-    The normal draws depend on `key` and the layer index only (not on max_depth or sigma_w2).
-    Hidden blocks 2..max_depth are stacked: `ws` (max_depth - 1, width, width), `bs` (max_depth - 1, width).
+    Every net is a `jaxvg.MLP` of `depth` tanh blocks, W ~ N(0, sigma_w2/fan_in), b ~ N(0, sigma_b2)
+    (head included), built with `max_depth` blocks of which the first `depth` run (None: exactly
+    `depth` blocks) and its hidden blocks under one `lax.scan` (an unrolled loop of 64-300 blocks
+    would compile for minutes on a CPU). Seed s initialises from `nnx.Rngs(seed_keys[s])`: block l's
+    standard-normal draws depend on (seed, l) only (the head's also on the depth) and sigma_w2
+    scales them. The stack trains by minibatch SGD (batches drawn without replacement, a fresh
+    permutation per epoch) with `fit_stacked` (on_nonfinite="record": a net whose loss, gradient or
+    parameters go non-finite is frozen at its last finite parameters), its axis sharded over the
+    local devices.
+
+    Returns:
+      Per net (cells x seeds, in that order), numpy arrays: train/test accuracy and loss of the final
+      (or frozen) parameters, the batch loss at step 0 and averaged over the last 10 % of steps
+      (NaN for a diverged net), `diverged` and `diverged_step` (-1 if never).
     """
-    k_in, k_hidden, k_head = jax.random.split(key, 3)
-
-    def layer(k, fan_in, fan_out):
-        kw, kb = jax.random.split(k)
-        w = jax.random.normal(kw, (fan_in, fan_out)) * jnp.sqrt(sigma_w2 / fan_in)
-        b = jax.random.normal(kb, (fan_out,)) * math.sqrt(sigma_b2)
-        return w, b
-
-    w0, b0 = layer(k_in, d_in, width)
-    ws, bs = jax.vmap(lambda i: layer(jax.random.fold_in(k_hidden, i), width, width))(
-        jnp.arange(max_depth - 1)
+    nets = [
+        MLP(
+            ds.in_features,
+            config.width,
+            depth,
+            ds.num_classes,
+            activation=config.activation,
+            init="gaussian",
+            sigma_w2=s,
+            sigma_b2=config.sigma_b2,
+            max_depth=max_depth,
+            scan_blocks=True,
+            rngs=nnx.Rngs(key),
+        )
+        for depth, s in group
+        for key in seed_keys
+    ]
+    graphdef, params, rest = train.stack_models(nets)
+    keys = jax.vmap(train.data_key)(jnp.tile(seed_keys, len(group)))
+    (params, rest, keys), n = scale.pad_nets((params, rest, keys), jax.local_device_count())
+    params, rest, keys = scale.shard_nets((params, rest, keys))
+    fitted = train.fit_stacked(
+        graphdef,
+        params,
+        rest,
+        ds,
+        keys=keys,
+        loss="cross_entropy",
+        optimizer="sgd",
+        learning_rate=config.learning_rate,
+        steps=config.steps,
+        batch_size=config.batch_size,
+        log_every=config.steps,
+        on_nonfinite="record",
+        progress=False,
     )
-    wh, bh = layer(k_head, width, n_out)
-    return {"w0": w0, "b0": b0, "ws": ws, "bs": bs, "wh": wh, "bh": bh}
-
-
-def _forward(phi: Callable, params: dict, mask: jax.Array, x: jax.Array) -> jax.Array:
-    """Logits (batch, n_out); block l runs where mask[l] (`sweeps.pad_depth_mask`), else identity.
-
-    The rule of `sweeps.masked_forward`, h_l = where(mask[l], block_l(h_{l-1}), h_{l-1}), written
-    as a `lax.scan` over the stacked blocks 2..L (block 1, in_features -> width, always runs):
-    an unrolled loop of 64-300 blocks would compile for minutes on a CPU. A `lax.cond` instead of
-    `where` would skip the padded blocks' compute, but measured slower on a 2-core CPU (its
-    per-block overhead exceeded the compute of a width-64 block), so padded blocks are computed
-    and discarded.
-    """
-    h = phi(x @ params["w0"] + params["b0"][None, :])
-
-    def body(h, layer):
-        w, b, on = layer
-        return jnp.where(on, phi(h @ w + b[None, :]), h), None
-
-    h, _ = jax.lax.scan(body, h, (params["ws"], params["bs"], mask[1:]))
-    return h @ params["wh"] + params["bh"][None, :]
-
-
-def _xent(logits: jax.Array, y: jax.Array) -> jax.Array:
-    logp = jax.nn.log_softmax(logits)
-    return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
-
-
-def _train_one(
-    key,
-    sigma_w2,
-    mask,
-    x_train,
-    y_train,
-    x_test,
-    y_test,
-    learning_rate,
-    *,
-    phi,
-    sigma_b2,
-    width,
-    n_out,
-    steps,
-    batch_size,
-):
-    """Train one net (key, sigma_w2 scalar; mask (max_depth,) bool) by SGD; jaxvg vmaps and shards it.
-
-    The data and `learning_rate` (a traced scalar: changing it does not recompile) are shared.
-
-    Returns a dict of scalars: train/test accuracy and loss after `steps` SGD steps, the batch loss
-    at step 0 and averaged over the last 10 % of steps, `diverged` and `diverged_step` (-1 if never).
-    A non-finite loss or parameter freezes the net at its last finite parameters.
-    """
-    n, d_in = x_train.shape
-    k_init, k_data = jax.random.split(key)
-    params = _init(k_init, sigma_w2, sigma_b2, d_in, width, mask.shape[0], n_out)
-
-    def loss_fn(p, xb, yb):
-        return _xent(_forward(phi, p, mask, xb), yb)
-
-    def step(carry, t):
-        params, diverged, div_step = carry
-        idx = jax.random.randint(jax.random.fold_in(k_data, t), (batch_size,), 0, n)
-        loss, grads = jax.value_and_grad(loss_fn)(params, x_train[idx], y_train[idx])
-        new = jax.tree.map(lambda p, g: p - learning_rate * g, params, grads)
-        ok = jnp.isfinite(loss) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(new)]))
-        params = jax.tree.map(lambda a, b: jnp.where(ok & ~diverged, a, b), new, params)
-        div_step = jnp.where(diverged | ok, div_step, t)
-        return (params, diverged | ~ok, div_step), jnp.where(diverged, jnp.nan, loss)
-
-    carry = (params, jnp.zeros((), bool), jnp.full((), -1, jnp.int32))
-    (params, diverged, div_step), losses = jax.lax.scan(step, carry, jnp.arange(steps))
-
-    def evaluate(x, y):
-        logits = _forward(phi, params, mask, x)
-        return jnp.mean(jnp.argmax(logits, axis=-1) == y), _xent(logits, y)
-
-    train_acc, train_loss = evaluate(x_train, y_train)
-    test_acc, test_loss = evaluate(x_test, y_test)
-    return {
-        "train_accuracy": train_acc,
-        "test_accuracy": test_acc,
-        "train_loss": train_loss,
-        "test_loss": test_loss,
-        "initial_batch_loss": losses[0],
-        "final_batch_loss": jnp.mean(losses[-max(1, steps // 10) :]),
-        "diverged": diverged,
-        "diverged_step": div_step,
+    final = train.evaluate_stacked(graphdef, fitted.params, fitted.rest, ds)
+    h = fitted.history
+    batch_loss = h["train/batch_loss"]
+    out = {
+        "train_accuracy": final["train/accuracy"],
+        "test_accuracy": final["test/accuracy"],
+        "train_loss": final["train/loss"],
+        "test_loss": final["test/loss"],
+        "initial_batch_loss": batch_loss[:, 0],
+        "final_batch_loss": batch_loss[:, -max(1, config.steps // 10) :].mean(axis=1),
+        "diverged": h["diverged"],
+        "diverged_step": h["diverged_step"],
     }
-
-
-@functools.lru_cache(maxsize=32)
-def _net_fn(**static: Any) -> Callable:
-    """The per-net function for `sweeps.map_nets`, one object per static setup (its compile cache key)."""
-    return functools.partial(_train_one, **static)
+    return {k: np.asarray(v)[:n] for k, v in out.items()}
 
 
 # --------------------------------------------------------------------------- run
 
 
 def cell_key(depth: int, sigma_w2: float) -> str:
-    """The key of one (depth, sigma_w2) cell, e.g. "depth=16,sigma_w2=1.75" (`sweeps.cell_key`)."""
-    return sweeps.cell_key({"depth": int(depth), "sigma_w2": float(sigma_w2)})
+    """The key of one (depth, sigma_w2) cell, e.g. "depth=16,sigma_w2=1.75" (`jaxvg.scale.cell_key`)."""
+    return scale.cell_key({"depth": int(depth), "sigma_w2": float(sigma_w2)})
 
 
 def _setup(config: Config) -> dict[str, Any]:
@@ -296,20 +249,14 @@ def _nan(v: Any) -> float:
     return math.nan if v is None else float(v)
 
 
-def run(
-    config: Config,
-    *,
-    on_cell: Callable[[str, Any], None] | None = None,
-    done: Mapping[str, Any] = {},  # noqa: B006 - read only
-    log: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
+def run(config: Config, *, on_cell: OnCell = None, done: Done = None, log: Log = None) -> dict[str, Any]:
     """Train the sigma_w2 x depth grid and return the phase diagram, with no file I/O.
 
     Args:
       config: the experiment `Config`.
       on_cell: called as `on_cell(key, cell)` for every newly computed cell (see `cell_key`);
         `cell` is a JSON-ready dict with per-seed lists.
-      done: {key: cell} of cells already computed (as `jaxvg.report.results.finished_cells` returns);
+      done: {key: cell} of cells already computed (as `jaxvg.report.cell_store.finished_cells` returns);
         cells whose stored setup matches this config are reused, not recomputed.
       log: optional progress printer (main passes `print`).
 
@@ -321,22 +268,13 @@ def run(
     """
     start = time.perf_counter()
     ds = data.load(config.dataset, seed=config.data_seed)
-    phi = activations.get(config.activation).fn
     setup = _setup(config)
     sig = np.asarray(config.sigma_w2)
     max_depth = max(config.depths)
-    arrays = [jnp.asarray(a) for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test)]
     seed_keys = jax.random.split(jax.random.key(20170), config.seeds)  # seed s -> seed_keys[s]
 
-    cells: dict[str, Any] = {}
-    todo: list[tuple[int, float]] = []
-    for depth in config.depths:
-        for s in config.sigma_w2:
-            old = done.get(cell_key(depth, s))
-            if isinstance(old, Mapping) and old.get("setup") == setup:
-                cells[cell_key(depth, s)] = dict(old)
-            else:
-                todo.append((depth, s))
+    store = experiment.Cells(done, on_cell)
+    todo = [(d, s) for d in config.depths for s in config.sigma_w2 if not store.reuse(cell_key(d, s), setup)]
 
     # Groups of cells trained as one call. pad_depths: fixed-size chunks of the flattened grid, all
     # padded to the largest depth (one compiled program). Otherwise one group per depth, each its
@@ -347,37 +285,17 @@ def run(
     else:
         groups = [[c for c in todo if c[0] == d] for d in config.depths]
         groups = [g for g in groups if g]
-    computed: list[str] = []
     for group in groups:
         t0 = time.perf_counter()
         n_real = len(group)
         if config.pad_depths and n_real < len(config.sigma_w2):  # same shape for every chunk
             group = group + [group[-1]] * (len(config.sigma_w2) - n_real)
-        depths = np.repeat([d for d, _ in group], config.seeds)
-        masks = sweeps.pad_depth_mask(depths.tolist(), max_depth if config.pad_depths else group[0][0])
-        s_arr = jnp.repeat(jnp.asarray([s for _, s in group], jnp.float32), config.seeds)
-        k_arr = jnp.tile(seed_keys, len(group))
-        fn = _net_fn(
-            phi=phi,
-            sigma_b2=config.sigma_b2,
-            width=config.width,
-            n_out=ds.num_classes,
-            steps=config.steps,
-            batch_size=config.batch_size,
-        )
-        lr = jnp.asarray(config.learning_rate, jnp.float32)
-        out = sweeps.map_nets(fn, k_arr, s_arr, masks, shared=(*arrays, lr))
+        out = _train_group(config, ds, group, max_depth if config.pad_depths else None, seed_keys)
         shape = (len(group), config.seeds)
-        out = {k: np.asarray(v).reshape(shape) for k, v in jax.device_get(out).items()}
+        out = {k: v.reshape(shape) for k, v in out.items()}
         for i, (depth, s) in enumerate(group[:n_real]):
-            key = cell_key(depth, s)
-            cell = {"depth": depth, "sigma_w2": s, "setup": setup}
-            for name, values in out.items():
-                cell[name] = values[i].tolist()
-            cells[key] = cell
-            computed.append(key)
-            if on_cell is not None:
-                on_cell(key, cell)
+            cell = {"depth": depth, "sigma_w2": s, **{name: values[i] for name, values in out.items()}}
+            store.add(cell_key(depth, s), setup, cell)
         if log is not None:
             acc = out["train_accuracy"][:n_real].mean(axis=1)
             log(
@@ -391,7 +309,7 @@ def run(
     rows = []
     for i, depth in enumerate(config.depths):
         for j, s in enumerate(config.sigma_w2):
-            cell = cells[cell_key(depth, s)]
+            cell = store.cells[cell_key(depth, s)]
             tr = np.array([_nan(v) for v in cell["train_accuracy"]])
             te = np.array([_nan(v) for v in cell["test_accuracy"]])
             dv = np.array([bool(v) for v in cell["diverged"]])
@@ -436,12 +354,26 @@ def run(
             "curve_six_xi_c": 6 * curve_xi_c,
         },
         "rows": rows,
-        "cells": cells,
-        "computed": computed,
+        "cells": {
+            cell_key(d, s): store.cells[cell_key(d, s)] for d in config.depths for s in config.sigma_w2
+        },
+        "computed": store.computed,
         "summary": summary,
         "chance": 1.0 / ds.num_classes,
         "seconds": time.perf_counter() - start,
     }
+
+
+def report(config: Config, res: dict[str, Any]) -> experiment.Outputs:
+    """What main writes: metrics.json, phase_diagram.csv (one row per cell), summary.md with the
+    accuracy grid, and phase_diagram.png."""
+    table = tables.format_table(accuracy_table(res), floatfmt=".2f")
+    return experiment.Outputs(
+        results={k: v for k, v in res.items() if k not in ("cells", "rows")},
+        summary=_summary_text(config, res, table),
+        csv={f"{NAME}.csv": res["rows"]},
+        figure=lambda: figures.phase_diagram(res),
+    )
 
 
 def _summarise(config: Config, acc: np.ndarray, xi_c: np.ndarray, critical: float, num_classes: int) -> dict:
@@ -518,21 +450,8 @@ def accuracy_table(res: dict[str, Any], field: str = "train_accuracy") -> list[d
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    from jaxvg.report import cli, plotting
-    from jaxvg.report import results as results_lib
-
-    config = cli.parse(Config, argv)
-    res = results_lib.run_resumable(run, config, log=lambda m: print(m, file=sys.stderr))
-    out = config.out_dir
-    stored = {k: v for k, v in res.items() if k not in ("cells", "rows")}
-    results_lib.write_metrics(out, config, stored, seeds=list(range(config.seeds)))
-    results_lib.write_csv(f"{out}/{NAME}.csv", res["rows"])
-    table = results_lib.format_table(accuracy_table(res), floatfmt=".2f")
-    text = _summary_text(config, res, table)
-    results_lib.write_summary(out, text)
-    plotting.save(plotting.phase_diagram(res), f"{out}/{NAME}.png")
-    print(text)
-    return res
+    """Parse flags, run, and write results/phase_diagram/ (metrics.json, CSV, PNG, summary.md)."""
+    return experiment.main(Config, run, report, argv)
 
 
 if __name__ == "__main__":

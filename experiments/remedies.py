@@ -1,7 +1,7 @@
 """Which cures of vanishing gradients work? The popular account's list against the literature's.
 
-Tests the cures that a popular account of vanishing gradients proposes (`seed.txt`, summarised in
-SOURCE.md) and the cures the literature shows to work, on a task where a deep sigmoid net trained
+Tests the cures that a popular account of vanishing gradients proposes and the cures the
+literature shows to work, on a task where a deep sigmoid net trained
 the pre-2010 way demonstrably suffers from vanishing gradients: scikit-learn's 8x8 digits (1438
 train / 359 test, 10 classes), a sigmoid MLP with the "commonly used heuristic" init
 U(-1/sqrt(fan_in), 1/sqrt(fan_in)) of Glorot & Bengio (2010, eq. 1) trained by minibatch SGD on
@@ -11,7 +11,7 @@ plateau at chance accuracy for thousands of steps before it starts to learn.
 
 Every variant changes one thing of the baseline (`variants` lists them):
 
-  the popular account (SOURCE.md)          | the literature
+  the popular account                      | the literature
   -----------------------------------------+---------------------------------------------------------
   re-initialise, same scheme, new seeds    | relu with He init (He et al. 2015)
   10x learning rate                        | tanh at criticality, orthogonal weights (Saxe et al. 2014,
@@ -21,10 +21,10 @@ Every variant changes one thing of the baseline (`variants` lists them):
   batch norm                               | Adam (Kingma & Ba 2014), lr 1e-3
   batch norm + dropout                     | gradient clipping (Pascanu et al. 2013), global norm 1
 
-For each, all seeds train together in one vmapped `jaxvg.train.training.fit` (minibatch SGD unless the
+For each, all seeds train together in one vmapped `jaxvg.fit` (minibatch SGD unless the
 cure is the optimizer; a seed that goes non-finite is frozen and recorded as diverged, not fatal),
 and the table reports:
-- the per-block log10 gain at init (`jaxvg.measure.analysis.gradient_flow` on the first 256 training
+- the per-block log10 gain at init (`jaxvg.gradient_flow` on the first 256 training
   examples, mean over seeds; batch-norm and dropout variants in training mode, `train=True`, the
   network that training sees) and its mean over blocks;
 - the init gap = log10 ||dL/dW_L|| - log10 ||dL/dW_1|| in decades (last minus first block's kernel
@@ -47,13 +47,12 @@ al. 2017 (arXiv:1711.04735), He et al. 2016 (arXiv:1512.03385), Ba et al. 2016
 (arXiv:1607.06450), Ioffe & Szegedy 2015 (arXiv:1502.03167), Kingma & Ba 2014
 (arXiv:1412.6980), Pascanu et al. 2013 (arXiv:1211.5063).
 
-Run:    python -m experiments.remedies                 (defaults below; 14 min on a 2-core CPU shared
-                                                        with other jobs, 6.3 min of CPU time; 8 min of
-                                                        the wall time is the 16x-wide net)
-        python -m experiments.remedies --quick         (depth 3, width 8, 300 steps, 2 seeds: about 90 s
-                                                        of CPU time, nearly all compilation; what tests run)
+Run:    python -m experiments.remedies                 (defaults below; the 16x-wide net takes most of
+                                                        the time on a CPU)
+        python -m experiments.remedies --quick         (depth 3, width 8, 200 steps, 2 seeds; nearly all
+                                                        compilation; what the tests run)
         python -m experiments.remedies --preset full   (depth 6, width 64, 20000 steps, 16 seeds; for
-                                                        accelerators; not run yet)
+                                                        accelerators)
 Writes: results/remedies/{metrics.json,results.csv,remedies.png,summary.md,cells/}; prints the
 table. Each variant is a cell, written as it finishes; a rerun skips the cells already on disk
 whose setup matches the config.
@@ -95,7 +94,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
@@ -104,20 +102,18 @@ import jax
 import numpy as np
 from flax import nnx
 
+import jaxvg
 from jaxvg import checks, theory
-from jaxvg.measure import analysis
-from jaxvg.nn import models
-from jaxvg.report import results as results_lib
-from jaxvg.train import data, training
+from jaxvg.report import experiment, figures, files, tables
+from jaxvg.report.experiment import Done, Log, OnCell
+from jaxvg.train import data
 
 NAME = "remedies"
 TARGET_ACCURACY = 0.9  # "steps to 90% train accuracy"
 ACCURACY_FLOOR = 0.01  # verdict: the smallest accuracy std used (1 pp, ~3.6 of 359 test digits)
-MONITOR_BATCH = training.MONITOR_BATCH  # gradient flow at init on the first 256 training examples
+MONITOR_BATCH = 256  # gradient flow at init on the first 256 training examples
 
-_QUICK: dict[str, Any] = {"depth": 3, "width": 8, "steps": 300, "log_every": 50, "seeds": 2}
-
-ARTICLE = "article"  # the popular account's cures (SOURCE.md)
+ARTICLE = "article"  # the popular account's cures
 LITERATURE = "literature"  # the cures the literature shows to work
 
 
@@ -136,17 +132,15 @@ class Config:
     clip_norm: float = 1.0  # global gradient norm of the clipping variant
     data_seed: int = 0  # seed of the digits train/test split
     out_dir: str = "results/remedies"  # where main() writes
-    quick: bool = False  # tiny sizes for tests/CI (depth 3, width 8, 300 steps, 2 seeds)
+    quick: bool = False  # tiny sizes for tests/CI; fields you set yourself are kept
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "full": {"depth": 6, "width": 64, "steps": 20000, "seeds": 16, "log_every": 100},
     }
+    QUICK: ClassVar[dict[str, Any]] = {"depth": 3, "width": 8, "steps": 200, "log_every": 50, "seeds": 2}
 
     def __post_init__(self):
-        if self.quick:  # quick sizes replace the fields left at their defaults
-            for f in dataclasses.fields(self):
-                if f.name in _QUICK and getattr(self, f.name) == f.default:
-                    object.__setattr__(self, f.name, _QUICK[f.name])
+        experiment.apply_quick(self)
         for name in ("depth", "width", "steps", "batch_size", "log_every", "seeds"):
             checks.positive_int(name, getattr(self, name))
         checks.nonnegative_int("reinit_seed", self.reinit_seed)
@@ -170,9 +164,9 @@ class Variant:
       key: the cell key (stable; used in file names and `done`).
       label: what the table calls it.
       group: ARTICLE (the popular account's cures, and the baseline) or LITERATURE.
-      source: where the claim comes from (a SOURCE.md section or a paper).
+      source: where the claim comes from (a section of the popular account, or a paper).
       model: keyword arguments of `jaxvg.MLP` besides in/out features and rngs.
-      optimizer, learning_rate, clip_norm: `training.fit` arguments.
+      optimizer, learning_rate, clip_norm: `jaxvg.fit` arguments.
       seeds: the seeds trained together.
       train_mode: measure the gradient flow at init in training mode (batch norm, dropout).
     """
@@ -311,7 +305,7 @@ def _factory(
     spec: Mapping[str, Any], in_features: int, out_features: int
 ) -> Callable[[nnx.Rngs], nnx.Module]:
     def make(rngs: nnx.Rngs) -> nnx.Module:
-        return models.MLP(
+        return jaxvg.MLP(
             in_features,
             spec["width"],
             spec["depth"],
@@ -325,7 +319,7 @@ def _factory(
 
 def _setup(config: Config, v: Variant) -> dict[str, Any]:
     """What a cell's numbers depend on; a stored cell is reused only if its setup is equal."""
-    return results_lib.to_jsonable(
+    return files.to_jsonable(
         {
             "model": v.model,
             "optimizer": v.optimizer,
@@ -347,7 +341,7 @@ def _init_flow(v: Variant, factory: Callable, x: np.ndarray, y: np.ndarray) -> d
     rows = []
     for s in v.seeds:
         model = factory(nnx.Rngs(jax.random.key(s)))
-        flow = analysis.gradient_flow(
+        flow = jaxvg.gradient_flow(
             model,
             x,
             y,
@@ -388,14 +382,13 @@ def steps_to_target(
     return out
 
 
-def _run_variant(
-    config: Config, v: Variant, ds: data.Dataset, log: Callable[[str], None] | None
-) -> dict[str, Any]:
+def _run_variant(config: Config, v: Variant, ds: data.Dataset) -> dict[str, Any]:
+    """Gradient flow at init and training of one variant's seeds: its cell (JSON-ready)."""
     t0 = time.perf_counter()
     factory = _factory(v.model, ds.x_train.shape[1], ds.num_classes)
     m = min(MONITOR_BATCH, ds.x_train.shape[0])
     flow = _init_flow(v, factory, ds.x_train[:m], ds.y_train[:m])
-    fit = training.fit(
+    fit = jaxvg.fit(
         factory,
         ds,
         loss="cross_entropy",
@@ -416,7 +409,6 @@ def _run_variant(
         "label": v.label,
         "group": v.group,
         "source": v.source,
-        "setup": _setup(config, v),
         "seeds": list(v.seeds),
         **{f"init/{k}": val for k, val in flow.items()},
         "step": np.asarray(h["step"]),
@@ -432,12 +424,16 @@ def _run_variant(
         "diverged_step": np.asarray(h["diverged_step"]),
         "seconds": time.perf_counter() - t0,
     }
-    if log is not None:
-        log(
-            f"{v.key:26s} {cell['seconds']:6.1f} s  gap {np.mean(flow['gap_decades']):+.2f} dec  "
-            f"test acc {np.nanmean(cell['final_test_accuracy']):.3f}  to 90%: {cell['steps_to_target']}"
-        )
-    return results_lib.to_jsonable(cell)  # the same form as a cell read back from disk
+    return files.to_jsonable(cell)  # the same form as a cell read back from disk
+
+
+def _describe(cell: Mapping[str, Any]) -> str:
+    """The progress line of a computed cell."""
+    gap = np.mean(_floats(cell["init/gap_decades"]))
+    return (
+        f"gap {gap:+.2f} dec  test acc {np.nanmean(_floats(cell['final_test_accuracy'])):.3f}  "
+        f"to 90%: {cell['steps_to_target']}"
+    )
 
 
 def _floats(values: Any) -> np.ndarray:
@@ -539,20 +535,14 @@ TABLE_COLUMNS = (
 )
 
 
-def run(
-    config: Config,
-    *,
-    on_cell: Callable[[str, Any], None] | None = None,
-    done: Mapping[str, Any] = {},  # noqa: B006 - read only
-    log: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
+def run(config: Config, *, on_cell: OnCell = None, done: Done = None, log: Log = None) -> dict[str, Any]:
     """Train the baseline and every cure, measure their gradient flow at init, no file I/O.
 
     Args:
       config: the experiment `Config`.
       on_cell: called as `on_cell(key, cell)` after each newly computed variant (`Variant.key`);
         `cell` is a JSON-ready dict (per-seed lists, NaN as None).
-      done: {key: cell} of cells already computed (as `jaxvg.report.results.finished_cells` returns);
+      done: {key: cell} of cells already computed (as `jaxvg.report.cell_store.finished_cells` returns);
         a cell whose stored `setup` equals this config's is reused, not recomputed.
       log: optional progress printer (main prints to stderr).
 
@@ -562,29 +552,34 @@ def run(
     """
     start = time.perf_counter()
     ds = data.load("digits", seed=config.data_seed)
-    cells: dict[str, Any] = {}
-    computed: list[str] = []
+    store = experiment.Cells(done, on_cell, log)
     for v in variants(config):
-        old = done.get(v.key)
-        if isinstance(old, Mapping) and old.get("setup") == _setup(config, v):
-            cells[v.key] = dict(old)
-            continue
-        cells[v.key] = _run_variant(config, v, ds, log)
-        computed.append(v.key)
-        if on_cell is not None:
-            on_cell(v.key, cells[v.key])
+        store.get(
+            v.key, _setup(config, v), functools.partial(_run_variant, config, v, ds), describe=_describe
+        )
     return {
-        "cells": cells,
-        "rows": rows(cells, config),
-        "computed": computed,
+        "cells": store.cells,
+        "rows": rows(store.cells, config),
+        "computed": store.computed,
         "config": dataclasses.asdict(config),
         "seconds": time.perf_counter() - start,
     }
 
 
+def report(config: Config, res: dict[str, Any]) -> experiment.Outputs:
+    """What main writes: metrics.json, results.csv (one row per variant), summary.md, remedies.png."""
+    return experiment.Outputs(
+        results={k: v for k, v in res.items() if k != "config"},
+        summary=summary_text(config, res),
+        csv={"results.csv": res["rows"]},
+        seeds=sorted({s for c in res["cells"].values() for s in c["seeds"]}),
+        figure=lambda: figures.remedies(res),
+    )
+
+
 def summary_text(config: Config, res: Mapping[str, Any]) -> str:
     """The Markdown summary: setup, the table, the verdict rule."""
-    table = results_lib.format_table(res["rows"], TABLE_COLUMNS, floatfmt=".3g")
+    table = tables.format_table(res["rows"], TABLE_COLUMNS, floatfmt=".3g")
     base = res["cells"].get("baseline", {})
     lines = [
         "# remedies: which cures of vanishing gradients work",
@@ -613,19 +608,8 @@ def summary_text(config: Config, res: Mapping[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    from jaxvg.report import cli, plotting
-
-    config = cli.parse(Config, argv)
-    res = results_lib.run_resumable(run, config, log=lambda m: print(m, file=sys.stderr))
-    out = config.out_dir
-    seeds = sorted({s for c in res["cells"].values() for s in c["seeds"]})
-    results_lib.write_metrics(out, config, {k: v for k, v in res.items() if k != "config"}, seeds=seeds)
-    results_lib.write_csv(f"{out}/results.csv", res["rows"])
-    text = summary_text(config, res)
-    results_lib.write_summary(out, text)
-    plotting.save(plotting.remedies(res), f"{out}/{NAME}.png")
-    print(text)
-    return res
+    """Parse flags, run, and write results/remedies/ (metrics.json, results.csv, PNG, summary.md)."""
+    return experiment.main(Config, run, report, argv)
 
 
 if __name__ == "__main__":

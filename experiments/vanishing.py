@@ -4,7 +4,7 @@ For deep sigmoid, tanh and relu MLPs (depth 50, width 256) this measures how fas
 shrinks, layer by layer, and sets three numbers side by side, all in decades per layer (log10 gain
 of one block, ‖δ_{l-1}‖/‖δ_l‖; negative = the gradient shrinks towards the input):
 
-- measured: `jaxvg.measure.analysis.gradient_flow`, exact in log space (no float32 underflow);
+- measured: `jaxvg.gradient_flow`, exact in log space (no float32 underflow);
 - mean field: `jaxvg.theory.gradient_profile`, ½·log10 χ(q_l) per layer with χ(q) = σ_w²·E[φ'(√q z)²],
   following the input's second moment q0 layer by layer (Poole et al. 2016; Schoenholz et al. 2017);
 - the "derivative product" of the popular story: the RMS activation derivative per layer,
@@ -14,7 +14,7 @@ of one block, ‖δ_{l-1}‖/‖δ_l‖; negative = the gradient shrinks towards
 Reproduces: Schoenholz, Gilmer, Ganguli & Sohl-Dickstein, Deep Information Propagation, ICLR 2017
 (arXiv:1611.01232), the gradient depth scale; Glorot & Bengio 2010 (the sigmoid failure).
 
-Run:    python -m experiments.vanishing                      (defaults: under a minute on 2 CPU cores)
+Run:    python -m experiments.vanishing                      (defaults)
         python -m experiments.vanishing --quick              (2 seeds, batch 32; what the tests run)
         python -m experiments.vanishing --activations tanh gelu --init gaussian --sigma-w2 1.5 --sigma-b2 0.05
         python -m experiments.vanishing --preset full        (depth 200, width 1024, 32 seeds; accelerators)
@@ -25,7 +25,7 @@ outputs; the loss is the mean squared error against N(0, 1) targets. Each exampl
 vector rescaled to ‖x‖²/d0 = q0 exactly (default q0 = 1). Kernel init: `--init auto` (the default)
 uses He normal (σ_w² = 2) for relu-like activations and LeCun normal (σ_w² = 1, jaxvg's MLP default)
 for the others; zero biases. Seeds: each seed builds its own net (eagerly, `nnx.Rngs(seed)`) and batch;
-their states are stacked and `analysis.gradient_flow_from_split` is vmapped over them, so all seeds
+their states are stacked and `jaxvg.measure.gradient_flow_from_split` is vmapped over them, so all seeds
 of one activation run as one compiled program (equal to separate `gradient_flow` calls to float32
 rounding). Each activation is one cell, written as it finishes and reused on a rerun.
 
@@ -55,10 +55,6 @@ layer, mean over seeds (± their std), and decades lost over the 50 layers:
   tanh -0.0190, relu +0.0053. Inputs at the fixed point (`--activations tanh --width 1024 --init
   gaussian --sigma-w2 1.5 --sigma-b2 0.05 --q0 none --quick`): measured -0.0144 decades/layer
   against ½·log10 χ₁ = -0.0138.
-
-Cost: compiling the depth-50 analysis program (one per activation, all seeds vmapped) dominates:
-the defaults took 28 s of CPU time (1.6 min wall on a 2-core machine shared with other jobs at
-load 10), `--quick` 24 s of CPU time.
 """
 
 from __future__ import annotations
@@ -66,9 +62,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import sys
 import time
-import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -77,17 +71,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+import jaxvg
 from jaxvg import checks, theory
-from jaxvg.measure import analysis
-from jaxvg.nn import activations, initializers, models
-from jaxvg.report import results as results_lib
+from jaxvg.nn import activations, initializers
+from jaxvg.report import experiment, figures, files, tables
+from jaxvg.report.experiment import Done, Log, OnCell
 
 NAME = "vanishing"
 OUT_FEATURES = 10  # head outputs (MSE against N(0, 1) targets)
 RELU_LIKE = ("relu", "leaky_relu")  # `--init auto` gives these He normal init
-
-_QUICK: dict[str, Any] = {"seeds": 2, "batch": 32}
-_NO_CELLS: Mapping[str, Any] = types.MappingProxyType({})
 
 # sigma_w2 (times 1/fan_in) of each scheme for a square kernel, fan_in == fan_out: what the mean
 # field needs. "gaussian" and "orthogonal" take the config's sigma_w2.
@@ -117,12 +109,10 @@ class Config:
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "full": {"depth": 200, "width": 1024, "seeds": 32, "batch": 256},
     }
+    QUICK: ClassVar[dict[str, Any]] = {"seeds": 2, "batch": 32}
 
     def __post_init__(self):
-        if self.quick:  # quick sizes replace the fields left at their defaults
-            for f in dataclasses.fields(self):
-                if f.name in _QUICK and getattr(self, f.name) == f.default:
-                    object.__setattr__(self, f.name, _QUICK[f.name])
+        experiment.apply_quick(self)
         if isinstance(self.activations, str) or not self.activations:
             raise ValueError(f"`activations` must be a non-empty tuple of names, got {self.activations!r}.")
         for name in self.activations:
@@ -164,7 +154,7 @@ def _setup(config: Config, activation: str) -> dict[str, Any]:
     keys = ("depth", "width", "init", "sigma_w2", "sigma_b2", "q0", "batch", "seeds")
     setup = {k: getattr(config, k) for k in keys}
     setup["activation"] = activation
-    return results_lib.to_jsonable(setup)
+    return files.to_jsonable(setup)
 
 
 def _batch(seed: int, batch: int, width: int, q0: float) -> tuple[jax.Array, jax.Array]:
@@ -193,10 +183,10 @@ def _input_q0(config: Config, activation: str, sigma_w2: float, sigma_b2: float)
 
 
 @functools.cache
-def _seeds_kernel(graphdef: Any) -> Callable[..., analysis.GradientFlow]:
-    """`analysis.gradient_flow_from_split` vmapped over stacked seeds (states, x, y), jitted once
-    per model structure."""
-    flow = functools.partial(analysis.gradient_flow_from_split, graphdef, loss="mse")
+def _seeds_kernel(graphdef: Any) -> Callable[..., jaxvg.GradientFlow]:
+    """`jaxvg.measure.gradient_flow_from_split` vmapped over stacked seeds (states, x, y), jitted
+    once per model structure."""
+    flow = functools.partial(jaxvg.measure.gradient_flow_from_split, graphdef, loss="mse")
     return jax.jit(jax.vmap(flow))
 
 
@@ -210,7 +200,7 @@ def _measure_cell(config: Config, activation: str) -> dict[str, Any]:
     kwargs = sigmas if init in initializers.SIGMA_SCHEMES else {}
     states, xs, ys = [], [], []
     for seed in range(config.seeds):
-        model = models.MLP(
+        model = jaxvg.MLP(
             config.width, config.width, config.depth, OUT_FEATURES,
             activation=activation, init=init, rngs=nnx.Rngs(seed), **kwargs,
         )  # fmt: skip
@@ -226,9 +216,8 @@ def _measure_cell(config: Config, activation: str) -> dict[str, Any]:
         for field in ("log10_act_grad", "log10_gain", "log10_dphi", "dead_fraction", "loss")
     }
     profile = np.asarray(theory.gradient_profile(activation, sigma_w2, sigma_b2, depth=config.depth, q0=q0))
-    return results_lib.to_jsonable(
+    return files.to_jsonable(
         {
-            "setup": _setup(config, activation),
             "activation": activation,
             "init": init,
             "sigma_w2": sigma_w2,
@@ -318,26 +307,20 @@ def layer_rows(cell: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def run(
-    config: Config,
-    *,
-    on_cell: Callable[[str, Any], None] | None = None,
-    done: Mapping[str, Any] = _NO_CELLS,
-    log: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
+def run(config: Config, *, on_cell: OnCell = None, done: Done = None, log: Log = None) -> dict[str, Any]:
     """Measure and predict the gradient decay of every activation's nets, with no file I/O.
 
     Args:
       config: the experiment `Config`.
       on_cell: called as `on_cell(activation, cell)` after each activation's nets are measured;
         `cell` is JSON-ready (per-seed lists; see `_measure_cell`).
-      done: {activation: cell} already computed (as `jaxvg.report.results.finished_cells` returns); a
+      done: {activation: cell} already computed (as `jaxvg.report.cell_store.finished_cells` returns); a
         cell is reused when its stored setup matches this config, else recomputed.
       log: optional progress printer (main passes one that writes to stderr).
 
     Returns:
       Dict with `cells` {activation: cell}, `summary` {activation: `summarise(cell)`}, `profiles`
-      {activation: `profiles(cell)`} (what `jaxvg.report.plotting.vanishing` draws), `rows` (the
+      {activation: `profiles(cell)`} (what `jaxvg.report.figures.vanishing` draws), `rows` (the
       table rows, one per activation), `layer_rows` (one per activation and layer, for the CSV),
       `computed` (activations computed in this call) and `seconds`.
 
@@ -345,20 +328,12 @@ def run(
       ValueError: `q0` is None and an activation's fixed point q* is 0 or infinite.
     """
     start = time.perf_counter()
-    cells: dict[str, Any] = {}
-    computed = []
+    store = experiment.Cells(done, on_cell, log)
     for activation in config.activations:
-        old = done.get(activation)
-        if isinstance(old, Mapping) and old.get("setup") == _setup(config, activation):
-            cells[activation] = dict(old)
-            continue
-        t0 = time.perf_counter()
-        cells[activation] = _measure_cell(config, activation)
-        computed.append(activation)
-        if on_cell is not None:
-            on_cell(activation, cells[activation])
-        if log is not None:
-            log(f"{activation}: {config.seeds} nets in {time.perf_counter() - t0:.1f} s")
+        store.get(
+            activation, _setup(config, activation), functools.partial(_measure_cell, config, activation)
+        )
+    cells = store.cells
     summary = {a: summarise(c) for a, c in cells.items()}
     return {
         "cells": cells,
@@ -366,9 +341,20 @@ def run(
         "profiles": {a: profiles(c) for a, c in cells.items()},
         "rows": list(summary.values()),
         "layer_rows": [row for c in cells.values() for row in layer_rows(c)],
-        "computed": computed,
+        "computed": store.computed,
         "seconds": time.perf_counter() - start,
     }
+
+
+def report(config: Config, res: dict[str, Any]) -> experiment.Outputs:
+    """What main writes: metrics.json, vanishing.csv (one row per activation and layer),
+    summary.md and vanishing.png."""
+    return experiment.Outputs(
+        results={k: res[k] for k in ("summary", "cells", "computed", "seconds")},
+        summary=summary_text(config, res),
+        csv={f"{NAME}.csv": res["layer_rows"]},
+        figure=lambda: figures.vanishing(res),
+    )
 
 
 TABLE_COLUMNS = (
@@ -379,7 +365,7 @@ TABLE_COLUMNS = (
 
 def summary_text(config: Config, res: Mapping[str, Any]) -> str:
     """summary.md: the setup, the table and one line per activation."""
-    table = results_lib.format_table(res["rows"], TABLE_COLUMNS, floatfmt=".4f")
+    table = tables.format_table(res["rows"], TABLE_COLUMNS, floatfmt=".4f")
     lines = [
         f"# Vanishing gradients at init: depth {config.depth}, width {config.width}, {config.seeds} seeds",
         "",
@@ -407,19 +393,7 @@ def summary_text(config: Config, res: Mapping[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse flags, run, and write results/vanishing/ (metrics.json, CSV, PNG, summary.md)."""
-    from jaxvg.report import cli, plotting
-
-    config = cli.parse(Config, argv)
-    res = results_lib.run_resumable(run, config, log=lambda m: print(m, file=sys.stderr))
-    out = config.out_dir
-    stored = {k: res[k] for k in ("summary", "cells", "computed", "seconds")}
-    results_lib.write_metrics(out, config, stored, seeds=list(range(config.seeds)))
-    results_lib.write_csv(f"{out}/{NAME}.csv", res["layer_rows"])
-    text = summary_text(config, res)
-    results_lib.write_summary(out, text)
-    plotting.save(plotting.vanishing(res), f"{out}/{NAME}.png")
-    print(text)
-    return res
+    return experiment.main(Config, run, report, argv)
 
 
 if __name__ == "__main__":

@@ -1,28 +1,29 @@
-"""XOR, the source document's worked example, done right: a shallow sigmoid net solves it, a deep one stalls.
+"""XOR, a popular account's worked example done right: a shallow sigmoid net solves it, a deep one stalls.
 
-The source (SOURCE.md, section 4; seed.txt) trains a single sigmoid unit p = sigmoid(x . theta)
-(two weights starting at zero, no bias, no hidden layer) on the four XOR points, looping over the
-examples, learning rate 0.01, 1000 epochs, MSE loss. It cannot work: (1) XOR is not linearly
-separable, so no single unit, with or without a bias, gets more than 3 of the 4 points right;
-(2) its "gradient" `X.T @ (2 * (y[i] - y_pred))` has the wrong sign for descent (the MSE gradient is
--2 X^T((y - p) * p(1 - p)) / m), (3) leaves out the sigmoid derivative (`sigmoid_derivative` is
-defined, and written for the sigmoid's output, but never used) and (4) compares the one label y[i]
-with all four predictions at every step. Run as written, theta runs off to (68.5, 68.5): outputs
-(0.5, 1, 1, 1), MSE 0.3125, 3 of 4 points right. This experiment keeps the data (x = [[0,0],[0,1],
-[1,0],[1,1]], y = [0,1,1,0]) and the loss (MSE on the network's output; a point counts as correct
-when |output - y| < 0.5), adds a hidden layer and takes exact gradients with `jax.grad`:
+A popular account of vanishing gradients trains, as its worked example, a single sigmoid unit p =
+sigmoid(x . theta) (two weights starting at zero, no bias, no hidden layer) on the four XOR points,
+looping over the examples, learning rate 0.01, 1000 epochs, MSE loss. It cannot work: (1) XOR is not
+linearly separable, so no single unit, with or without a bias, gets more than 3 of the 4 points
+right; (2) its "gradient" `X.T @ (2 * (y[i] - y_pred))` has the wrong sign for descent (the MSE
+gradient is -2 X^T((y - p) * p(1 - p)) / m), (3) leaves out the sigmoid derivative
+(`sigmoid_derivative` is defined, and written for the sigmoid's output, but never used) and (4)
+compares the one label y[i] with all four predictions at every step. Run as written, theta runs off
+to (68.5, 68.5): outputs (0.5, 1, 1, 1), MSE 0.3125, 3 of 4 points right. This experiment keeps the
+data (x = [[0,0],[0,1], [1,0],[1,1]], y = [0,1,1,0]) and the loss (MSE on the network's output; a
+point counts as correct when |output - y| < 0.5), adds a hidden layer and takes exact gradients with
+`jax.grad`:
 
 (a) shallow: `MLP(2, 8, depth=1, 1, activation="sigmoid", init="lecun_normal")` (one hidden layer of 8
     sigmoid units, a linear head), full-batch gradient descent, learning rate 0.3, 2000 steps, 8 seeds
-    trained together in one vmapped program (`jaxvg.train.training.fit(..., seeds=range(8))`).
+    trained together in one vmapped program (`jaxvg.fit(..., seeds=range(8))`).
 (b) deep: the same, but 20 hidden layers, same optimizer, learning rate and steps. Its backward
     signal shrinks by about 0.68 decades per sigmoid layer (sigma'(z) <= 1/4 and LeCun weights), so
     the first block's kernel gradient starts about 13 decades below the last block's: the first
     layers never move, the output is 0.5 for all four inputs, and the loss sits at 0.25 (the MSE of
     predicting 0.5 everywhere).
 
-Run:    python -m experiments.xor            (about 11 s of CPU time, mostly compilation, on 2 cores)
-        python -m experiments.xor --quick    (1000 steps; what tests/test_xor.py runs)
+Run:    python -m experiments.xor            (defaults)
+        python -m experiments.xor --quick    (1000 steps; what the tests run)
         python -m experiments.xor --depth 50 --width 16 --init glorot_normal --optimizer adam --learning-rate 0.01
         python -m experiments.xor --preset full   (64 seeds, 5000 steps)
 Writes: results/xor/{metrics.json,curves.csv,layers.csv,xor.png,summary.md,cells/}; prints a table.
@@ -34,16 +35,17 @@ Expected outcome (measured on a 2-core CPU, jax 0.10.2, flax 0.12.8, with the de
   on this MSE diverges.
 - deep (20 hidden layers): 0 of 8 seeds solve it, every final loss 0.2500 (0 of 64 with
   `--preset full`). At init the last-minus-first block kernel-gradient gap is 12.2 to 13.4 decades
-  (mean 12.96; over 64 seeds 11.8 to 13.9 [mean 12.87]; the issue asks for >= 5); per block the mean log10 norm climbs from -13.5 (block 1) to -0.5
-  (block 20). At the end every block's gradient is below 1e-8 (gap 5.8 to 8.0 decades): the head
+  (mean 12.96; over 64 seeds 11.8 to 13.9 [mean 12.87]; at least 5 is the claim tested); per block
+  the mean log10 norm climbs from -13.5 (block 1) to -0.5 (block 20). At the end every block's gradient is below 1e-8 (gap 5.8 to 8.0 decades): the head
   has fitted the mean, and no gradient reaches the first layers that could do better.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -52,11 +54,11 @@ from flax import nnx
 import jaxvg
 from jaxvg import checks
 from jaxvg.nn import activations, initializers
-from jaxvg.report import results as results_lib
-from jaxvg.train import data, training
+from jaxvg.report import experiment, figures, tables
+from jaxvg.report.experiment import Done, Log, OnCell
+from jaxvg.train import data
 
 NAME = "xor"
-_QUICK = {"steps": 1000, "log_every": 50}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,18 +77,16 @@ class Config:
     quick: bool = False  # 1000 steps (tests/CI); fields you set yourself are kept
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"full": {"seeds": 64, "steps": 5000, "log_every": 50}}
+    QUICK: ClassVar[dict[str, Any]] = {"steps": 1000, "log_every": 50}
 
     def __post_init__(self):
-        if self.quick:  # quick sizes replace the fields left at their defaults
-            for f in dataclasses.fields(self):
-                if f.name in _QUICK and getattr(self, f.name) == f.default:
-                    object.__setattr__(self, f.name, _QUICK[f.name])
+        experiment.apply_quick(self)
         for name in ("depth", "width", "steps", "seeds", "log_every"):
             checks.positive_int(name, getattr(self, name))
         activations.get(self.activation)
         checks.choice("init", self.init, initializers.SCHEMES)
         checks.choice("loss", self.loss, ("mse", "binary_cross_entropy"))
-        checks.choice("optimizer", self.optimizer, training.OPTIMIZERS)
+        checks.choice("optimizer", self.optimizer, jaxvg.train.OPTIMIZERS)
         checks.positive("learning_rate", self.learning_rate)
 
 
@@ -102,7 +102,8 @@ def accuracy(loss: str, outputs: np.ndarray, y: np.ndarray) -> np.ndarray:
     return right.mean(axis=(-2, -1))
 
 
-def _cell_config(config: Config, depth: int) -> dict[str, Any]:
+def _setup(config: Config, depth: int) -> dict[str, Any]:
+    """What a cell's numbers depend on: the config but its output directory, with `depth`."""
     fields = dataclasses.asdict(config)
     for name in ("depth", "out_dir", "quick"):
         fields.pop(name)
@@ -123,7 +124,7 @@ def train_cell(config: Config, depth: int) -> dict[str, Any]:
         return jaxvg.MLP(2, config.width, depth, 1, activation=config.activation, init=config.init, rngs=rngs)
 
     start = time.perf_counter()
-    fit = training.fit(
+    fit = jaxvg.fit(
         factory,
         ds,
         loss=config.loss,
@@ -141,7 +142,6 @@ def train_cell(config: Config, depth: int) -> dict[str, Any]:
     h = fit.history
     kernel = h["log10_kernel_grad"]  # (seeds, T, depth)
     return {
-        "config": _cell_config(config, depth),
         "depth": depth,
         "seeds": seeds,
         "final_accuracy": acc.tolist(),
@@ -159,34 +159,24 @@ def train_cell(config: Config, depth: int) -> dict[str, Any]:
     }
 
 
-def run(
-    config: Config,
-    *,
-    on_cell: Callable[[str, Any], None] | None = None,
-    done: Mapping[str, Any] = (),
-) -> dict[str, Any]:
+def run(config: Config, *, on_cell: OnCell = None, done: Done = None, log: Log = None) -> dict[str, Any]:
     """Train the shallow (1 hidden layer) and the deep (`config.depth`) nets; no file I/O.
 
     Args:
       config: the experiment's configuration.
       on_cell: called as `on_cell(key, cell)` when the "shallow" or "deep" cell finishes.
-      done: finished cells {key: cell} (from `results.finished_cells`); a stored cell is reused when
-        its configuration equals this run's.
+      done: finished cells {key: cell} (from `cell_store.finished_cells`); a stored cell is reused when
+        its setup equals this run's.
+      log: optional progress printer.
 
     Returns:
-      {"shallow": cell, "deep": cell, "rows": table rows, "layer_rows", "curve_rows"}; a cell is the
-      dict `train_cell` returns.
+      {"shallow": cell, "deep": cell, "rows": table rows, "layer_rows", "curve_rows", "computed"};
+      a cell is the dict `train_cell` returns, with its "setup".
     """
-    done = dict(done)
-    cells = {}
+    store = experiment.Cells(done, on_cell, log)
     for key, depth in (("shallow", 1), ("deep", config.depth)):
-        stored = done.get(key)
-        if isinstance(stored, Mapping) and stored.get("config") == _cell_config(config, depth):
-            cells[key] = dict(stored)
-            continue
-        cells[key] = train_cell(config, depth)
-        if on_cell is not None:
-            on_cell(key, cells[key])
+        store.get(key, _setup(config, depth), functools.partial(train_cell, config, depth))
+    cells = store.cells
     rows = []
     for key, cell in cells.items():
         gap_init = np.asarray(cell["gap_decades_init"], dtype=float)
@@ -223,7 +213,23 @@ def run(
         for s, curve in zip(cell["seeds"], cell["loss_curves"], strict=True):
             for step, value in zip(cell["step"], curve, strict=True):
                 curve_rows.append({"net": key, "seed": s, "step": step, "train_loss": value})
-    return {**cells, "rows": rows, "layer_rows": layer_rows, "curve_rows": curve_rows}
+    return {
+        **cells,
+        "rows": rows,
+        "layer_rows": layer_rows,
+        "curve_rows": curve_rows,
+        "computed": store.computed,
+    }
+
+
+def report(config: Config, res: dict[str, Any]) -> experiment.Outputs:
+    """What main writes: metrics.json, curves.csv, layers.csv, summary.md and xor.png."""
+    return experiment.Outputs(
+        results={k: res[k] for k in ("shallow", "deep", "rows")},
+        summary=summary_text(config, res),
+        csv={"curves.csv": res["curve_rows"], "layers.csv": res["layer_rows"]},
+        figure=lambda: figures.xor_curves(res),
+    )
 
 
 def summary_text(config: Config, res: Mapping[str, Any]) -> str:
@@ -234,7 +240,7 @@ def summary_text(config: Config, res: Mapping[str, Any]) -> str:
         f"# XOR: shallow vs deep {config.activation} nets, {config.optimizer} lr {config.learning_rate:g}, "
         f"{config.steps} steps, {config.seeds} seeds",
         "",
-        results_lib.format_table(res["rows"]),
+        tables.format_table(res["rows"]),
         "",
         f"- shallow (1 hidden layer of {config.width}): {sh['solved']} of {len(sh['seeds'])} seeds reach 100% accuracy.",
         f"- deep ({dp['depth']} hidden layers): {dp['solved']} of {len(dp['seeds'])} solve it; median final loss "
@@ -247,20 +253,7 @@ def summary_text(config: Config, res: Mapping[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse flags, run, and write results/xor/ (metrics.json, curves.csv, layers.csv, xor.png,
     summary.md)."""
-    from jaxvg.report import cli, plotting
-
-    config = cli.parse(Config, argv)
-    res = results_lib.run_resumable(run, config)
-    out = config.out_dir
-    stored = {k: res[k] for k in ("shallow", "deep", "rows")}
-    results_lib.write_metrics(out, config, stored, seeds=list(range(config.seeds)))
-    results_lib.write_csv(f"{out}/curves.csv", res["curve_rows"])
-    results_lib.write_csv(f"{out}/layers.csv", res["layer_rows"])
-    text = summary_text(config, res)
-    results_lib.write_summary(out, text)
-    plotting.save(plotting.xor_curves(res), f"{out}/{NAME}.png")
-    print(text)
-    return res
+    return experiment.main(Config, run, report, argv)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,10 @@ from jaxvg.measure import tap as tap
 from jaxvg.measure import tapped_gradients as tapped_gradients
 from jaxvg.nn import MLP as MLP
 from jaxvg.train import FitResult as FitResult
+from jaxvg.train import TrainConfig as TrainConfig
+from jaxvg.train import Trainer as Trainer
 from jaxvg.train import fit as fit
 from jaxvg.train import fit_stacked as fit_stacked
+from jaxvg.train import stack_models as stack_models
 
 __version__ = "0.1.0"

@@ -1,9 +1,9 @@
 """Models and their parts: one activation registry, initialisers, losses, `MLP`, the block contract."""
 
 from jaxvg.nn import activations as activations
+from jaxvg.nn import contracts as contracts
 from jaxvg.nn import initializers as initializers
 from jaxvg.nn import losses as losses
-from jaxvg.nn import contracts as contracts
 from jaxvg.nn import models as models
-from jaxvg.nn.models import MLP as MLP
 from jaxvg.nn.contracts import BlockModel as BlockModel
+from jaxvg.nn.models import MLP as MLP

@@ -15,13 +15,13 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+
+from jaxvg import quadrature
 
 ArrayFn = Callable[[jax.Array], jax.Array]
 
@@ -173,7 +173,9 @@ def _leaky_closed_forms(a: float) -> dict[str, Callable[..., Any]]:
 
 
 def _erf_q_map(q):
-    return 2.0 / jnp.pi * jnp.arcsin(2.0 * q / (1.0 + 2.0 * q))
+    # (2/pi) arcsin(2q / (1 + 2q)), written as an arctan: its q-derivative (for xi_q) stays accurate
+    # where 2q / (1 + 2q) rounds to 1 (q > 1e7 in float32).
+    return 2.0 / jnp.pi * jnp.arctan2(2.0 * q, jnp.sqrt(1.0 + 4.0 * q))
 
 
 def _erf_c_map(q, c):  # Williams 1997, the arcsine kernel
@@ -188,16 +190,15 @@ def _erf_dphi4(q):
     return 16.0 / jnp.pi**2 / jnp.sqrt(1.0 + 8.0 * q)
 
 
-def _erf_chi_c(q, c):  # E[exp(-u1^2 - u2^2)] = det(I + 2 Sigma)^(-1/2)
-    return 4.0 / jnp.pi / jnp.sqrt((1.0 + 2.0 * q) ** 2 - (2.0 * q * c) ** 2)
+def _erf_chi_c(q, c):  # E[exp(-u1^2 - u2^2)] = det(I + 2 Sigma)^(-1/2), the det factored (no cancellation)
+    return 4.0 / jnp.pi / jnp.sqrt((1.0 + 2.0 * q * (1.0 - c)) * (1.0 + 2.0 * q * (1.0 + c)))
 
 
 def _ncdf(x):
     return 0.5 * jax.scipy.special.erfc(-x / jnp.sqrt(2.0))
 
 
-def _npdf(x):
-    return jnp.exp(-0.5 * x * x) / jnp.sqrt(2.0 * jnp.pi)
+_npdf = quadrature.normal_pdf
 
 
 def _hard_tanh_q_map(q):
@@ -220,23 +221,6 @@ def _hard_tanh_chi(q):  # P(|u| < 1)
 
 
 _HT_NODES = 48  # Gauss-Legendre nodes per panel of the hard_tanh 2D forms (smooth integrands)
-_Z_MAX = 10.0  # |z| beyond 10 carries 1.5e-23 of the Gaussian mass
-
-
-@functools.cache
-def _gl01(n):
-    x, w = np.polynomial.legendre.leggauss(n)
-    return 0.5 * (x + 1.0), 0.5 * w
-
-
-def _panel(f, a, b):
-    """Gauss-Legendre integral of f over [a, b] (a, b broadcast; nodes on a new last axis)."""
-    t, w = _gl01(_HT_NODES)
-    a, b = jnp.broadcast_arrays(a, b)
-    lift = (1,) * a.ndim + (len(t),)
-    t, w = jnp.asarray(t, a.dtype).reshape(lift), jnp.asarray(w, a.dtype).reshape(lift)
-    a, b = a[..., None], b[..., None]
-    return jnp.sum((b - a) * w * f(a + (b - a) * t), axis=-1)
 
 
 def _hard_tanh_cond_mean(m, s):
@@ -245,42 +229,43 @@ def _hard_tanh_cond_mean(m, s):
     return _ncdf(-hi) - _ncdf(lo) + m * (_ncdf(hi) - _ncdf(lo)) - s * (_npdf(hi) - _npdf(lo))
 
 
+def _hard_tanh_conditional(q, c):
+    """(q, c) in one float dtype, sqrt(q) (1 at q = 0), the sd s of u2 given u1 (floored above 0) and
+    the kink |u1| = 1 in z1 = u1 / sqrt(q) (capped at the quadrature's Z_MAX)."""
+    q, c = jnp.broadcast_arrays(q, c)
+    dtype = jnp.result_type(q, c, float)
+    q, c = q.astype(dtype), c.astype(dtype)
+    rq = jnp.sqrt(jnp.where(q > 0, q, 1.0))
+    s = jnp.maximum(rq * jnp.sqrt(jnp.clip(1.0 - c * c, 0.0, None)), jnp.finfo(dtype).tiny ** 0.5)
+    return q, c, rq, s, jnp.minimum(1.0 / rq, quadrature.Z_MAX)
+
+
 def _hard_tanh_c_map(q, c):
     # E[clip(u1) E[clip(u2) | u1]] with u2 | u1 ~ N(c u1, q (1 - c^2)); the conditional mean is
     # closed form, the outer integral over z1 = u1/sqrt(q) is split at the kinks |u1| = 1 and
     # |c u1| = 1 and done by Gauss-Legendre (the integrand is even in z1).
-    q, c = jnp.broadcast_arrays(q, c)
-    dtype = jnp.result_type(q, c, float)
-    q, c = q.astype(dtype), c.astype(dtype)
-    rq = jnp.sqrt(jnp.where(q > 0, q, 1.0))
-    s = jnp.maximum(rq * jnp.sqrt(jnp.clip(1.0 - c * c, 0.0, None)), jnp.finfo(dtype).tiny ** 0.5)
-    b1 = jnp.minimum(1.0 / rq, _Z_MAX)
-    b2 = jnp.minimum(1.0 / (jnp.abs(c) * rq + jnp.finfo(dtype).tiny), _Z_MAX)
-    zmax = jnp.full_like(q, _Z_MAX)
+    q, c, rq, s, b1 = _hard_tanh_conditional(q, c)
+    b2 = jnp.minimum(1.0 / (jnp.abs(c) * rq + jnp.finfo(q.dtype).tiny), quadrature.Z_MAX)
+    edges = jnp.stack([jnp.zeros_like(q), b1, b2, jnp.full_like(q, quadrature.Z_MAX)], axis=-1)
+    rq_, c_, s_ = (x[..., None, None] for x in (rq, c, s))  # against the nodes, S + (panel, node)
 
     def integrand(z):
-        u = rq[..., None] * z
-        return 2.0 * _npdf(z) * jnp.clip(u, -1.0, 1.0) * _hard_tanh_cond_mean(c[..., None] * u, s[..., None])
+        u = rq_ * z
+        return 2.0 * _npdf(z) * jnp.clip(u, -1.0, 1.0) * _hard_tanh_cond_mean(c_ * u, s_)
 
-    total = _panel(integrand, jnp.zeros_like(q), b1) + _panel(integrand, b1, b2) + _panel(integrand, b2, zmax)
-    return jnp.where(q > 0, total, q * c)
+    return jnp.where(q > 0, quadrature.integrate(integrand, edges, n=_HT_NODES), q * c)
 
 
 def _hard_tanh_chi_c(q, c):
     # P(|u1| < 1, |u2| < 1) = integral over |z1| < 1/sqrt(q) of phi(z1) P(|u2| < 1 | u1).
-    q, c = jnp.broadcast_arrays(q, c)
-    dtype = jnp.result_type(q, c, float)
-    q, c = q.astype(dtype), c.astype(dtype)
-    rq = jnp.sqrt(jnp.where(q > 0, q, 1.0))
-    s = jnp.maximum(rq * jnp.sqrt(jnp.clip(1.0 - c * c, 0.0, None)), jnp.finfo(dtype).tiny ** 0.5)
-    b1 = jnp.minimum(1.0 / rq, _Z_MAX)
+    q, c, rq, s, b1 = _hard_tanh_conditional(q, c)
+    rq_, c_, s_ = (x[..., None, None] for x in (rq, c, s))
 
     def integrand(z):
-        m = c[..., None] * rq[..., None] * z
-        sc = s[..., None]
-        return _npdf(z) * (_ncdf((1.0 - m) / sc) - _ncdf((-1.0 - m) / sc))
+        m = c_ * rq_ * z
+        return _npdf(z) * (_ncdf((1.0 - m) / s_) - _ncdf((-1.0 - m) / s_))
 
-    total = _panel(integrand, -b1, b1)
+    total = quadrature.integrate(integrand, jnp.stack([-b1, b1], axis=-1), n=_HT_NODES)
     return jnp.where(q > 0, total, jnp.ones_like(q))
 
 

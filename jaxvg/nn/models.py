@@ -1,8 +1,8 @@
-"""Flax NNX models that follow jaxvg's block-model contract (DESIGN.md).
+"""Flax NNX models that follow jaxvg's block-model contract (`jaxvg.nn.contracts`).
 
 A block-structured model has `blocks` (an `nnx.List`; block l maps h_{l-1} to h_l), an optional
 `embed` (x -> h_0) and an optional `head` (h_L -> output). Its forward pass is
-`head(blocks[L-1](...blocks[0](embed(x))))`. `jaxvg.analysis` works on any model of that shape.
+`head(blocks[L-1](...blocks[0](embed(x))))`. `jaxvg.measure` works on any model of that shape.
 
 Example:
   >>> import jax.numpy as jnp
@@ -113,6 +113,10 @@ class Block(nnx.Module):
         return h + out if self.residual else out
 
 
+class ActiveBlocks(nnx.Variable):
+    """The number of blocks a depth-masked `MLP` runs: an int32 scalar, in `rest` (not a Param)."""
+
+
 class MLP(nnx.Module):
     """A deep multilayer perceptron of `depth` blocks of `width` units, and an optional linear head.
 
@@ -120,25 +124,54 @@ class MLP(nnx.Module):
     block whose input and output widths match is residual, h_l = h_{l-1} + block(h_{l-1}); block 1
     stays plain when in_features != width. The head (width -> out_features) uses the blocks' init.
 
+    Depth mask (`max_depth`): the net is built with `max_depth` blocks of which the first `depth`
+    run; block l >= depth passes its input through, h_l = where(l < depth, block_l(h_{l-1}),
+    h_{l-1}). The number of active blocks is an `ActiveBlocks` variable (not a Param), so nets of
+    different depths and one `max_depth` share a graphdef: they stack (`jaxvg.train.stack_models`)
+    and train in one program (`fit_stacked`), each net with its own depth. Weights are drawn in the
+    order active blocks, head, dropout streams, padded blocks: the active part equals `MLP(...,
+    depth)` built from the same `rngs`, so the masked net computes exactly (bitwise) what that
+    shallower net computes, and its padded blocks get exactly zero gradient. The measures in
+    `jaxvg.measure` see every block as active: measure the shallower net instead.
+
     Args:
       in_features: input dimension d_0.
       width: units per block.
-      depth: number of blocks L (>= 1).
+      depth: number of blocks L (>= 1); the active blocks when `max_depth` is set.
       out_features: head output dimension, or None for no head (output = h_L).
-      activation: registry name or callable (see `jaxvg.activations`).
+      activation: registry name or callable (see `jaxvg.nn.activations`).
       init: kernel scheme (see `jaxvg.nn.initializers.SCHEMES`).
       sigma_w2, sigma_b2: weight and bias variances of the "gaussian"/"orthogonal" schemes,
-        W ~ N(0, sigma_w2/fan_in), b ~ N(0, sigma_b2) (Poole et al. 2016).
+        W ~ N(0, sigma_w2/fan_in), b ~ N(0, sigma_b2) (Poole et al. 2016). They shape the initial
+        weights only, so nets that differ in them stack.
       use_bias: whether linear layers have biases.
       residual: residual blocks where widths match.
       norm: None, "batch" or "layer", applied to the pre-activation.
       dropout: dropout rate in [0, 1), active in training mode only (see `nnx.Module.eval`).
       param_dtype: parameter dtype; float64 needs `jax_enable_x64`.
+      max_depth: None (no mask: `depth` blocks, the block-model contract holds), or the number of
+        blocks to build, >= depth, of which the first `depth` are active.
+      scan_blocks: run the hidden width -> width blocks (all but the first) under one `lax.scan`
+        instead of an unrolled loop: the same function (to float rounding), a compile time that
+        does not grow with depth (use it from depth ~50 on). Batch statistics and dropout counts
+        are carried through the scan.
       rngs: `nnx.Rngs`; the "params" stream (or default) seeds weights, "dropout" (or default,
-        forked after all weights are drawn) the masks. The same seed gives the same kernels and
-        biases whatever `norm`, `dropout` and `residual` are, so cures compare from one init.
+        forked after all active weights are drawn) the masks. The same seed gives the same kernels
+        and biases whatever `norm`, `dropout`, `residual` and `max_depth` are, so cures compare from
+        one init.
     Raises:
       ValueError: any argument outside its valid range, named in the message.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> shallow = MLP(2, 8, 3, 1, rngs=nnx.Rngs(0))
+      >>> masked = MLP(2, 8, 3, 1, max_depth=10, scan_blocks=True, rngs=nnx.Rngs(0))
+      >>> len(masked.blocks), int(masked.active_blocks[...])
+      (10, 3)
+      >>> x = jnp.ones((4, 2))
+      >>> bool(jnp.allclose(masked(x), shallow(x), rtol=1e-6))
+      True
     """
 
     def __init__(
@@ -157,6 +190,8 @@ class MLP(nnx.Module):
         norm: str | None = None,
         dropout: float = 0.0,
         param_dtype: Any = jnp.float32,
+        max_depth: int | None = None,
+        scan_blocks: bool = False,
         rngs: nnx.Rngs,
     ):
         checks.positive_int("in_features", in_features)
@@ -171,25 +206,18 @@ class MLP(nnx.Module):
             raise ValueError(f"`norm` must be one of {list(NORMS)}, got {norm!r}.")
         checks.in_range("dropout", dropout, 0.0, 1.0)
         param_dtype = check_param_dtype(param_dtype)
+        if max_depth is not None and checks.positive_int("max_depth", max_depth) < depth:
+            raise ValueError(f"`max_depth` must be None or >= `depth` = {depth}, got {max_depth!r}.")
+        if not isinstance(scan_blocks, bool):
+            raise ValueError(f"`scan_blocks` must be True or False, got {scan_blocks!r}.")
         if not isinstance(rngs, nnx.Rngs):
             raise TypeError(f"`rngs` must be an nnx.Rngs, got {type(rngs).__name__}.")
 
-        self.in_features = in_features
-        self.width = width
-        self.depth = depth
-        self.out_features = out_features
-        self.activation = act
-        self.init = init
-        self.sigma_w2 = float(sigma_w2)
-        self.sigma_b2 = float(sigma_b2)
-        self.residual = residual
-        self.norm = norm
-        self.dropout_rate = float(dropout)
-        self.param_dtype = param_dtype
+        self.in_features = in_features  # read by the measures and `fit` to check the input
+        self.scan_blocks = scan_blocks
 
-        sizes = [in_features] + [width] * depth
-        self.blocks = nnx.List(
-            [
+        def blocks(sizes: list[int]) -> list[Block]:
+            return [
                 Block(
                     m,
                     n,
@@ -205,7 +233,15 @@ class MLP(nnx.Module):
                 )
                 for m, n in zip(sizes[:-1], sizes[1:], strict=True)
             ]
-        )
+
+        def attach_dropout(new: list[Block]) -> None:
+            # Dropout forks an RNG stream ("dropout", else "default"). Forking after the weights are
+            # drawn keeps the weights of a given seed the same whatever the dropout rate or norm.
+            if dropout > 0:
+                for block in new:
+                    block.dropout = nnx.Dropout(dropout, rngs=rngs)
+
+        active = blocks([in_features] + [width] * depth)
         if out_features is None:
             self.head = None
         else:
@@ -218,16 +254,47 @@ class MLP(nnx.Module):
                 param_dtype=param_dtype,
                 rngs=rngs,
             )
-        # Dropout forks an RNG stream ("dropout", else "default"). Forking after every weight is
-        # drawn keeps the weights of a given seed the same whatever the dropout rate or norm.
-        if dropout > 0:
-            for block in self.blocks:
-                block.dropout = nnx.Dropout(dropout, rngs=rngs)
+        attach_dropout(active)
+        padded = blocks([width] * (max_depth - depth + 1)) if max_depth is not None else []
+        attach_dropout(padded)
+        self.blocks = nnx.List(active + padded)
+        self.active_blocks = None if max_depth is None else ActiveBlocks(jnp.asarray(depth, jnp.int32))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """Forward pass: x of shape (batch, in_features) -> (batch, out_features) (or (batch, width)
         without a head)."""
-        h = x
-        for block in self.blocks:
-            h = block(h)
+        h = self.blocks[0](x)  # block 1 always runs (depth >= 1)
+        hidden = list(self.blocks)[1:]
+        if self.scan_blocks and hidden:
+            h = self._scan(hidden, h)
+        else:
+            for index, block in enumerate(hidden, start=1):
+                h = self._masked(index, block(h), h)
         return h if self.head is None else self.head(h)
+
+    def _masked(self, index: Any, out: jax.Array, h: jax.Array) -> jax.Array:
+        """The output `out` of block `index` (0-based) where it is active (always without a mask),
+        else the block's input `h`."""
+        if self.active_blocks is None:
+            return out
+        return jnp.where(index < self.active_blocks[...], out, h)
+
+    def _scan(self, hidden: list[Block], h: jax.Array) -> jax.Array:
+        """Blocks 2..L (one graphdef) under `lax.scan` over their stacked state. Only the non-Param
+        state (batch statistics, dropout RNG counts) comes out of the scan; it is written back to
+        the blocks afterwards."""
+        splits = [nnx.split(b, nnx.Param, ...) for b in hidden]
+        graphdef = splits[0][0]
+        params, rest = (jax.tree.map(lambda *a: jnp.stack(a), *[s[j] for s in splits]) for j in (1, 2))
+
+        def body(h, layer):
+            p, r, index = layer
+            block = nnx.merge(graphdef, p, r)
+            h = self._masked(index, block(h), h)
+            return h, nnx.state(block, nnx.Not(nnx.Param))
+
+        h, new_rest = jax.lax.scan(body, h, (params, rest, jnp.arange(1, len(hidden) + 1)))
+        if jax.tree.leaves(new_rest):
+            for i, block in enumerate(hidden):
+                nnx.update(block, jax.tree.map(lambda a, i=i: a[i], new_rest))
+        return h

@@ -1,7 +1,7 @@
 """Command lines from frozen dataclass configs: one `--flag` per field, help from the field comment.
 
-Every experiment has a frozen dataclass `Config` whose fields carry their help text as a comment on
-the same line (STYLE.md B6, as flax's gemma example does above each field)::
+Every experiment and benchmark has a frozen dataclass `Config` whose fields carry their help text
+as a comment on the same line (as flax's gemma example does above each field)::
 
     @dataclasses.dataclass(frozen=True)
     class Config:
@@ -9,6 +9,7 @@ the same line (STYLE.md B6, as flax's gemma example does above each field)::
         activations: tuple[str, ...] = ("sigmoid", "tanh", "relu")
         quick: bool = False                  # tiny sizes for tests/CI
         PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"full": {"depth": 200}}
+        QUICK: ClassVar[dict[str, Any]] = {"depth": 3}
 
 and `cli.parse(Config, argv)` turns it into `--depth 50`, `--activations tanh relu`,
 `--quick/--no-quick` and `--preset full`.
@@ -17,8 +18,7 @@ Why a small helper and not tyro: tyro would be a runtime dependency (with its ow
 for about 200 lines of argparse, and it reads help text from docstrings and `Annotated` metadata,
 whereas jaxvg's convention is the trailing comment, which keeps a config readable as a plain
 table of name, type, default and meaning. argparse is in the standard library, its `--help` output
-is familiar, and the mapping from annotation to flag is small enough to test completely
-(tests/test_cli.py).
+is familiar, and the mapping from annotation to flag is small enough to test completely.
 
 Rules:
 - `field_name` gives `--field-name`; `--field_name` is accepted too.
@@ -28,8 +28,15 @@ Rules:
 - Help text: the comment after the field in the class source (`inspect.getsource`), else comment
   lines directly above it, else `field.metadata["help"]`; the default is appended.
 - `--preset NAME` when the class has a `PRESETS` class attribute (a dict of name -> field overrides).
-  Explicit flags win over the preset; the preset wins over the defaults. `--quick` is simply the
-  `quick` field; experiments interpret it.
+  Explicit flags win over the preset; the preset wins over the defaults. A class with `PRESETS`
+  cannot also have a field named `preset` (both would be `--preset`).
+- `--quick` is the `quick` field; the class applies its `QUICK` class attribute (field -> value)
+  in `__post_init__` (`jaxvg.report.experiment.apply_quick`). While `parse` builds the config,
+  `given_fields()` names the fields set by explicit flags, so that quick values replace every
+  other field (defaults and preset values) and never a flag the user typed, whatever its value.
+  The `--quick` help lists the `QUICK` values.
+- `--help` prints the first paragraph of the config's module docstring, then the flags, then the
+  rest of the docstring.
 - The dataclass's own validation (`__post_init__`) runs on the parsed values; its ValueError or
   TypeError becomes an argparse error (exit status 2) naming the flag whose field the message
   names in backticks.
@@ -39,6 +46,8 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
+import contextvars
 import dataclasses
 import inspect
 import io
@@ -51,10 +60,15 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
-__all__ = ["field_help", "make_parser", "parse"]
+__all__ = ["field_help", "given_fields", "make_parser", "parse"]
 
 T = TypeVar("T")
 _NONE_WORDS = ("none", "None", "null")
+_PRESET_DEST = "cli:preset"  # argparse dest of --preset: never a field name
+# (config class, names of the fields set by explicit flags) while `parse` builds a config
+_GIVEN: contextvars.ContextVar[tuple[type, frozenset[str]] | None] = contextvars.ContextVar(
+    "jaxvg_cli_given", default=None
+)
 
 
 def parse(config_cls: type[T], argv: Sequence[str] | None = None) -> T:
@@ -67,8 +81,9 @@ def parse(config_cls: type[T], argv: Sequence[str] | None = None) -> T:
       argv: the command-line arguments, without the program name.
 
     Returns:
-      `config_cls(**values)`, where values are, by precedence: explicit flags, then the preset,
-      then the field defaults.
+      `config_cls(**values)`, where values are, by precedence: explicit flags, then (with `--quick`)
+      the class's `QUICK` values as its `__post_init__` applies them, then the preset, then the
+      field defaults.
 
     Raises:
       SystemExit: (from argparse, status 2) for an unknown flag, a value of the wrong type, an
@@ -80,21 +95,43 @@ def parse(config_cls: type[T], argv: Sequence[str] | None = None) -> T:
     parser, flags = _build(config_cls)
     namespace = parser.parse_args(argv)
     explicit = vars(namespace)
-    preset_name = explicit.pop("preset", None)
+    preset_name = explicit.pop(_PRESET_DEST, None)
     kwargs: dict[str, Any] = {}
     if preset_name is not None:
-        presets = _presets(config_cls)
-        for name, value in presets[preset_name].items():
+        for name, value in _presets(config_cls)[preset_name].items():
             kwargs[name] = _coerce(flags[name].annotation, value)
     kwargs.update({name: _coerce(flags[name].annotation, value) for name, value in explicit.items()})
     missing = [flag.option for flag in flags.values() if flag.required and flag.name not in kwargs]
     if missing:
         parser.error(f"the following arguments are required: {', '.join(missing)}")
     try:
-        return config_cls(**kwargs)
+        with _given(config_cls, frozenset(explicit)):
+            return config_cls(**kwargs)
     except (ValueError, TypeError) as err:
         parser.error(_flag_message(str(err), flags, explicit, preset_name))
     raise SystemExit(2)  # not reached: parser.error exits
+
+
+def given_fields(config: Any) -> frozenset[str] | None:
+    """The fields of `config` that explicit command-line flags set, while `parse` builds it.
+
+    For use in a config's `__post_init__` (as `jaxvg.report.experiment.apply_quick` does): the
+    names of the fields given as flags when `parse` is constructing an instance of `config`'s class,
+    else None (a config built in Python, or another class built meanwhile).
+    """
+    current = _GIVEN.get()
+    if current is None or type(config) is not current[0]:
+        return None
+    return current[1]
+
+
+@contextlib.contextmanager
+def _given(config_cls: type, names: frozenset[str]):
+    token = _GIVEN.set((config_cls, names))
+    try:
+        yield
+    finally:
+        _GIVEN.reset(token)
 
 
 def make_parser(config_cls: type) -> argparse.ArgumentParser:
@@ -134,13 +171,30 @@ def _presets(config_cls: type) -> Mapping[str, Mapping[str, Any]]:
     return presets if isinstance(presets, Mapping) else {}
 
 
+def _quick(config_cls: type) -> Mapping[str, Any]:
+    quick = getattr(config_cls, "QUICK", None)
+    return quick if isinstance(quick, Mapping) else {}
+
+
+def _description(config_cls: type) -> tuple[str | None, str | None]:
+    """(first paragraph, the rest) of the docstring of the module that defines `config_cls`."""
+    module = sys.modules.get(config_cls.__module__)
+    doc = inspect.cleandoc(getattr(module, "__doc__", None) or "")
+    if not doc:
+        return None, None
+    first, _, rest = doc.partition("\n\n")
+    return " ".join(first.split()), (rest.strip() or None)
+
+
 def _build(config_cls: type) -> tuple[argparse.ArgumentParser, dict[str, _Flag]]:
     if not (dataclasses.is_dataclass(config_cls) and isinstance(config_cls, type)):
         raise TypeError(f"`config_cls` must be a dataclass class, got {config_cls!r}.")
-    module = sys.modules.get(config_cls.__module__)
-    description = (getattr(module, "__doc__", None) or "").strip() or None
+    description, epilog = _description(config_cls)
+    spec = getattr(sys.modules.get(config_cls.__module__), "__spec__", None)
     parser = argparse.ArgumentParser(
+        prog=f"python -m {spec.name}" if config_cls.__module__ == "__main__" and spec else None,
         description=description,
+        epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS,
     )
@@ -157,6 +211,8 @@ def _build(config_cls: type) -> tuple[argparse.ArgumentParser, dict[str, _Flag]]
         help_text = (help_text + " " if help_text else "") + (
             f"(default: {_show(default)})" if default is not dataclasses.MISSING else "(required)"
         )
+        if f.name == "quick" and _quick(config_cls):
+            help_text += "; sets " + ", ".join(f"{k}={_show(v)}" for k, v in _quick(config_cls).items())
         kwargs = _argparse_kwargs(f.name, annotation)
         kwargs["help"] = help_text.replace("%", "%%")
         kwargs["dest"] = f.name
@@ -165,14 +221,20 @@ def _build(config_cls: type) -> tuple[argparse.ArgumentParser, dict[str, _Flag]]
             parser.add_argument(f"--{f.name}", **{**kwargs, "help": argparse.SUPPRESS})
         flags[f.name] = _Flag(f.name, option, annotation, default is dataclasses.MISSING)
     presets = _presets(config_cls)
+    overlays = {f"PRESETS[{name!r}]": overrides for name, overrides in presets.items()}
+    overlays["QUICK"] = _quick(config_cls)
+    for where, overrides in overlays.items():
+        unknown = sorted(set(overrides) - set(flags))
+        if unknown:
+            raise TypeError(
+                f"{config_cls.__name__}.{where} sets unknown fields {unknown}; fields are {sorted(flags)}."
+            )
     if presets:
-        for preset, overrides in presets.items():
-            unknown = sorted(set(overrides) - set(flags))
-            if unknown:
-                raise TypeError(
-                    f"{config_cls.__name__}.PRESETS[{preset!r}] sets unknown fields {unknown}; "
-                    f"fields are {sorted(flags)}."
-                )
+        if "preset" in flags:
+            raise TypeError(
+                f"{config_cls.__name__} has both `PRESETS` and a field named `preset`: both would be "
+                "--preset; rename the field."
+            )
         listing = "; ".join(
             f"{name}: " + ", ".join(f"{k}={_show(v)}" for k, v in overrides.items())
             for name, overrides in presets.items()
@@ -180,7 +242,7 @@ def _build(config_cls: type) -> tuple[argparse.ArgumentParser, dict[str, _Flag]]
         parser.add_argument(
             "--preset",
             choices=list(presets),
-            dest="preset",
+            dest=_PRESET_DEST,
             help=f"named set of overrides; explicit flags win over it ({listing})".replace("%", "%%"),
         )
     return parser, flags

@@ -2,7 +2,7 @@
 
 `load(name, *, seed=0, **options) -> Dataset`. Every set is deterministic in `seed` (the same seed
 gives bitwise-identical arrays, a different seed different ones), float32 inputs, NaN-free, and
-stores its labels in the form that its `loss` takes (DESIGN.md, "Losses"):
+stores its labels in the form that its `loss` takes (`jaxvg.nn.losses`):
 
 | name      | x (n, d)          | labels                         | loss            | num_classes | out_features |
 |-----------|-------------------|--------------------------------|-----------------|-------------|--------------|
@@ -297,7 +297,10 @@ def _teacher(
 
 
 def _check_test_fraction(test_fraction: Any) -> float:
-    if isinstance(test_fraction, bool) or not checks._is_real(test_fraction) or not 0 < test_fraction < 1:
+    real = isinstance(test_fraction, int | float | np.integer | np.floating) and not isinstance(
+        test_fraction, bool
+    )
+    if not real or not 0 < test_fraction < 1:
         raise ValueError(f"`test_fraction` must lie in (0, 1), got {test_fraction!r}.")
     return float(test_fraction)
 

@@ -298,25 +298,24 @@ def check_fit_stacked_integration():
     from flax import nnx
 
     import jaxvg
-    from jaxvg import scale
-    from jaxvg.train import training
+    from jaxvg import scale, train
 
     n = 6
     models = [
         jaxvg.MLP(2, 8, 3, 1, activation="tanh", param_dtype=jnp.float64, rngs=nnx.Rngs(i)) for i in range(n)
     ]
-    graphdef, params, rest = training.stack_models(models)
+    graphdef, params, rest = train.stack_models(models)
     keys = jax.vmap(jax.random.key)(jnp.arange(n))
     lr = np.linspace(0.05, 0.2, n)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(32, 2))
     y = np.tanh(x[:, :1] * x[:, 1:])
     kw = dict(loss="mse", optimizer="sgd", steps=10, batch_size=8, log_every=5, progress=False)
-    ref = training.fit_stacked(graphdef, params, rest, (x, y), keys=keys, learning_rate=lr, **kw)
+    ref = train.fit_stacked(graphdef, params, rest, (x, y), keys=keys, learning_rate=lr, **kw)
 
     (p8, r8, k8, lr8), _ = scale.pad_nets((params, rest, keys, lr), N_DEVICES)
     p8, r8, k8 = scale.shard_nets((p8, r8, k8))
-    got = training.fit_stacked(graphdef, p8, r8, (x, y), keys=k8, learning_rate=np.asarray(lr8), **kw)
+    got = train.fit_stacked(graphdef, p8, r8, (x, y), keys=k8, learning_rate=np.asarray(lr8), **kw)
     leaf = jax.tree.leaves(got.params)[0]
     assert len(leaf.sharding.device_set) == N_DEVICES, leaf.sharding
     err = _close(jax.tree.map(lambda a: a[:n], got.params), ref.params)

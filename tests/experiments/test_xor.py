@@ -1,4 +1,7 @@
-"""experiments.xor: a one-hidden-layer sigmoid net solves XOR by full-batch GD; a 20-layer one stalls."""
+"""experiments.xor: a one-hidden-layer sigmoid net solves XOR by full-batch GD; a 20-layer one stalls.
+
+`quick` is the session's quick run (tests/conftest.py).
+"""
 
 import numpy as np
 import pytest
@@ -6,9 +9,9 @@ import pytest
 from experiments import xor
 
 
-@pytest.fixture(scope="module")
-def quick():
-    return xor.run(xor.Config(quick=True))
+@pytest.fixture
+def quick(xor_quick):
+    return xor_quick
 
 
 def test_shallow_net_solves_xor(quick):
@@ -60,14 +63,14 @@ def test_config_validation(field, value, match):
 def test_main_writes_results(quick, tmp_path, capsys):
     """main() writes metrics.json, the CSVs, the PNG and summary.md; the cells stored beforehand
     (as an interrupted run would have left them) are reused, so nothing is retrained here."""
-    from jaxvg.report import results
+    from jaxvg import report
 
-    write = results.cell_writer(tmp_path)
+    write = report.cell_writer(tmp_path)
     for key in ("shallow", "deep"):
         write(key, quick[key])
     xor.main(["--quick", "--out-dir", str(tmp_path)])
     for name in ("metrics.json", "curves.csv", "layers.csv", "summary.md", "xor.png"):
         assert (tmp_path / name).is_file(), name
-    metrics = results.read_json(tmp_path / "metrics.json")
+    metrics = report.read_json(tmp_path / "metrics.json")
     assert metrics["seeds"] == list(range(8)) and metrics["results"]["shallow"]["solved"] >= 7
     assert "8/8" in capsys.readouterr().out or quick["shallow"]["solved"] == 7

@@ -1,4 +1,5 @@
-"""jaxvg.nn.models.MLP: the block contract, residual/norm/dropout, dtypes, determinism, bad input."""
+"""jaxvg.nn.models.MLP: the block contract, residual/norm/dropout, dtypes, determinism, stacking
+statics, the depth mask and scanned blocks, bad input."""
 
 import jax
 import jax.numpy as jnp
@@ -215,6 +216,9 @@ def test_jit_over_split_state():
         ({"dropout": 1.0}, r"`dropout` must lie in \[0.0, 1.0\), got 1.0"),
         ({"dropout": -0.1}, r"`dropout` must lie in \[0.0, 1.0\), got -0.1"),
         ({"dropout": float("nan")}, r"`dropout` must lie in \[0.0, 1.0\), got nan"),
+        ({"max_depth": 1}, r"`max_depth` must be None or >= `depth` = 2, got 1"),
+        ({"max_depth": 0}, r"`max_depth` must be an integer >= 1, got 0"),
+        ({"scan_blocks": 1}, r"`scan_blocks` must be True or False, got 1"),
     ],
 )
 def test_bad_input(kwargs, match):
@@ -228,3 +232,111 @@ def test_bad_activation_type_and_rngs():
         models.MLP(3, 8, 2, 1, activation=3, rngs=nnx.Rngs(0))
     with pytest.raises(TypeError, match=r"`rngs` must be an nnx.Rngs, got int"):
         models.MLP(3, 8, 2, 1, rngs=0)
+
+
+# ----------------------------------------------------------------------------- stacking statics
+
+
+def _graphdef(model):
+    return nnx.split(model, nnx.Param, ...)[0]
+
+
+def test_init_variances_are_not_in_the_graphdef():
+    """sigma_w2, sigma_b2 and the init scheme shape the initial weights only: nets that differ in
+    them share a graphdef (so they stack), unlike nets that differ in structure."""
+    base = models.MLP(3, 8, 2, 1, init="gaussian", rngs=nnx.Rngs(0))
+    same = [
+        models.MLP(3, 8, 2, 1, init="gaussian", sigma_w2=2.0, sigma_b2=0.05, rngs=nnx.Rngs(1)),
+        models.MLP(3, 8, 2, 1, init="orthogonal", sigma_w2=1.5, rngs=nnx.Rngs(0)),
+        models.MLP(3, 8, 2, 1, init="he_normal", rngs=nnx.Rngs(0)),
+    ]
+    for other in same:
+        assert _graphdef(other) == _graphdef(base)
+    for other in [
+        models.MLP(3, 8, 2, 1, activation="relu", init="gaussian", rngs=nnx.Rngs(0)),
+        models.MLP(3, 8, 2, 1, init="gaussian", residual=True, rngs=nnx.Rngs(0)),
+        models.MLP(3, 8, 2, 1, init="gaussian", max_depth=2, rngs=nnx.Rngs(0)),
+    ]:
+        assert _graphdef(other) != _graphdef(base)
+
+
+# ----------------------------------------------------------------------------- depth mask and scan
+
+
+@pytest.mark.parametrize("scan_blocks", [False, True])
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"norm": "batch", "dropout": 0.3}, {"residual": True, "norm": "layer"}]
+)
+def test_depth_masked_net_is_the_shallower_net(x64, scan_blocks, kwargs):
+    """MLP(depth=3, max_depth=7) draws its active blocks, head and dropout streams like MLP(depth=3):
+    the same parameters, and the same outputs in float64 (training mode: the same dropout masks and
+    batch statistics; unrolled: bitwise)."""
+    kw = dict(activation="tanh", param_dtype=jnp.float64, **kwargs)
+    x = jnp.asarray(jax.random.normal(jax.random.key(4), (16, 8)), jnp.float64)
+    shallow = models.MLP(8, 8, 3, 2, rngs=nnx.Rngs(7), **kw)
+    masked = models.MLP(8, 8, 3, 2, max_depth=7, scan_blocks=scan_blocks, rngs=nnx.Rngs(7), **kw)
+    assert len(masked.blocks) == 7 and int(masked.active_blocks[...]) == 3
+    assert isinstance(masked.active_blocks, models.ActiveBlocks) and not isinstance(
+        masked.active_blocks, nnx.Param
+    )
+    for a, b in zip([*masked.blocks[:3], masked.head], [*shallow.blocks, shallow.head], strict=True):
+        for u, v in zip(
+            jax.tree.leaves(nnx.state(a, nnx.Param)), jax.tree.leaves(nnx.state(b, nnx.Param)), strict=True
+        ):
+            np.testing.assert_array_equal(u, v)
+    for _ in range(2):  # twice: dropout streams and batch statistics advance alike
+        want, got = shallow(x), masked(x)
+        if scan_blocks:
+            np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-14)
+        else:
+            np.testing.assert_array_equal(got, want)
+    if "norm" in kwargs and kwargs["norm"] == "batch":
+        np.testing.assert_allclose(
+            masked.blocks[2].norm.mean[...], shallow.blocks[2].norm.mean[...], rtol=1e-13
+        )
+    masked.eval(), shallow.eval()
+    np.testing.assert_allclose(masked(x), shallow(x), rtol=1e-13, atol=1e-14)
+
+
+def test_inactive_blocks_get_exactly_zero_gradient():
+    model = models.MLP(3, 8, 2, 1, max_depth=5, rngs=nnx.Rngs(0))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    grads = jax.grad(lambda p: jnp.sum(nnx.merge(graphdef, p, rest)(X) ** 2))(params)
+    for i in range(5):
+        norms = [float(jnp.abs(g).max()) for g in jax.tree.leaves(grads["blocks"][i])]
+        assert (max(norms) > 0) == (i < 2), (i, norms)
+
+
+def test_depth_is_a_variable_that_stacks_and_vmaps():
+    """Nets of depths 1..4 padded to 4 stack in one state; vmapping the forward over the stack gives
+    each net its own depth (the output of MLP(depth=d) from the same seed)."""
+    nets = [models.MLP(3, 8, d, 2, max_depth=4, scan_blocks=True, rngs=nnx.Rngs(0)) for d in (1, 2, 3, 4)]
+    graphdef = _graphdef(nets[0])
+    assert all(_graphdef(n) == graphdef for n in nets)
+    states = [nnx.split(n, nnx.Param, ...)[1:] for n in nets]
+    params, rest = jax.tree.map(lambda *a: jnp.stack(a), *states)
+    out = jax.vmap(lambda p, r: nnx.merge(graphdef, p, r)(X))(params, rest)
+    for d in (1, 2, 3, 4):
+        np.testing.assert_allclose(
+            out[d - 1], models.MLP(3, 8, d, 2, rngs=nnx.Rngs(0))(X), rtol=1e-6, atol=1e-6
+        )
+
+
+def test_scanned_blocks_equal_the_unrolled_loop_at_depth(x64):
+    """40 batch-normed blocks under one scan: the unrolled function to float64 rounding (in float32,
+    40 normalisations over a batch of 6 amplify rounding to ~1e-4), batch statistics included."""
+    kw = dict(activation="sigmoid", norm="batch", param_dtype=jnp.float64)
+    unrolled = models.MLP(3, 16, 40, 2, rngs=nnx.Rngs(2), **kw)
+    scanned = models.MLP(3, 16, 40, 2, scan_blocks=True, rngs=nnx.Rngs(2), **kw)
+    assert len(scanned.blocks) == 40 and scanned.active_blocks is None  # the contract holds
+    x = jnp.asarray(X, jnp.float64)
+    np.testing.assert_allclose(scanned(x), unrolled(x), rtol=1e-11, atol=1e-12)
+    for i in (1, 20, 39):  # batch statistics updated through the scan, block by block
+        np.testing.assert_allclose(
+            scanned.blocks[i].norm.mean[...], unrolled.blocks[i].norm.mean[...], rtol=1e-11
+        )
+        assert np.abs(np.asarray(scanned.blocks[i].norm.mean[...])).max() > 0
+    graphdef, params, rest = nnx.split(scanned, nnx.Param, ...)
+    forward = jax.jit(lambda p, x: nnx.merge(graphdef, p, rest, copy=True)(x))
+    np.testing.assert_allclose(forward(params, x), unrolled(x), rtol=1e-11, atol=1e-12)  # training mode
+    np.testing.assert_allclose(scanned(x), _manual_forward(scanned, x), rtol=1e-11, atol=1e-12)

@@ -1,6 +1,6 @@
-"""Tests of jaxvg.training: vmapped seeds against separate runs, determinism, optimizers against
-optax, divergence handling, compile-once, and real learning. Small shapes: the whole file runs in
-well under two minutes on one core, most of it compilation."""
+"""jaxvg.train.fit: vmapped seeds against separate runs, determinism, the kernel-gradient and batch-loss
+logs, the config-or-keywords interface, bad input before tracing, divergence handling, monitor,
+and real learning."""
 
 import chex
 import jax
@@ -11,25 +11,11 @@ import pytest
 from flax import nnx
 
 import jaxvg
-from jaxvg.measure import analysis
+from jaxvg import measure, train
 from jaxvg.nn import losses
-from jaxvg.train import data, training
+from jaxvg.train import TrainConfig, data, step
 
-SPIRALS = data.load("spirals", seed=0, n_train=96, n_test=32, noise=0.1)
-X4 = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
-Y4 = np.array([[0], [1], [1], [0]], np.float32)
-
-
-def _factory(rngs, **kw):
-    return jaxvg.MLP(2, 8, 3, 2, activation="tanh", rngs=rngs, **kw)
-
-
-COMMON = dict(optimizer="sgd", learning_rate=0.1, steps=24, batch_size=16, log_every=8, progress=False)
-
-
-def _params(model):
-    return nnx.state(model, nnx.Param)
-
+from .common import COMMON, SPIRALS, X4, Y4, factory, optax_reference, params_of, relu_factory
 
 # ----------------------------------------------------------------------------- seeds and determinism
 
@@ -37,168 +23,117 @@ def _params(model):
 def test_vmapped_seeds_equal_separate_runs():
     """Init, minibatch order and dropout all derive from the seed: seed s of a vmapped run equals
     fit(factory(nnx.Rngs(s)), key=s) up to float32 rounding (vmap may reorder reductions)."""
-    factory = lambda rngs: _factory(rngs, dropout=0.1)  # noqa: E731
+    drop = lambda rngs: factory(rngs, dropout=0.1)  # noqa: E731
     seeds = [3, 0, 7]
-    together = training.fit(factory, SPIRALS, seeds=seeds, **COMMON)
+    together = train.fit(drop, SPIRALS, seeds=seeds, **COMMON)
     assert together.history["train/loss"].shape == (3, 4)
     assert together.history["log10_kernel_grad"].shape == (3, 4, 3)
     for i, s in enumerate(seeds):
-        alone = training.fit(factory(nnx.Rngs(s)), SPIRALS, key=s, **COMMON)
-        for name in ("train/loss", "test/loss", "train/accuracy", "log10_kernel_grad"):
+        alone = train.fit(drop(nnx.Rngs(s)), SPIRALS, key=s, **COMMON)
+        for name in ("train/loss", "test/loss", "train/accuracy", "log10_kernel_grad", "train/batch_loss"):
             np.testing.assert_allclose(together.history[name][i], alone.history[name], rtol=1e-5, atol=1e-6)
         chex.assert_trees_all_close(
-            _params(together.models[i]), _params(alone.models[0]), rtol=1e-5, atol=1e-6
+            params_of(together.models[i]), params_of(alone.models[0]), rtol=1e-5, atol=1e-6
         )
     # different seeds really differ (init and data order)
     assert not np.allclose(together.history["train/loss"][0], together.history["train/loss"][1])
 
 
 def test_same_seed_is_bitwise_identical():
-    a = training.fit(_factory, SPIRALS, seeds=[1, 2], **COMMON)
-    b = training.fit(_factory, SPIRALS, seeds=[1, 2], **COMMON)
+    a = train.fit(factory, SPIRALS, seeds=[1, 2], **COMMON)
+    b = train.fit(factory, SPIRALS, seeds=[1, 2], **COMMON)
     for name in ("train/loss", "test/loss", "log10_kernel_grad"):
         np.testing.assert_array_equal(a.history[name], b.history[name])
-    chex.assert_trees_all_equal(_params(a.models[1]), _params(b.models[1]))
+    chex.assert_trees_all_equal(params_of(a.models[1]), params_of(b.models[1]))
 
 
 def test_input_model_is_not_modified_and_history_has_no_seed_axis():
-    model = _factory(nnx.Rngs(0))
-    before = jax.tree.map(np.array, _params(model))
-    out = training.fit(model, SPIRALS, **COMMON)
-    chex.assert_trees_all_equal(before, jax.tree.map(np.array, _params(model)))
+    model = factory(nnx.Rngs(0))
+    before = jax.tree.map(np.array, params_of(model))
+    out = train.fit(model, SPIRALS, **COMMON)
+    chex.assert_trees_all_equal(before, jax.tree.map(np.array, params_of(model)))
     assert len(out.models) == 1 and out.models[0] is not model
     assert out.history["train/loss"].shape == (4,)
+    assert out.history["train/batch_loss"].shape == (24,)
     np.testing.assert_array_equal(out.history["step"], [0, 8, 16, 24])
     assert out.history["diverged"].shape == () and not out.history["diverged"]
     assert int(out.history["diverged_step"]) == -1
 
 
-def _leaves_as_numpy(tree):
-    """Leaves as numpy arrays (PRNG keys as their key data), to compare bit for bit."""
-
-    def one(a):
-        if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
-            return np.asarray(jax.random.key_data(a))
-        return np.asarray(a)
-
-    return [one(a) for a in jax.tree.leaves(tree)]
-
-
-def test_unstack_models_inverts_stack_models_bitwise():
-    """unstack_models (one host copy per leaf, numpy slices put back) gives net i's state exactly,
-    jax arrays of the same dtypes, PRNG key state (dropout) and batch statistics included."""
-    factory = lambda rngs: _factory(rngs, norm="batch", dropout=0.1)  # noqa: E731
-    originals = [factory(nnx.Rngs(s)) for s in (4, 1, 9)]
-    graphdef, params, rest = training.stack_models(originals)
-    models = training.unstack_models(graphdef, params, rest)
-    assert len(models) == 3
-    for original, model in zip(originals, models, strict=True):
-        want, got = nnx.state(original), nnx.state(model)
-        assert jax.tree.structure(want) == jax.tree.structure(got)
-        for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got), strict=True):
-            assert isinstance(b, jax.Array) and a.dtype == b.dtype and a.shape == b.shape
-        for a, b in zip(_leaves_as_numpy(want), _leaves_as_numpy(got), strict=True):
-            np.testing.assert_array_equal(a, b)
-    # the unstacked modules work and are independent of each other
-    np.testing.assert_array_equal(
-        nnx.view(models[1], deterministic=True, use_running_average=True)(X4),
-        nnx.view(originals[1], deterministic=True, use_running_average=True)(X4),
-    )
-
-
 def test_repeated_validation_is_per_shape():
-    """The per-graphdef cache of _validate's model checks: a second model of the same architecture
+    """The per-graphdef cache of the trainer's model checks: a second model of the same architecture
     with other data shapes is still checked (in_features), and a net of another width is not
     confused with a cached one."""
     kw = dict(COMMON, steps=8, loss="cross_entropy")
-    training.fit(_factory(nnx.Rngs(0)), SPIRALS, **kw)
+    train.fit(factory(nnx.Rngs(0)), SPIRALS, **kw)
     with pytest.raises(ValueError, match=r"in_features is 2"):
-        training.fit(_factory(nnx.Rngs(1)), (SPIRALS.x_train[:, :1], SPIRALS.y_train), **kw)
+        train.fit(factory(nnx.Rngs(1)), (SPIRALS.x_train[:, :1], SPIRALS.y_train), **kw)
     wide = jaxvg.MLP(2, 16, 3, 2, activation="tanh", rngs=nnx.Rngs(0))
-    out = training.fit(wide, SPIRALS, **kw)
+    out = train.fit(wide, SPIRALS, **kw)
     assert out.models[0].blocks[0].linear.kernel[...].shape == (2, 16)
 
 
-# ----------------------------------------------------------------------------- against optax and jax.grad
+# ----------------------------------------------------------------------------- config or keywords
 
 
-def _reference(model, opt, steps, loss="mse"):
-    """Tutorial-style full-batch optax loop (nnx.Optimizer would do the same)."""
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    loss_fn = losses.get(loss)
+def test_config_object_equals_keywords_and_conflicts_are_errors():
+    config = TrainConfig(**COMMON)
+    by_config = train.fit(factory(nnx.Rngs(0)), SPIRALS, config)
+    by_keywords = train.fit(factory(nnx.Rngs(0)), SPIRALS, **COMMON)
+    np.testing.assert_array_equal(by_config.history["train/loss"], by_keywords.history["train/loss"])
+    # repeating a config value is allowed; a different one is a ValueError naming both
+    train.fit(factory(nnx.Rngs(0)), SPIRALS, config, steps=24)
+    with pytest.raises(ValueError, match=r"`steps=12` conflicts with `config.steps=24`.*dataclasses.replace"):
+        train.fit(factory(nnx.Rngs(0)), SPIRALS, config, steps=12)
+    with pytest.raises(TypeError, match=r"fit\(\) got unexpected keyword argument\(s\) \['step'\]"):
+        train.fit(factory(nnx.Rngs(0)), SPIRALS, optimizer="sgd", learning_rate=0.1, step=3)
+    with pytest.raises(TypeError, match=r"`config` must be a TrainConfig or None, got dict"):
+        train.fit(factory(nnx.Rngs(0)), SPIRALS, dict(COMMON))
 
-    def objective(p):
-        return loss_fn(nnx.merge(graphdef, p, rest, copy=True)(X4), Y4)
 
-    state = opt.init(params)
-    for _ in range(steps):
-        grads = jax.grad(objective)(params)
-        updates, state = opt.update(grads, state, params)
-        params = optax.apply_updates(params, updates)
-    return params
-
-
-@pytest.mark.parametrize(
-    "optimizer, reference, clip_norm",
-    [
-        ("gd", optax.sgd(0.3), None),
-        ("momentum", optax.sgd(0.3, momentum=0.9), None),
-        ("adam", optax.adam(0.3), None),
-        ("adamw", optax.chain(optax.clip_by_global_norm(0.5), optax.adamw(0.3, weight_decay=1e-4)), 0.5),
-    ],
-)
-def test_optimizers_match_optax(optimizer, reference, clip_norm):
-    model = jaxvg.MLP(2, 4, 2, 1, activation="sigmoid", rngs=nnx.Rngs(0))
-    out = training.fit(
-        model,
-        (X4, Y4),
-        loss="mse",
-        optimizer=optimizer,
-        learning_rate=0.3,
-        steps=6,
-        clip_norm=clip_norm,
-        log_every=3,
-        progress=False,
-    )
-    expected = _reference(model, reference, 6)
-    chex.assert_trees_all_close(_params(out.models[0]), expected, rtol=1e-5, atol=1e-7)
+# ----------------------------------------------------------------------------- what is logged
 
 
 def test_logged_kernel_gradient_is_the_full_batch_gradient_norm():
     model = jaxvg.MLP(2, 4, 3, 1, activation="sigmoid", rngs=nnx.Rngs(1))
-    out = training.fit(
+    out = train.fit(
         model, (X4, Y4), loss="mse", optimizer="gd", learning_rate=0.5, steps=4, log_every=4, progress=False
     )
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    grads = jax.grad(lambda p: losses.mse(nnx.merge(graphdef, p, rest)(X4), Y4))(params)
+    loss, grads = jax.value_and_grad(lambda p: losses.mse(nnx.merge(graphdef, p, rest)(X4), Y4))(params)
     expected = [
         np.log10(np.linalg.norm(np.asarray(grads["blocks"][i]["linear"]["kernel"][...]))) for i in range(3)
     ]
     np.testing.assert_allclose(out.history["log10_kernel_grad"][0], expected, rtol=1e-5)
     # the first block's gradient is the smallest: sigmoid shrinks the backward signal
     assert expected[0] < expected[-1]
+    # full batch: step 0's batch loss is the loss at init, the logged train loss at step 0
+    np.testing.assert_allclose(out.history["train/batch_loss"][0], loss, rtol=1e-6)
+    np.testing.assert_allclose(out.history["train/batch_loss"][0], out.history["train/loss"][0], rtol=1e-6)
 
 
-def test_learning_rate_schedules():
-    f = training.learning_rate_factor
-    np.testing.assert_allclose([f("constant", t, steps=10) for t in (0, 9)], [1, 1])
-    np.testing.assert_allclose([f("cosine", t, steps=10) for t in (0, 5, 10)], [1, 0.5, 0], atol=1e-7)
-    np.testing.assert_allclose([f("linear", t, steps=10) for t in (0, 5, 10)], [1, 0.5, 0], atol=1e-7)
+def test_batch_loss_is_the_loss_of_each_minibatch():
+    """train/batch_loss[t] is the loss of step t's minibatch at the parameters after t updates: at
+    t = 0 that is the init loss of the first batch of the epoch permutation."""
+    model = factory(nnx.Rngs(2))
+    out = train.fit(model, SPIRALS, key=5, **COMMON)
+    perm = jax.random.permutation(jax.random.fold_in(train.data_key(5), 0), 96)
+    xb, yb = SPIRALS.x_train[np.asarray(perm[:16])], SPIRALS.y_train[np.asarray(perm[:16])]
     np.testing.assert_allclose(
-        [f("cosine", t, steps=14, warmup_steps=4) for t in (0, 1, 3, 4, 9, 14)],
-        [0.25, 0.5, 1, 1, 0.5, 0],
-        atol=1e-6,
+        out.history["train/batch_loss"][0], losses.cross_entropy(model(xb), yb), rtol=1e-5
     )
+    assert np.isfinite(out.history["train/batch_loss"]).all()
+    assert len(set(np.round(out.history["train/batch_loss"], 6))) > 20  # one value per minibatch
 
 
 # ----------------------------------------------------------------------------- bad input
 
 
 def _fit(**overrides):
-    kw = dict(model=_factory(nnx.Rngs(0)), data=SPIRALS, loss="cross_entropy", **COMMON)
+    kw = dict(model=factory(nnx.Rngs(0)), data=SPIRALS, loss="cross_entropy", **COMMON)
     kw.update(overrides)
     model, dataset = kw.pop("model"), kw.pop("data")
-    return training.fit(model, dataset, **kw)
+    return train.fit(model, dataset, **kw)
 
 
 _bad_x = np.array(SPIRALS.x_train)
@@ -217,6 +152,7 @@ _labels_3[0] = 2
         (dict(learning_rate=0.0), r"`learning_rate` must be a finite number > 0, got 0.0"),
         (dict(learning_rate=float("nan")), r"`learning_rate`"),
         (dict(learning_rate="fast"), r"`learning_rate`.*'fast'"),
+        (dict(learning_rate=(0.1, 0.2)), r"`learning_rate` must be a finite number > 0 or 1 of them"),
         (dict(steps=0), r"`steps` must be an integer >= 1, got 0"),
         (dict(steps=2.5), r"`steps`"),
         (dict(log_every=0), r"`log_every`"),
@@ -232,28 +168,51 @@ _labels_3[0] = 2
         (dict(data=(SPIRALS.x_train, SPIRALS.y_train), loss="mse"), r"`data\[1\] \(y\)` for loss='mse'"),
         (dict(data=(SPIRALS.x_train, SPIRALS.y_train[:10])), r"`data` labels must have 96 rows"),
         (dict(data=[SPIRALS.x_train]), r"`data` must be a jaxvg.train.data.Dataset or a tuple"),
-        (dict(seeds=[0, 0], model=_factory), r"`seeds` must be distinct"),
-        (dict(seeds=[-1], model=_factory), r"`seeds` must hold ints"),
-        (dict(seeds=3, model=_factory), r"`seeds` must be a non-empty sequence"),
+        (dict(data=(SPIRALS.x_train, SPIRALS.y_train), loss=None), r"`loss` must be one of .* got None"),
+        (dict(seeds=[0, 0], model=factory), r"`seeds` must be distinct"),
+        (dict(seeds=[-1], model=factory), r"`seeds` must hold ints"),
+        (dict(seeds=3, model=factory), r"`seeds` must be a non-empty sequence"),
+        (dict(key=-1), r"`key` must be an int in \[0, 2\*\*32\)"),
     ],
 )
 def test_bad_input_raises_before_tracing(overrides, match):
-    misses = training._programs.cache_info().misses
+    misses = step.compiled_chunk.cache_info().misses
     with pytest.raises(ValueError, match=match):
         _fit(**overrides)
-    assert training._programs.cache_info().misses == misses  # nothing was compiled
+    assert step.compiled_chunk.cache_info().misses == misses  # nothing was compiled
 
 
 def test_model_type_errors():
     with pytest.raises(TypeError, match=r"`model` must be an nnx.Module"):
-        training.fit(_factory, SPIRALS, **COMMON)
+        train.fit(factory, SPIRALS, **COMMON)
     with pytest.raises(TypeError, match=r"with `seeds`, `model` must be a factory"):
-        training.fit(_factory(nnx.Rngs(0)), SPIRALS, seeds=[0], **COMMON)
+        train.fit(factory(nnx.Rngs(0)), SPIRALS, seeds=[0], **COMMON)
+
+
+class _Plain(nnx.Module):
+    """A model without blocks: it trains, but the monitor cannot measure it."""
+
+    def __init__(self, rngs):
+        self.linear = nnx.Linear(2, 2, rngs=rngs)
+
+    def __call__(self, x):
+        return self.linear(x)
+
+
+def test_models_without_blocks_train_but_refuse_a_monitor():
+    out = train.fit(_Plain(nnx.Rngs(0)), SPIRALS, **COMMON)
+    assert out.history["log10_kernel_grad"].shape == (4, 0)
+    assert out.history["train/loss"][-1] < out.history["train/loss"][0]
+    misses = step.compiled_chunk.cache_info().misses
+    with pytest.raises(
+        ValueError, match=r"`monitor_every` needs a model the measures can read: .*block-model"
+    ):
+        train.fit(_Plain(nnx.Rngs(0)), SPIRALS, monitor_every=4, **COMMON)
+    assert step.compiled_chunk.cache_info().misses == misses
 
 
 # ----------------------------------------------------------------------------- non-finite losses
 
-_RELU = lambda rngs: jaxvg.MLP(2, 8, 3, 2, activation="relu", init="he_normal", rngs=rngs)  # noqa: E731
 _HUGE = dict(COMMON, learning_rate=1e20)
 
 
@@ -262,25 +221,26 @@ def test_nonfinite_raise_names_step_seed_and_block_and_keeps_history():
         FloatingPointError,
         match=r"non-finite loss or gradient at step \d+ \(seed 5\): first non-finite gradient in blocks\[\d\]",
     ) as info:
-        training.fit(_RELU, SPIRALS, seeds=[5, 6], **_HUGE)
+        train.fit(relu_factory, SPIRALS, seeds=[5, 6], **_HUGE)
     err = info.value
     assert err.step >= 1 and err.seed == "seed 5" and err.block.startswith("blocks[")
     assert err.history["step"].size >= 1 and (err.history["step"] < err.step).all()
     assert np.isfinite(err.history["train/loss"]).all()
     assert err.history["train/loss"].shape == (2, err.history["step"].size)
+    assert err.history["train/batch_loss"].shape == (2, err.step)
     # without seeds: the same, with no seed axis in the history
     with pytest.raises(FloatingPointError, match=r"\(the model\)") as info:
-        training.fit(_RELU(nnx.Rngs(5)), SPIRALS, key=5, **_HUGE)
+        train.fit(relu_factory(nnx.Rngs(5)), SPIRALS, key=5, **_HUGE)
     assert info.value.history["train/loss"].ndim == 1
 
 
 def test_nonfinite_record_freezes_only_the_diverging_net():
     """Two nets in one program, learning rates 0.1 and 1e20: the second diverges and is frozen at
     its last finite parameters; the first trains exactly as it would alone."""
-    graphdef, params, rest = training.stack_models([_RELU(nnx.Rngs(0)), _RELU(nnx.Rngs(1))])
+    graphdef, params, rest = train.stack_models([relu_factory(nnx.Rngs(0)), relu_factory(nnx.Rngs(1))])
     keys = jax.vmap(jax.random.key)(jnp.arange(2))
     kw = {k: v for k, v in COMMON.items() if k != "learning_rate"}
-    both = training.fit_stacked(
+    both = train.fit_stacked(
         graphdef,
         params,
         rest,
@@ -297,8 +257,9 @@ def test_nonfinite_record_freezes_only_the_diverging_net():
     assert np.isfinite(h["train/loss"][0]).all()
     after = h["step"] >= t0
     assert np.isnan(h["train/loss"][1][after]).all() and np.isfinite(h["train/loss"][1][~after]).all()
+    assert np.isnan(h["train/batch_loss"][1][t0:]).all() and np.isfinite(h["train/batch_loss"][1][:t0]).all()
     assert all(np.isfinite(np.asarray(leaf[1])).all() for leaf in jax.tree.leaves(both.params))
-    alone = training.fit_stacked(
+    alone = train.fit_stacked(
         graphdef,
         *jax.tree.map(lambda a: a[:1], (params, rest)),
         SPIRALS,
@@ -315,30 +276,12 @@ def test_nonfinite_record_freezes_only_the_diverging_net():
     )
 
 
-# ----------------------------------------------------------------------------- compile once
-
-
-def test_chunk_compiles_once_per_shape(monkeypatch):
-    """Different learning rates, seeds and a second fit reuse one compiled chunk (the last,
-    partial chunk and the end point included)."""
-    make = training._make_chunk
-    monkeypatch.setattr(training, "_make_chunk", lambda spec: chex.assert_max_traces(make(spec), n=1))
-    training._programs.cache_clear()
-    try:
-        kw = dict(COMMON, steps=20)  # 20 = 8 + 8 + 4: a partial last chunk
-        training.fit(_factory, SPIRALS, seeds=[0, 1], **kw)
-        training.fit(_factory, SPIRALS, seeds=[2, 3], **dict(kw, learning_rate=0.05))
-        assert training._programs.cache_info().misses == 1
-    finally:
-        training._programs.cache_clear()
-
-
 # ----------------------------------------------------------------------------- learning
 
 
 def test_small_net_learns_spirals():
     ds = data.load("spirals", seed=0, n_train=512, n_test=256, noise=0.05)
-    out = training.fit(
+    out = train.fit(
         lambda rngs: jaxvg.MLP(2, 32, 3, 2, activation="relu", init="he_normal", rngs=rngs),
         ds,
         optimizer="adam",
@@ -356,14 +299,14 @@ def test_small_net_learns_spirals():
 
 
 def test_batch_norm_and_dropout_train():
-    factory = lambda rngs: _factory(rngs, norm="batch", dropout=0.2)  # noqa: E731
-    out = training.fit(factory, SPIRALS, seeds=[0, 1], schedule="cosine", warmup_steps=4, **COMMON)
+    bn_drop = lambda rngs: factory(rngs, norm="batch", dropout=0.2)  # noqa: E731
+    out = train.fit(bn_drop, SPIRALS, seeds=[0, 1], schedule="cosine", warmup_steps=4, **COMMON)
     assert np.isfinite(out.history["train/loss"]).all() and not out.history["diverged"].any()
     for model in out.models:
         for block in model.blocks:
             assert np.abs(np.asarray(block.norm.mean[...])).max() > 1e-3  # running mean moved from 0
             assert int(block.dropout.rngs.count[...]) == COMMON["steps"]  # one mask per step
-    fresh = factory(nnx.Rngs(0))
+    fresh = bn_drop(nnx.Rngs(0))
     assert not np.allclose(fresh.blocks[0].norm.var[...], out.models[0].blocks[0].norm.var[...])
 
 
@@ -371,19 +314,19 @@ def test_batch_norm_and_dropout_train():
 
 
 def test_monitor_records_gradient_flow_inside_the_loop():
-    out = training.fit(_factory, SPIRALS, seeds=[0, 1], monitor_every=12, **COMMON)
+    out = train.fit(factory, SPIRALS, seeds=[0, 1], monitor_every=12, **COMMON)
     h = out.history
     np.testing.assert_array_equal(h["monitor_step"], [0, 12, 24])
     assert h["monitor"].log10_act_grad.shape == (2, 3, 4)
-    monitor_batch = SPIRALS.x_train[: training.MONITOR_BATCH], SPIRALS.y_train[: training.MONITOR_BATCH]
-    final = analysis.gradient_flow(out.models[1], *monitor_batch, loss="cross_entropy")
+    monitor_batch = SPIRALS.x_train[: train.MONITOR_BATCH], SPIRALS.y_train[: train.MONITOR_BATCH]
+    final = measure.gradient_flow(out.models[1], *monitor_batch, loss="cross_entropy")
     np.testing.assert_allclose(h["monitor"].log10_act_grad[1, -1], final.log10_act_grad, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(h["monitor"].loss[1, -1], final.loss, rtol=1e-5)
 
 
 def test_float64_training_matches_optax_to_float64_precision(x64):
     model = jaxvg.MLP(2, 4, 2, 1, activation="tanh", param_dtype=jnp.float64, rngs=nnx.Rngs(0))
-    out = training.fit(
+    out = train.fit(
         model,
         (X4, Y4),
         loss="mse",
@@ -396,5 +339,5 @@ def test_float64_training_matches_optax_to_float64_precision(x64):
     )
     assert out.models[0].blocks[0].linear.kernel[...].dtype == jnp.float64
     schedule = optax.cosine_decay_schedule(0.1, 8)
-    expected = _reference(model, optax.sgd(schedule, momentum=0.9), 8)
-    chex.assert_trees_all_close(_params(out.models[0]), expected, rtol=1e-12, atol=1e-14)
+    expected = optax_reference(model, optax.sgd(schedule, momentum=0.9), 8)
+    chex.assert_trees_all_close(params_of(out.models[0]), expected, rtol=1e-12, atol=1e-14)

@@ -1,7 +1,15 @@
 """experiments/isometry.py: Jacobian spectra at criticality (Pennington et al. 2017).
 
-The module fixture runs the --quick config once: linear, relu and tanh (sigma_b2 = 1e-3), Gaussian
-and orthogonal weights, width N = 64, depths L in {2, 8, 32}, S = 4 seeds, float64.
+`quick` is the session's --quick run (tests/conftest.py): linear, relu and tanh (sigma_b2 = 1e-3),
+Gaussian and orthogonal weights, width N = 64, depths L in {2, 8, 32}, S = 4 seeds, float64.
+
+Heavy tails. At L = 32 (L/N = 1/2) the squared singular values of Gaussian nets and of orthogonal
+relu nets are so heavy-tailed that the variance pooled over S = 4 nets is a poor statistic: over
+10 independent groups of 4 seeds it ranged 5-117 for Gaussian tanh (theory 33) and 5-198 for
+orthogonal relu (theory 32). Comparisons between such nets use the spread of the singular values
+from the Lyapunov exponents (`spread_decades`), which is not heavy-tailed (1.9-2.2 decades for
+Gaussian tanh, 2.7-3.2 for orthogonal relu, 0.12-0.16 for orthogonal tanh over the same groups),
+and the variances only with margins that held in all 10 groups.
 """
 
 import math
@@ -10,22 +18,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 from scipy.special import polygamma
 
 import jaxvg
 from experiments import isometry
-from jaxvg.measure import analysis
-from jaxvg.nn import activations
-from jaxvg.report import results
+from jaxvg import report
 
 QUICK = isometry.Config(quick=True)
 N, S = QUICK.width, QUICK.seeds
 
 
-@pytest.fixture(scope="module")
-def quick():
-    return isometry.run(QUICK)
+@pytest.fixture
+def quick(isometry_quick):
+    return isometry_quick
 
 
 def _row(res, activation, weights, depth):
@@ -35,7 +40,7 @@ def _row(res, activation, weights, depth):
     return row
 
 
-@pytest.mark.slow  # the quick run: one compile, ~10 s of CPU
+@pytest.mark.slow  # the quick run: one compiled program per (activation, weights, depth)
 def test_orthogonal_linear_net_is_an_exact_isometry(quick):
     for depth in QUICK.depths:
         r = _row(quick, "linear", "orthogonal", depth)
@@ -57,7 +62,9 @@ def test_mean_squared_singular_value_matches_jacobian_moments(quick):
             s = 1.0 if w == "gaussian" else 0.0
             for depth in (2, 8):
                 r = _row(quick, a, w, depth)
-                assert r["mean_sq_sv_theory"] == pytest.approx(1.0, abs=1e-6)
+                # float32: the critical sigma_w2 is found to ~1e-7 relative, so chi_1^depth is 1 to
+                # ~depth * 1e-7 (measured 1.3e-6 at depth 8 with the split-at-the-peak quadrature)
+                assert r["mean_sq_sv_theory"] == pytest.approx(1.0, abs=5e-6)
                 v = r["var_sq_sv_theory"] / depth
                 kappa = v - s
                 tol = 4 * math.sqrt((depth * kappa / N + 2 * depth * (1 + depth * v) / N**2) / S)
@@ -66,7 +73,7 @@ def test_mean_squared_singular_value_matches_jacobian_moments(quick):
 
 @pytest.mark.slow
 def test_orthogonal_tanh_variance_matches_free_probability(quick):
-    """Variance L (mu2/mu1^2 - 1) at q*: measured 0.348 vs 0.352 (L = 8), 1.408 vs 1.410 (L = 32).
+    """Variance L (mu2/mu1^2 - 1) at q*: measured 0.356 vs 0.352 (L = 8), 1.415 vs 1.410 (L = 32).
     15 %: Monte Carlo over S * N = 256 eigenvalues plus O(L/N) finite-width corrections."""
     for depth in (8, 32):
         r = _row(quick, "tanh", "orthogonal", depth)
@@ -81,16 +88,21 @@ def test_gaussian_variance_grows_faster_than_orthogonal(quick):
         g = [_row(quick, a, "gaussian", d)["var_sq_sv"] for d in QUICK.depths]
         o = [_row(quick, a, "orthogonal", d)["var_sq_sv"] for d in QUICK.depths]
         assert g[-1] > g[0] and g[-1] > o[-1]
-        # Gaussian linear at L = 8: theory 8 (measured 8.4); relu Gaussian: 2L = 16 (measured 19.9)
+        # Gaussian linear at L = 8: theory 8 (measured 8.09); relu Gaussian: 2L = 16 (measured 21.4)
         assert _row(quick, a, "gaussian", 8)["var_sq_sv"] == pytest.approx(
             _row(quick, a, "gaussian", 8)["var_sq_sv_theory"], rel=0.5
         )
     tanh_g = [_row(quick, "tanh", "gaussian", d)["var_sq_sv"] for d in QUICK.depths]
     tanh_o = [_row(quick, "tanh", "orthogonal", d)["var_sq_sv"] for d in QUICK.depths]
-    # measured growth 2 -> 32: Gaussian +92, orthogonal +1.3
-    assert tanh_g[-1] - tanh_g[0] > 20 * (tanh_o[-1] - tanh_o[0]) > 0
+    # growth 2 -> 32: Gaussian +3 to +115 over 10 groups of 4 seeds (heavy tails), orthogonal +1.0 to +1.3
+    assert tanh_g[-1] - tanh_g[0] > 2 * (tanh_o[-1] - tanh_o[0]) > 0
+    spread = {
+        (a, w): _row(quick, a, w, 32)["spread_decades"] for a in ("tanh", "relu") for w in QUICK.weights
+    }
+    assert spread["tanh", "gaussian"] > 10 * spread["tanh", "orthogonal"]
     # relu spreads even with orthogonal weights (variance L): orthogonal relu >> orthogonal tanh
-    assert _row(quick, "relu", "orthogonal", 32)["var_sq_sv"] > 10 * tanh_o[-1]
+    assert spread["relu", "orthogonal"] > 10 * spread["tanh", "orthogonal"]
+    assert _row(quick, "relu", "orthogonal", 32)["var_sq_sv"] > 3 * tanh_o[-1]
 
 
 @pytest.mark.slow
@@ -118,37 +130,38 @@ def test_typical_rate_matches_typical_log_rate_for_gaussian_weights(quick):
 
 
 @pytest.mark.slow
-def test_rerun_with_done_recomputes_nothing(quick):
-    cells = {}
-    first = isometry.run(QUICK, on_cell=cells.__setitem__, done={})
-    stored = results.to_jsonable(cells)  # what cell_writer puts on disk: -inf becomes null
+def test_rerun_with_done_recomputes_nothing(quick, tmp_path):
+    write = report.cell_writer(tmp_path)
+    for key, cell in quick["cells"].items():
+        write(key, cell)  # what cell_writer puts on disk: -inf becomes null
+    stored = report.finished_cells(tmp_path)
     again = isometry.run(QUICK, on_cell=lambda k, c: pytest.fail("recomputed"), done=stored)
-    assert again["computed"] == [] and first["computed"] == ["isometry"]
-    for r1, r2 in zip(first["rows"], again["rows"], strict=True):
+    assert again["computed"] == [] and quick["computed"] == ["isometry"]
+    for r1, r2 in zip(quick["rows"], again["rows"], strict=True):
         for key in ("mean_sq_sv", "var_sq_sv", "typical_rate"):
             assert r1[key] == r2[key]
 
 
-def test_kernel_matches_analysis_jacobian_spectrum(x64):
-    """The experiment's scan kernel and `analysis.jacobian_spectrum` on a jaxvg.MLP with the same
-    weights agree: singular values and Lyapunov exponents to 1e-9 decades (float64)."""
-    n, depth, sw, sb, qs = 8, 4, 1.3, 0.05, 0.4
-    tanh = activations.get("tanh")
-    key = jax.random.key(3)
-    out = isometry._one_net(
-        key, 0, False, sw, sb, qs, acts=(tanh,), width=n, max_depth=depth, checkpoints=(depth,)
+@pytest.mark.parametrize("weights", ["gaussian", "orthogonal"])
+def test_measure_matches_brute_force_and_depths_nest(weights, x64):
+    """`measure` on a net equals the brute-force float64 Jacobian J = dh_L/dh_0 (`jax.jacfwd`):
+    singular values, column norms and the Lyapunov exponents' sum (sum_i lambda_i L = ln |det J|
+    = sum_i ln sigma_i); and the depth-2 net is the first 2 blocks of the depth-4 net."""
+    n, depth, seed = 8, 4, 3
+    model = isometry.net("tanh", weights, n, depth, seed, 0.05)
+    shallow = isometry.net("tanh", weights, n, 2, seed, 0.05)
+    for a, b in zip(shallow.blocks, model.blocks[:2], strict=True):
+        np.testing.assert_array_equal(a.linear.kernel[...], b.linear.kernel[...])
+        np.testing.assert_array_equal(a.linear.bias[...], b.linear.bias[...])
+    x = isometry.net_input(seed, n, 0.4)
+    got = isometry.measure(model, x)
+    jac = jax.jacfwd(lambda h: model(h[None])[0])(x)
+    np.testing.assert_allclose(
+        got["log_sv"], np.log(np.linalg.svd(np.asarray(jac), compute_uv=False)), atol=1e-9
     )
-    k_x, k_net = jax.random.split(key)
-    x = jnp.sqrt(qs) * jax.random.normal(k_x, (n,), jnp.float64)
-    model = jaxvg.MLP(n, n, depth, None, activation="tanh", init="gaussian", sigma_w2=sw, sigma_b2=sb,
-                      param_dtype=jnp.float64, rngs=nnx.Rngs(0))  # fmt: skip
-    for i, block in enumerate(model.blocks):
-        kernel, bias = isometry.layer_params(k_net, i, False, sw, sb, n)
-        block.linear.kernel[...] = kernel
-        block.linear.bias[...] = bias
-    spec = analysis.jacobian_spectrum(model, x, layers=(0,))
-    np.testing.assert_allclose(out["log_sv"][0] / math.log(10), spec.log10_sv[0], atol=1e-9)
-    np.testing.assert_allclose(out["lyapunov"][0] / math.log(10), spec.log10_lyapunov, atol=1e-9)
+    np.testing.assert_allclose(got["log_growth"] * depth, np.log(np.linalg.norm(jac, axis=0)), atol=1e-12)
+    assert got["lyapunov"].sum() * depth == pytest.approx(float(np.sum(got["log_sv"])), abs=1e-9)
+    assert jnp.asarray(x).dtype == jnp.float64 and np.all(np.diff(got["lyapunov"]) <= 0)
 
 
 def test_critical_points():
@@ -170,12 +183,15 @@ def test_config_validation():
 
 @pytest.mark.slow
 def test_main_writes_results(quick, tmp_path, capsys):
+    """main() writes every output; the cell stored beforehand (as an interrupted run would have
+    left it) is reused, so nothing is recomputed here."""
     out = tmp_path / "iso"
+    report.cell_writer(out)("isometry", quick["cells"]["isometry"])
     res = isometry.main(["--quick", "--out-dir", str(out)])
     for name in ("metrics.json", "isometry.csv", "isometry.png", "summary.md"):
         assert (out / name).is_file(), name
     assert len(res["rows"]) == len(QUICK.activations) * len(QUICK.weights) * len(QUICK.depths)
-    metrics = results.read_json(out / "metrics.json")
+    metrics = report.read_json(out / "metrics.json")
     assert metrics["config"]["width"] == N and len(metrics["results"]["rows"]) == len(res["rows"])
     assert "tanh, orthogonal" in capsys.readouterr().out
     assert isometry.main(["--quick", "--out-dir", str(out)])["computed"] == []

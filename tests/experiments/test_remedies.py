@@ -1,20 +1,20 @@
 """experiments.remedies: a row for every cure, the vanishing baseline, the verdict rule, resuming.
 
-One quick run (module fixture, about a minute on one core) serves the slow tests; the resume tests
-rerun it with the stored cells and count the calls to `training.fit` and `analysis.gradient_flow`.
+One quick run (the session fixture `remedies_quick`, tests/conftest.py) serves the slow tests; the
+resume tests rerun it with the stored cells and count the calls to `jaxvg.fit` and
+`jaxvg.gradient_flow`.
 """
 
-import copy
 import dataclasses
 import math
 
 import numpy as np
 import pytest
 
+import jaxvg
 from experiments import remedies
-from jaxvg.measure import analysis
-from jaxvg.report import results
-from jaxvg.train import data, training
+from jaxvg import report
+from jaxvg.train import data
 
 CURES = [
     "baseline",
@@ -36,19 +36,16 @@ CURES = [
 VERDICTS = {"helps", "hurts", "mixed", "no effect"}
 
 
-@pytest.fixture(scope="module")
-def quick():
-    config = remedies.Config(quick=True)
-    stored = {}
-    res = remedies.run(config, on_cell=lambda key, cell: stored.__setitem__(key, copy.deepcopy(cell)))
-    return config, res, stored
+@pytest.fixture
+def quick(remedies_quick):
+    return remedies_quick
 
 
 @pytest.fixture
 def counted(monkeypatch):
-    """Counts calls to training.fit and analysis.gradient_flow (as remedies calls them)."""
+    """Counts calls to jaxvg.fit and jaxvg.gradient_flow (as remedies calls them)."""
     calls = {"fit": 0, "gradient_flow": 0}
-    fit, flow = training.fit, analysis.gradient_flow
+    fit, flow = jaxvg.fit, jaxvg.gradient_flow
 
     def counting_fit(*args, **kwargs):
         calls["fit"] += 1
@@ -58,8 +55,8 @@ def counted(monkeypatch):
         calls["gradient_flow"] += 1
         return flow(*args, **kwargs)
 
-    monkeypatch.setattr(remedies.training, "fit", counting_fit)
-    monkeypatch.setattr(remedies.analysis, "gradient_flow", counting_flow)
+    monkeypatch.setattr(remedies.jaxvg, "fit", counting_fit)
+    monkeypatch.setattr(remedies.jaxvg, "gradient_flow", counting_flow)
     return calls
 
 
@@ -72,7 +69,7 @@ def test_every_cure_has_a_row(quick):
     assert res["computed"] == CURES
     assert res["rows"][0]["verdict"] == "reference"
     assert {r["verdict"] for r in res["rows"][1:]} <= VERDICTS
-    table = results.format_table(res["rows"], remedies.TABLE_COLUMNS)
+    table = report.format_table(res["rows"], remedies.TABLE_COLUMNS)
     assert len(table.splitlines()) == 2 + len(CURES)  # header, rule, one line per cure
 
 
@@ -141,11 +138,11 @@ def test_rerun_with_all_cells_done_recomputes_nothing(quick, counted):
 def test_rerun_computes_only_missing_or_stale_cells(quick, counted, tmp_path):
     config, res, stored = quick
     # through the files main() uses: cell_writer / finished_cells
-    write = results.cell_writer(tmp_path)
+    write = report.cell_writer(tmp_path)
     for key, cell in stored.items():
         if key != "reinit":
             write(key, cell)
-    done = results.finished_cells(tmp_path)
+    done = report.finished_cells(tmp_path)
     done["clipping"]["setup"]["steps"] += 1  # a cell stored by another config is stale
     again = remedies.run(config, done=done, on_cell=write)
     assert again["computed"] == ["reinit", "clipping"]
@@ -156,7 +153,7 @@ def test_rerun_computes_only_missing_or_stale_cells(quick, counted, tmp_path):
             np.asarray(res["cells"][key]["train/loss"], float),
             rtol=1e-5,
         )
-    assert sorted(results.finished_cells(tmp_path)) == sorted(CURES)
+    assert sorted(report.finished_cells(tmp_path)) == sorted(CURES)
 
 
 def _cell(steps_to_target, test_acc, diverged=None):
@@ -221,7 +218,7 @@ def test_config_validation_names_the_field():
 @pytest.mark.slow
 def test_main_writes_every_output_from_stored_cells(quick, counted, tmp_path, capsys):
     _, res, stored = quick
-    write = results.cell_writer(tmp_path)
+    write = report.cell_writer(tmp_path)
     for key, cell in stored.items():
         write(key, cell)
     remedies.main(["--quick", "--out-dir", str(tmp_path)])
@@ -232,17 +229,17 @@ def test_main_writes_every_output_from_stored_cells(quick, counted, tmp_path, ca
     for row in res["rows"]:
         assert row["cure"] in summary
     assert "| cure " in capsys.readouterr().out  # the terminal table
-    metrics = results.read_json(tmp_path / "metrics.json")
+    metrics = report.read_json(tmp_path / "metrics.json")
     assert [r["key"] for r in metrics["results"]["rows"]] == CURES
 
 
 def test_a_diverging_cure_is_recorded_not_fatal():
-    config = remedies.Config(quick=True, steps=100)
+    config = remedies.Config(quick=True)  # the quick run's sizes: its compiled programs are reused
     # A learning rate near float32's largest value: the first update takes the weights to ~1e38,
     # the next forward pass overflows, and fit (on_nonfinite="record") freezes those seeds.
     lr_10x = remedies.variants(config)[2]
     blowup = dataclasses.replace(lr_10x, key="blowup", learning_rate=3e38)
-    cell = remedies._run_variant(config, blowup, data.load("digits", seed=config.data_seed), None)
+    cell = remedies._run_variant(config, blowup, data.load("digits", seed=config.data_seed))
     assert all(cell["diverged"]) and all(s >= 0 for s in cell["diverged_step"])
     assert cell["final_test_accuracy"] == [None] * config.seeds  # NaN after divergence, JSON null
     assert np.isfinite(np.asarray(cell["init/gap_decades"], float)).all()  # init is unaffected

@@ -192,3 +192,42 @@ def test_programming_errors_are_type_errors():
 
     with pytest.raises(TypeError, match=r"PRESETS\['p'\] sets unknown fields \['m'\]"):
         cli.parse(BadPreset, [])
+
+
+def test_a_field_named_preset_is_a_plain_flag_when_there_are_no_presets():
+    """benchmarks.run's `preset` field (passed on to the suites) once collided with --preset."""
+
+    @dataclasses.dataclass(frozen=True)
+    class Run:
+        preset: str | None = None  # passed on to the suites
+        out_dir: str = "x"  # where
+
+    assert cli.parse(Run, ["--preset", "accelerator"]).preset == "accelerator"
+    assert cli.parse(Run, []).preset is None
+
+
+def test_presets_and_a_field_named_preset_is_a_programming_error():
+    @dataclasses.dataclass(frozen=True)
+    class Both:
+        preset: str = "a"  # clashes
+        PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"p": {"preset": "b"}}
+
+    with pytest.raises(TypeError, match="both `PRESETS` and a field named `preset`"):
+        cli.parse(Both, [])
+
+
+def test_given_fields_names_the_explicit_flags_while_parse_builds_the_config():
+    seen = []
+
+    @dataclasses.dataclass(frozen=True)
+    class Probe:
+        a: int = 1  # a
+        b: int = 2  # b
+        PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"p": {"b": 5}}
+
+        def __post_init__(self):
+            seen.append(cli.given_fields(self))
+
+    cli.parse(Probe, ["--a", "1", "--preset", "p"])
+    Probe()
+    assert seen == [frozenset({"a"}), None]  # preset values are not explicit flags

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 
 from experiments import phase_diagram
-from jaxvg.report import results as results_lib
+from jaxvg import report
 
 QUICK = phase_diagram.Config(quick=True)
 
 
-@pytest.fixture(scope="module")
-def quick():
-    return phase_diagram.run(QUICK)
+@pytest.fixture
+def quick(phase_diagram_quick):
+    return phase_diagram_quick  # the session's quick run (tests/conftest.py)
 
 
 @pytest.mark.slow  # shares one compile (~15 s of CPU) with the other quick runs
@@ -66,7 +66,7 @@ def test_rerun_with_done_recomputes_nothing(quick):
 @pytest.mark.slow  # shares one compile (~15 s of CPU) with the other quick runs
 def test_interrupted_run_resumes_from_disk(quick, tmp_path):
     """Interrupt after the first depth row is written, then resume from the files on disk."""
-    write = results_lib.cell_writer(tmp_path)
+    write = report.cell_writer(tmp_path)
     n_s = len(QUICK.sigma_w2)
 
     class Interrupt(Exception):
@@ -74,12 +74,12 @@ def test_interrupted_run_resumes_from_disk(quick, tmp_path):
 
     def on_cell(key, cell):
         write(key, cell)
-        if len(results_lib.finished_cells(tmp_path)) == n_s:
+        if len(report.finished_cells(tmp_path)) == n_s:
             raise Interrupt
 
     with pytest.raises(Interrupt):
         phase_diagram.run(QUICK, on_cell=on_cell)
-    done = results_lib.finished_cells(tmp_path)
+    done = report.finished_cells(tmp_path)
     assert len(done) == n_s
     resumed = phase_diagram.run(QUICK, on_cell=write, done=done)
     assert set(resumed["computed"]) == set(quick["cells"]) - set(done)
@@ -120,10 +120,10 @@ def test_main_writes_results_and_resumes(quick, tmp_path, capsys):
     res = phase_diagram.main(["--quick", "--out-dir", out])
     for name in ("metrics.json", "phase_diagram.csv", "phase_diagram.png", "summary.md"):
         assert (tmp_path / "pd" / name).is_file(), name
-    metrics = results_lib.read_json(tmp_path / "pd" / "metrics.json")
+    metrics = report.read_json(tmp_path / "pd" / "metrics.json")
     assert metrics["config"]["quick"] is True and metrics["seeds"] == [0]
     assert np.asarray(metrics["results"]["train_accuracy"], float).shape == res["train_accuracy"].shape
-    assert len(results_lib.finished_cells(out)) == len(QUICK.depths) * len(QUICK.sigma_w2)
+    assert len(report.finished_cells(out)) == len(QUICK.depths) * len(QUICK.sigma_w2)
     assert "6 xi_c" in capsys.readouterr().out
     again = phase_diagram.main(["--quick", "--out-dir", out])  # everything on disk: nothing trained
     assert again["computed"] == []

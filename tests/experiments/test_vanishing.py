@@ -15,18 +15,17 @@ import numpy as np
 import pytest
 from flax import nnx
 
+import jaxvg
 from experiments import vanishing
-from jaxvg import theory
-from jaxvg.measure import analysis
-from jaxvg.nn import models
-from jaxvg.report import cli, results
+from jaxvg import report, theory
+from jaxvg.report import cli
 
 TINY = dict(depth=3, width=8, batch=4, seeds=2)  # compiles in about a second
 
 
-@pytest.fixture(scope="module")
-def quick():
-    return vanishing.run(vanishing.Config(quick=True))
+@pytest.fixture
+def quick(vanishing_quick):
+    return vanishing_quick  # the session's quick run (tests/conftest.py)
 
 
 @pytest.mark.slow
@@ -94,21 +93,17 @@ def test_tanh_at_its_fixed_point_matches_chi_1():
 
 def test_resume_skips_finished_cells_and_redoes_changed_ones(tmp_path):
     config = vanishing.Config(activations=("tanh", "relu"), out_dir=str(tmp_path), **TINY)
-    first = vanishing.run(
-        config, on_cell=results.cell_writer(tmp_path), done=results.finished_cells(tmp_path)
-    )
+    first = vanishing.run(config, on_cell=report.cell_writer(tmp_path), done=report.finished_cells(tmp_path))
     assert first["computed"] == ["tanh", "relu"]
-    assert set(results.finished_cells(tmp_path)) == {"tanh", "relu"}
+    assert set(report.finished_cells(tmp_path)) == {"tanh", "relu"}
 
-    again = vanishing.run(
-        config, on_cell=results.cell_writer(tmp_path), done=results.finished_cells(tmp_path)
-    )
+    again = vanishing.run(config, on_cell=report.cell_writer(tmp_path), done=report.finished_cells(tmp_path))
     assert again["computed"] == []
     assert again["summary"] == first["summary"]
 
     # a stored cell is reused only for the same setup: a different depth recomputes
     deeper = dataclasses.replace(config, depth=4, activations=("tanh",))
-    third = vanishing.run(deeper, done=results.finished_cells(tmp_path))
+    third = vanishing.run(deeper, done=report.finished_cells(tmp_path))
     assert third["computed"] == ["tanh"]
     assert len(third["layer_rows"]) == 5
 
@@ -139,12 +134,12 @@ def test_vmapped_seeds_equal_separate_gradient_flow_calls():
     config = vanishing.Config(activations=("relu",), **TINY)
     cell = vanishing.run(config)["cells"]["relu"]
     for seed in range(config.seeds):
-        model = models.MLP(
+        model = jaxvg.MLP(
             8, 8, 3, vanishing.OUT_FEATURES, activation="relu", init="he_normal", rngs=nnx.Rngs(seed)
         )
         x, y = vanishing._batch(seed, config.batch, config.width, 1.0)
         np.testing.assert_allclose(np.sum(x**2, axis=1) / 8, 1.0, rtol=1e-5)  # q0 exactly, per example
-        flow = analysis.gradient_flow(model, x, y, loss="mse")
+        flow = jaxvg.gradient_flow(model, x, y, loss="mse")
         np.testing.assert_allclose(cell["log10_act_grad"][seed], flow.log10_act_grad, atol=1e-5)
         np.testing.assert_allclose(cell["log10_dphi"][seed], flow.log10_dphi, atol=1e-5)
 
@@ -221,7 +216,7 @@ def test_main_writes_every_output_and_resumes(tmp_path, capsys):
     assert "| activation |" in out and "sigmoid" in out and "relu" in out
     names = {p.name for p in tmp_path.iterdir()}
     assert {"metrics.json", "vanishing.csv", "vanishing.png", "summary.md", "cells"} <= names
-    metrics = results.read_json(tmp_path / "metrics.json")
+    metrics = report.read_json(tmp_path / "metrics.json")
     assert metrics["config"]["activations"] == ["sigmoid", "relu"] and metrics["seeds"] == [0, 1]
     assert metrics["environment"]["jax"] and metrics["environment"]["device_count"] >= 1
     assert metrics["results"]["summary"]["sigmoid"]["measured"] == pytest.approx(

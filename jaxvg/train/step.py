@@ -1,0 +1,373 @@
+"""The compiled training program: one step and a chunk of steps, as pure functions of one net.
+
+Everything static about a run is a `StepSpec` (hashable: programs are cached on it); everything that
+changes is a `TrainState` pytree (parameters, optimizer state, the rest of the module state, the
+epoch permutation and the divergence flags). The state carries the parameters and the rest packed,
+one array per leaf shape (`jaxvg.train.packing`): a deep net's loop state is then a few arrays, not
+hundreds, which keeps XLA's compile time flat in depth. For one net:
+
+- `loss_and_grads`: the loss of a minibatch and its gradient w.r.t. the `nnx.Param` state only. The
+  module is merged with `nnx.merge(..., copy=True)` inside `jax.value_and_grad` (merging the live
+  dropout RNG state there raises a TraceContextError); the updated rest (batch statistics, RNG
+  counts) comes back as an auxiliary output.
+- `train_step`: step t, params_{t+1} = params_t - lr * schedule(t) * u_t (`jaxvg.train.optimizers`),
+  rejected, and the net marked diverged, when the loss, a gradient or the new parameters are not
+  finite.
+- `run_chunk`: log at step `start` (`metrics`), then steps start .. start + log_every - 1 under
+  `lax.scan` (those < steps), optionally recording the gradient flow (`monitor_flow`).
+
+`compiled_chunk(spec)` is jit(vmap(run_chunk)) over a leading nets axis, compiled once per spec and
+shape; the learning rate, the data-order keys and the chunk's first step are arguments, so a new
+learning rate, seed or chunk does not compile again (the last, partial chunk is masked, not
+recompiled).
+
+Shapes: N nets, n training examples, L blocks, k = spec.log_every.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxvg import measure
+from jaxvg.measure import lognorm
+from jaxvg.nn import losses
+from jaxvg.train import optimizers
+from jaxvg.train.packing import Packing
+from jaxvg.train.stacking import is_key
+
+__all__ = [
+    "StepSpec",
+    "TrainState",
+    "batch_at",
+    "compiled_chunk",
+    "compiled_metrics",
+    "compiled_unpack",
+    "evaluate",
+    "init_state",
+    "kernel_log10_norms",
+    "loss_and_grads",
+    "metrics",
+    "monitor_flow",
+    "run_chunk",
+    "train_step",
+    "unpack_state",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSpec:
+    """Everything static about a run; the compiled programs are cached on it.
+
+    Attributes:
+      graphdef: the shared graphdef of the nets (training mode).
+      eval_graphdef: the graphdef of their evaluation-mode view (no dropout, running statistics).
+      loss: a loss name or a callable (hashed by identity).
+      optimizer, schedule, warmup_steps, steps, clip_norm: as in `TrainConfig`.
+      batch_size: examples per step, or None for the full training set.
+      log_every: steps per chunk.
+      monitor_every: steps between gradient-flow records, or None.
+      kernel_index: per block, the index of its kernel among the params leaves, or -1.
+      leaf_group: per params leaf, its block index, or L for parameters outside the blocks.
+      group_names: per group, "blocks[i]" or the attribute name(s) outside the blocks.
+      has_test: whether the data has a test set (arrays "xt", "yt").
+      params_packing, rest_packing: how one net's params and rest are packed in a `TrainState`.
+    """
+
+    graphdef: Any
+    eval_graphdef: Any
+    loss: Any
+    optimizer: str
+    schedule: str
+    warmup_steps: int
+    steps: int
+    clip_norm: float | None
+    batch_size: int | None
+    log_every: int
+    monitor_every: int | None
+    kernel_index: tuple[int, ...]
+    leaf_group: tuple[int, ...]
+    group_names: tuple[str, ...]
+    has_test: bool
+    params_packing: Packing
+    rest_packing: Packing
+
+
+@dataclasses.dataclass
+class TrainState:
+    """The state a chunk carries, for one net (a leading nets axis N on every leaf when stacked).
+
+    Attributes:
+      params: the `nnx.Param` state, packed (`StepSpec.params_packing`).   opt_state: the optimizer
+        state of the packed params.   rest: the other module state, packed (`rest_packing`).
+      perm: the current epoch's permutation, (n,) int32 (minibatch runs; (1,) otherwise).
+      diverged: () bool.   diverged_step: () int32, -1 if never.
+      bad_groups: (L + 1,) bool, the parameter groups whose gradient was non-finite when it diverged.
+    """
+
+    params: Any
+    opt_state: Any
+    rest: Any
+    perm: jax.Array
+    diverged: jax.Array
+    diverged_step: jax.Array
+    bad_groups: jax.Array
+
+
+jax.tree_util.register_dataclass(
+    TrainState,
+    data_fields=["params", "opt_state", "rest", "perm", "diverged", "diverged_step", "bad_groups"],
+    meta_fields=[],
+)
+
+
+def loss_and_grads(spec: StepSpec, params: Any, rest: Any, xb: jax.Array, yb: Any) -> tuple[Any, Any, Any]:
+    """(loss of the batch in training mode, its gradient w.r.t. `params`, the updated rest); params,
+    gradient and rest packed. The gradient is taken w.r.t. the unpacked leaves and then packed: the
+    transpose of unpacking (one slice per leaf, each padded back to the packed shape) would cost
+    O(L^2) memory traffic for L same-shape leaves."""
+    loss_fn = losses.get(spec.loss)
+    tree_rest = spec.rest_packing.unpack(rest)
+
+    def objective(p):
+        model = nnx.merge(spec.graphdef, p, tree_rest, copy=True)  # copy: never the live RNG state
+        out = model(xb)
+        _, _, new_rest = nnx.split(model, nnx.Param, ...)
+        return loss_fn(out, yb), spec.rest_packing.pack(new_rest)
+
+    (value, new_rest), grads = jax.value_and_grad(objective, has_aux=True)(spec.params_packing.unpack(params))
+    return value, spec.params_packing.pack(grads), new_rest
+
+
+def batch_at(spec: StepSpec, key: jax.Array, perm: jax.Array, t: jax.Array, arrays: dict) -> tuple:
+    """(x batch, y batch, permutation) of step t: the whole training set when `batch_size` is None,
+    else batch t mod (n // batch_size) of the epoch's permutation, drawn afresh at each epoch start
+    from fold_in(key, epoch)."""
+    if spec.batch_size is None:
+        return arrays["x"], arrays["y"], perm
+    b = spec.batch_size
+    n = arrays["x"].shape[0]
+    per_epoch = n // b
+    j = t % per_epoch
+    perm = jax.lax.cond(
+        j == 0,
+        lambda: jax.random.permutation(jax.random.fold_in(key, t // per_epoch), n).astype(jnp.int32),
+        lambda: perm,
+    )
+    idx = jax.lax.dynamic_slice(perm, (j * b,), (b,))
+    return jnp.take(arrays["x"], idx, axis=0), jnp.take(arrays["y"], idx, axis=0), perm
+
+
+def evaluate(spec: StepSpec, params: Any, rest: Any, x: jax.Array, y: Any) -> tuple[jax.Array, jax.Array]:
+    """(loss, accuracy) in evaluation mode, float32 scalars; accuracy is NaN for "mse" and callables."""
+    out = nnx.merge(spec.eval_graphdef, params, rest, copy=True)(x)
+    loss = losses.get(spec.loss)(out, y).astype(jnp.float32)
+    if isinstance(spec.loss, str):
+        return loss, losses.accuracy(spec.loss, out, y).astype(jnp.float32)
+    return loss, jnp.full((), jnp.nan, jnp.float32)
+
+
+def kernel_log10_norms(spec: StepSpec, grads: Any) -> jax.Array:
+    """(L,) float32: log10 of the Frobenius norm of each block kernel's gradient (NaN without one),
+    underflow-free (`jaxvg.measure.lognorm.log10_norm`); `grads` packed."""
+    if not spec.kernel_index:
+        return jnp.zeros((0,), jnp.float32)
+    per_leaf = spec.params_packing.per_leaf([lognorm.log10_norm(g, axes_keep=1) for g in grads])
+    index = np.maximum(np.asarray(spec.kernel_index), 0)
+    has_kernel = np.asarray(spec.kernel_index) >= 0
+    return jnp.where(has_kernel, per_leaf[index], jnp.nan).astype(jnp.float32)
+
+
+def metrics(spec: StepSpec, params: Any, rest: Any, arrays: dict) -> dict[str, jax.Array]:
+    """The logged point: loss and accuracy on the whole training (and test) set, evaluation mode."""
+    log = {}
+    log["train/loss"], log["train/accuracy"] = evaluate(spec, params, rest, arrays["x"], arrays["y"])
+    if spec.has_test:
+        log["test/loss"], log["test/accuracy"] = evaluate(spec, params, rest, arrays["xt"], arrays["yt"])
+    return log
+
+
+def monitor_flow(spec: StepSpec, params: Any, rest: Any, arrays: dict) -> measure.GradientFlow:
+    """`jaxvg.measure.gradient_flow_from_split` on the monitor batch ("xm", "ym"), evaluation mode."""
+    full = nnx.merge_state(params, rest)
+    return measure.gradient_flow_from_split(
+        spec.eval_graphdef, full, arrays["xm"], arrays["ym"], loss=spec.loss
+    )
+
+
+def train_step(
+    spec: StepSpec,
+    state: TrainState,
+    t: jax.Array,
+    lr: jax.Array,
+    key: jax.Array,
+    arrays: dict,
+    want_norms: Any,
+) -> tuple[TrainState, jax.Array, jax.Array]:
+    """Step t: the gradient at the parameters after t updates, then update t + 1 if t < steps.
+
+    At t == steps the gradient is taken for the log and nothing is applied. An update is rejected
+    (the net frozen, `diverged` set) when the loss, any gradient or the new parameters are not
+    finite; `bad_groups` records which parameter groups had a non-finite gradient.
+
+    Returns:
+      (new state, (L,) kernel-gradient log10 norms (NaN unless `want_norms`), the batch loss).
+    """
+    num_groups = len(spec.group_names)
+    xb, yb, perm = batch_at(spec, key, state.perm, t, arrays)
+    value, grads, new_rest = loss_and_grads(spec, state.params, state.rest, xb, yb)
+    nan_norms = jnp.full((len(spec.kernel_index),), jnp.nan, jnp.float32)
+    norms = jax.lax.cond(want_norms, functools.partial(kernel_log10_norms, spec), lambda g: nan_norms, grads)
+    tx = optimizers.base_transform(spec.optimizer, spec.clip_norm)
+    updates, new_opt = tx.update(grads, state.opt_state, state.params)
+    factor = optimizers.learning_rate_factor(
+        spec.schedule, t, steps=spec.steps, warmup_steps=spec.warmup_steps
+    )
+    scale = -lr * factor
+    new_params = jax.tree.map(lambda p, u: (p + scale * u).astype(p.dtype), state.params, updates)
+    # Finiteness: one sum per gradient leaf (NaN/Inf propagate), one over the new parameters.
+    leaf_ok = spec.params_packing.per_leaf(
+        [jnp.isfinite(jnp.sum(g, axis=tuple(range(1, g.ndim)))) for g in grads]
+    )
+    group_bad = jnp.zeros((num_groups,), bool).at[jnp.asarray(spec.leaf_group, jnp.int32)].max(~leaf_ok)
+    params_ok = jnp.all(jnp.stack([jnp.isfinite(jnp.sum(p)) for p in jax.tree.leaves(new_params)]))
+    bad = ~jnp.isfinite(value) | jnp.any(group_bad) | ~params_ok
+    newly = bad & ~state.diverged
+    accept = ~bad & ~state.diverged & (t < spec.steps)
+
+    def select(new, old):
+        return jax.tree.map(lambda a, b: a if is_key(a) else jnp.where(accept, a, b), new, old)
+
+    new_state = TrainState(
+        params=select(new_params, state.params),
+        opt_state=select(new_opt, state.opt_state),
+        rest=select(new_rest, state.rest),
+        perm=perm,
+        diverged=state.diverged | bad,
+        diverged_step=jnp.where(newly, t, state.diverged_step),
+        bad_groups=jnp.where(newly, group_bad, state.bad_groups),
+    )
+    return new_state, norms, value.astype(jnp.float32)
+
+
+def run_chunk(
+    spec: StepSpec, state: TrainState, lr: jax.Array, key: jax.Array, start: jax.Array, arrays: dict
+) -> tuple[TrainState, dict[str, jax.Array], Any]:
+    """Log at step `start`, then run steps start .. start + log_every - 1 (those < steps).
+
+    Called with start == steps it only logs the end point (and its kernel gradients).
+
+    Returns:
+      (state, log, flows): log has the `metrics` keys, "log10_kernel_grad" (L,) at step `start`
+      and "train/batch_loss" (log_every,) the training-mode batch loss of each step (NaN past the
+      end); flows is a `GradientFlow` with a leading (log_every,) axis (zeros where no record is
+      due), or None without a monitor.
+    """
+    log = metrics(spec, *unpack_state(spec, state.params, state.rest), arrays)
+    nan_norms = jnp.full((len(spec.kernel_index),), jnp.nan, jnp.float32)
+    nan = jnp.full((), jnp.nan, jnp.float32)
+
+    def body(s, i):
+        t = start + i
+        flow = None
+        if spec.monitor_every is not None:
+            flow_of = functools.partial(_packed_monitor_flow, spec)
+            shapes = jax.eval_shape(flow_of, s.params, s.rest, arrays)
+            flow = jax.lax.cond(
+                (t % spec.monitor_every == 0) & (t <= spec.steps),
+                lambda: flow_of(s.params, s.rest, arrays),
+                lambda: jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes),
+            )
+        s, norms, value = jax.lax.cond(
+            t <= spec.steps,
+            lambda: train_step(spec, s, t, lr, key, arrays, i == 0),
+            lambda: (s, nan_norms, nan),
+        )
+        return s, (norms, jnp.where(t < spec.steps, value, nan), flow)
+
+    state, (norms, values, flows) = jax.lax.scan(body, state, jnp.arange(spec.log_every, dtype=jnp.int32))
+    log["log10_kernel_grad"] = norms[0]
+    log["train/batch_loss"] = values
+    return state, log, flows
+
+
+@functools.lru_cache(maxsize=32)
+def compiled_chunk(spec: StepSpec) -> Callable:
+    """jit(vmap(run_chunk)) over nets: `(state, lr (N,), keys (N,), start, arrays) -> (state, log,
+    flows)`, cached per spec (and per shape by jit). `compiled_chunk.cache_info()` counts programs."""
+    return jax.jit(jax.vmap(functools.partial(run_chunk, spec), in_axes=(0, 0, 0, None, None)))
+
+
+@functools.lru_cache(maxsize=32)
+def compiled_metrics(spec: StepSpec) -> Callable:
+    """jit(vmap(metrics)) over nets: `(params, rest, arrays) -> {name: (N,)}`, cached per spec."""
+    return jax.jit(jax.vmap(functools.partial(metrics, spec), in_axes=(0, 0, None)))
+
+
+def unpack_state(spec: StepSpec, params: Any, rest: Any) -> tuple[Any, Any]:
+    """One net's packed (params, rest) as the module's state trees."""
+    return spec.params_packing.unpack(params), spec.rest_packing.unpack(rest)
+
+
+def _packed_monitor_flow(spec: StepSpec, params: Any, rest: Any, arrays: dict) -> measure.GradientFlow:
+    return monitor_flow(spec, *unpack_state(spec, params, rest), arrays)
+
+
+@functools.lru_cache(maxsize=32)
+def compiled_unpack(spec: StepSpec) -> Callable:
+    """jit(vmap(unpack_state)): a stack's packed (params, rest) as state trees with a nets axis."""
+
+    def unpack(params, rest):
+        n_nets = jax.tree.leaves(params)[0].shape[0]
+        return jax.vmap(functools.partial(unpack_state, spec), axis_size=n_nets)(params, rest)
+
+    return jax.jit(unpack)
+
+
+@functools.lru_cache(maxsize=32)
+def _initial_program(
+    optimizer: str, clip_norm: float | None, perm_len: int, num_groups: int, params: Packing, rest: Packing
+) -> Callable:
+    """jit of `(params, rest) -> (packed params, opt_state, packed rest, perm, diverged,
+    diverged_step, bad_groups)` for a stack: one dispatch instead of one eager op per leaf. Cached
+    on what it depends on (runs that differ in steps or schedule share it) and per shape by jit."""
+    tx = optimizers.base_transform(optimizer, clip_norm)
+
+    def init(p, r):
+        n_nets = jax.tree.leaves(p)[0].shape[0]
+        packed_p, packed_r = (
+            jax.vmap(params.pack, axis_size=n_nets)(p),
+            jax.vmap(rest.pack, axis_size=n_nets)(r),
+        )
+        return (
+            packed_p,
+            jax.vmap(tx.init)(packed_p),
+            packed_r,
+            jnp.zeros((n_nets, perm_len), jnp.int32),
+            jnp.zeros((n_nets,), bool),
+            jnp.full((n_nets,), -1, jnp.int32),
+            jnp.zeros((n_nets, num_groups), bool),
+        )
+
+    return jax.jit(init)
+
+
+def init_state(spec: StepSpec, params: Any, rest: Any, n_train: int) -> TrainState:
+    """The initial `TrainState` of a stack (leading nets axis on `params` and `rest`, as trees)."""
+    perm_len = 1 if spec.batch_size is None else n_train
+    program = _initial_program(
+        spec.optimizer,
+        spec.clip_norm,
+        perm_len,
+        len(spec.group_names),
+        spec.params_packing,
+        spec.rest_packing,
+    )
+    return TrainState(*program(params, rest))

@@ -1,0 +1,403 @@
+"""`Trainer`: validate and compile once, then train any stack of the same shapes, many times.
+
+A `Trainer` is built from a stack's structure (graphdef and leaf shapes; arrays or
+`jax.ShapeDtypeStruct`s), the data and a `TrainConfig`. Building it checks everything on the host,
+before anything is traced, and fixes the `StepSpec` the compiled chunk is cached on. Then:
+
+- `init_state(params, rest)`: the optimizer state and flags (one jitted dispatch);
+- `run(state, keys)`: the chunks of steps and the host loop between them (tqdm bar, copies of the
+  logs, divergence check), nothing else; returns a `Run`;
+- `finish(run)`: the history, and the `FloatingPointError` of `on_nonfinite="raise"`;
+- `fit(params, rest, keys)`: all three, what `fit_stacked` does;
+- `evaluate(params, rest)`: each net's loss and accuracy (`evaluate_stacked` without a trainer).
+
+Example:
+  >>> import numpy as np
+  >>> from flax import nnx
+  >>> import jaxvg
+  >>> from jaxvg.train import TrainConfig, Trainer, data_keys, stack_models
+  >>> x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
+  >>> y = np.array([[0], [1], [1], [0]], np.float32)
+  >>> graphdef, params, rest = stack_models([jaxvg.MLP(2, 8, 1, 1, rngs=nnx.Rngs(s)) for s in (0, 1)])
+  >>> config = TrainConfig(loss="mse", optimizer="adam", learning_rate=0.05, steps=50, progress=False)
+  >>> trainer = Trainer(graphdef, params, rest, (x, y), config)
+  >>> state = trainer.init_state(params, rest)
+  >>> run = trainer.run(state, data_keys([0, 1]))          # compiles on the first call only
+  >>> trainer.finish(run).history["train/loss"].shape
+  (2, 51)
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from tqdm import tqdm
+
+from jaxvg import checks
+from jaxvg.nn import contracts, losses, models
+from jaxvg.train import history as history_lib
+from jaxvg.train.config import TrainConfig, check_learning_rate
+from jaxvg.train.packing import Packing
+from jaxvg.train.step import (
+    StepSpec,
+    TrainState,
+    compiled_chunk,
+    compiled_metrics,
+    compiled_unpack,
+    init_state,
+)
+
+__all__ = ["MONITOR_BATCH", "Run", "StackedFit", "Trainer", "evaluate_stacked"]
+
+MONITOR_BATCH = 256  # the monitor batch: the first min(MONITOR_BATCH, n) training examples
+
+
+class StackedFit(NamedTuple):
+    """What `fit_stacked` returns: the trained stack (leading nets axis) and the history (leading
+    nets axis on every per-net entry)."""
+
+    params: Any
+    rest: Any
+    history: dict[str, Any]
+
+
+class Run(NamedTuple):
+    """What `Trainer.run` returns: the final state (its params and rest packed, see
+    `jaxvg.train.packing`; `finish` unpacks them) and the host copies of what each chunk logged."""
+
+    state: TrainState
+    logs: list[dict[str, np.ndarray]]
+    log_steps: list[int]
+    monitor_rows: list[Any] | None
+    monitor_steps: list[int]
+
+
+class Trainer:
+    """Train stacks of N nets that share one graphdef with one compiled, vmapped, scanned program.
+
+    Args:
+      graphdef: the shared `nnx.GraphDef` from `nnx.split(model, nnx.Param, ...)` (training mode).
+      params, rest: the stack's `nnx.Param` state and remaining state, every leaf with a leading
+        nets axis N; arrays or `jax.ShapeDtypeStruct`s (only shapes and dtypes are read).
+      data: a `jaxvg.train.data.Dataset` (train and test sets) or a tuple `(x, y)` (training set
+        only); x has shape (n, ...) with the model's input features trailing.
+      config: the `TrainConfig`; a tuple `learning_rate` must have N entries.
+      names: how error messages name each net (default "net i").
+    Raises:
+      ValueError: leaves without a common leading axis; a learning-rate tuple of another length;
+        NaN/Inf in the data; features that do not fit the model; labels that do not fit the loss;
+        a batch size outside [1, n]; "gd" with a minibatch; a monitor on a model that the
+        measures cannot read.
+    """
+
+    def __init__(
+        self,
+        graphdef: nnx.GraphDef,
+        params: Any,
+        rest: Any,
+        data: Any,
+        config: TrainConfig,
+        *,
+        names: Sequence[str] | None = None,
+    ):
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"`config` must be a TrainConfig, got {type(config).__name__}.")
+        self.config = config
+        self.n_nets = _n_nets(params, rest)
+        self.learning_rate = self._learning_rates(config.learning_rate)
+        self.names = [f"net {i}" for i in range(self.n_nets)] if names is None else list(names)
+        self.spec, self.arrays = _build_spec(graphdef, params, rest, data, config)
+
+    def _learning_rates(self, learning_rate: float | tuple[float, ...]) -> jax.Array:
+        """(N,) learning rates in the default float dtype (float64 under x64)."""
+        lr = np.asarray(learning_rate, np.float64)
+        if lr.ndim == 1 and lr.shape != (self.n_nets,):
+            raise ValueError(
+                f"`learning_rate` must be a finite number > 0 or {self.n_nets} of them, got {learning_rate!r}."
+            )
+        return jnp.asarray(np.broadcast_to(lr, (self.n_nets,)), jnp.result_type(float))
+
+    @property
+    def program(self) -> Callable:
+        """The compiled chunk, `step.compiled_chunk(self.spec)`."""
+        return compiled_chunk(self.spec)
+
+    def init_state(self, params: Any, rest: Any) -> TrainState:
+        """The initial `TrainState` of a stack with this trainer's shapes."""
+        return init_state(self.spec, params, rest, int(self.arrays["x"].shape[0]))
+
+    def run(self, state: TrainState, keys: jax.Array, *, learning_rate: Any = None) -> Run:
+        """Run every chunk from `state`: steps 0 .. steps, logging every `log_every` steps.
+
+        Args:
+          state: from `init_state` (it is not modified; pass the same state to run again).
+          keys: (N,) PRNG keys for the nets' minibatch order (`data_keys(seeds)`).
+          learning_rate: None for the config's, or a float / N floats for this run (no recompile).
+        Returns:
+          A `Run`; with on_nonfinite="raise" it stops after the chunk in which a net diverged.
+        """
+        keys = jnp.asarray(keys)
+        if keys.shape != (self.n_nets,) or not jnp.issubdtype(keys.dtype, jax.dtypes.prng_key):
+            raise ValueError(
+                f"`keys` must be {self.n_nets} PRNG keys (jax.random.key), shape ({self.n_nets},), got shape "
+                f"{keys.shape} and dtype {keys.dtype}."
+            )
+        lr = self.learning_rate
+        if learning_rate is not None:
+            lr = self._learning_rates(check_learning_rate(learning_rate))
+        spec, k = self.spec, self.spec.log_every
+        program = compiled_chunk(spec)
+        monitoring = spec.monitor_every is not None
+        logs, log_steps, mon_rows, mon_steps = [], [], [], []
+        bar = tqdm(total=spec.steps, disable=not self.config.progress, desc="fit", leave=False)
+        try:
+            for start in [*range(0, spec.steps, k), spec.steps]:
+                state, log, mon = program(state, lr, keys, jnp.int32(start), self.arrays)
+                logs.append(jax.device_get(log))
+                log_steps.append(start)
+                if monitoring:
+                    mon = jax.device_get(mon)
+                    for i in range(k):
+                        t = start + i
+                        if t % spec.monitor_every == 0 and (t < spec.steps or t == start == spec.steps):
+                            mon_rows.append(jax.tree.map(lambda a, i=i: a[:, i], mon))
+                            mon_steps.append(t)
+                bar.update(min(k, spec.steps - start))
+                if self.config.on_nonfinite == "raise" and np.asarray(jax.device_get(state.diverged)).any():
+                    break
+        finally:
+            bar.close()
+        return Run(state, logs, log_steps, mon_rows if monitoring else None, mon_steps)
+
+    def finish(self, run: Run) -> StackedFit:
+        """The trained stack and its history (`jaxvg.train.history`).
+
+        Raises:
+          FloatingPointError: a net diverged and `on_nonfinite` is "raise".
+        """
+        div = np.asarray(jax.device_get(run.state.diverged))
+        div_step = np.where(div, np.asarray(jax.device_get(run.state.diverged_step)), -1).astype(np.int64)
+        history = history_lib.assemble(
+            run.logs, run.log_steps, run.monitor_rows, run.monitor_steps, div, div_step, self.spec.steps
+        )
+        if self.config.on_nonfinite == "raise" and div.any():
+            bad_groups = np.asarray(jax.device_get(run.state.bad_groups))
+            raise history_lib.nonfinite_error(history, bad_groups, self.spec.group_names, self.names)
+        params, rest = compiled_unpack(self.spec)(run.state.params, run.state.rest)
+        return StackedFit(params, rest, history)
+
+    def fit(self, params: Any, rest: Any, keys: jax.Array, *, learning_rate: Any = None) -> StackedFit:
+        """`finish(run(init_state(params, rest), keys))`."""
+        return self.finish(self.run(self.init_state(params, rest), keys, learning_rate=learning_rate))
+
+    def evaluate(self, params: Any, rest: Any) -> dict[str, np.ndarray]:
+        """Loss and accuracy of each net on the training (and test) set, evaluation mode: the
+        "train/loss", "train/accuracy" (and "test/...") entries of the history, as (N,) arrays."""
+        return jax.device_get(compiled_metrics(self.spec)(params, rest, self.arrays))
+
+
+def evaluate_stacked(graphdef: nnx.GraphDef, params: Any, rest: Any, data: Any, *, loss: Any = None) -> dict:
+    """Loss and accuracy of every net of a stack, evaluation mode (no dropout, running statistics).
+
+    Args:
+      graphdef, params, rest: a stack (leading nets axis N), e.g. the result of `fit_stacked`, whose
+        diverged nets hold their last finite parameters.
+      data: a Dataset or an (x, y) tuple, as for `fit`.
+      loss: a loss name or callable; None takes the dataset's.
+    Returns:
+      {"train/loss", "train/accuracy", and with a test set "test/loss", "test/accuracy"}: numpy
+      float32 arrays of shape (N,); accuracy is NaN for "mse" and callable losses.
+    Raises:
+      ValueError: as `Trainer` for the data, the loss and the stack.
+    """
+    config = TrainConfig(loss=loss, optimizer="gd", learning_rate=1.0, steps=1, progress=False)
+    return Trainer(graphdef, params, rest, data, config).evaluate(params, rest)
+
+
+def _n_nets(params: Any, rest: Any) -> int:
+    leaves = jax.tree.leaves((params, rest))
+    if not jax.tree.leaves(params):
+        raise ValueError("`params` is empty: the model has no nnx.Param to train.")
+    n = leaves[0].shape[0] if len(leaves[0].shape) else 0
+    if n < 1 or any(len(a.shape) == 0 or a.shape[0] != n for a in leaves):
+        raise ValueError("`params` and `rest` must carry one common leading nets axis on every leaf.")
+    return n
+
+
+def _unpack_data(data: Any) -> tuple[Any, Any, Any, Any, str | None]:
+    if isinstance(data, tuple):
+        if len(data) != 2:
+            raise ValueError(f"`data` as a tuple must be (x, y), got a tuple of length {len(data)}.")
+        return data[0], data[1], None, None, None
+    if all(hasattr(data, a) for a in ("x_train", "y_train")):
+        return (
+            data.x_train,
+            data.y_train,
+            getattr(data, "x_test", None),
+            getattr(data, "y_test", None),
+            getattr(data, "loss", None),
+        )
+    raise ValueError(
+        f"`data` must be a jaxvg.train.data.Dataset or a tuple (x, y), got {type(data).__name__}."
+    )
+
+
+def _build_spec(
+    graphdef: Any, params: Any, rest: Any, data: Any, config: TrainConfig
+) -> tuple[StepSpec, dict]:
+    """Check the data against the config and the model, on the host; the spec and the device arrays."""
+    x, y, xt, yt, data_loss = _unpack_data(data)
+    loss = config.loss
+    if loss is None:
+        if data_loss is None:
+            raise ValueError(f"`loss` must be one of {sorted(losses.LOSSES)} or a callable, got None.")
+        loss = data_loss
+    losses.get(loss)
+    x = checks.finite_array("data.x_train" if xt is not None or data_loss else "data[0] (x)", x)
+    y = checks.finite_array("data.y_train" if xt is not None or data_loss else "data[1] (y)", y)
+    if x.ndim < 2 or x.shape[0] < 1:
+        raise ValueError(f"`data` inputs must have shape (n, features) with n >= 1, got {x.shape}.")
+    if y.ndim < 1 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"`data` labels must have {x.shape[0]} rows like the inputs, got shape {y.shape}.")
+    n = x.shape[0]
+    has_test = xt is not None and yt is not None and np.asarray(xt).shape[0] > 0
+    if has_test:
+        xt = checks.finite_array("data.x_test", xt)
+        yt = checks.finite_array("data.y_test", yt)
+    batch_size = config.batch_size
+    if batch_size is not None and batch_size > n:
+        raise ValueError(
+            f"`batch_size` must be in [1, {n}] (the training set size) or None, got {batch_size!r}."
+        )
+    if batch_size == n:
+        batch_size = None
+    if config.optimizer == "gd" and batch_size is not None:
+        raise ValueError(
+            f"`batch_size` must be None (or {n}) for optimizer='gd' (full-batch gradient descent), got "
+            f"{batch_size!r}; use optimizer='sgd' for minibatches."
+        )
+
+    one = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), (params, rest))
+    statics = _model_statics(graphdef, one)
+    if isinstance(statics.in_features, int) and x.shape[1:] != (statics.in_features,):
+        raise ValueError(
+            f"`data` inputs have shape {x.shape} (features {x.shape[1:]}), but the model's in_features is "
+            f"{statics.in_features}: build the model with in_features={x.shape[-1]} or fix the data."
+        )
+    if config.monitor_every is not None and statics.monitor_problem:
+        raise ValueError(f"`monitor_every` needs a model the measures can read: {statics.monitor_problem}")
+    try:
+        out = _eval_forward(statics.eval_graphdef).eval_shape(*one, jax.ShapeDtypeStruct(x.shape, x.dtype))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"`data` inputs of shape {x.shape} do not fit the model: {e}") from e
+    if not callable(loss):
+        losses.check_targets(loss, y, out.shape, name="data.y_train" if data_loss else "data[1] (y)")
+        if has_test:
+            losses.check_targets(loss, yt, (yt.shape[0], *out.shape[1:]), name="data.y_test")
+
+    spec = StepSpec(
+        graphdef=graphdef,
+        eval_graphdef=statics.eval_graphdef,
+        loss=loss,
+        optimizer=config.optimizer,
+        schedule=config.schedule,
+        warmup_steps=config.warmup_steps,
+        steps=config.steps,
+        clip_norm=config.clip_norm,
+        batch_size=batch_size,
+        log_every=config.chunk_steps,
+        monitor_every=config.monitor_every,
+        kernel_index=statics.kernel_index,
+        leaf_group=statics.leaf_group,
+        group_names=statics.group_names,
+        has_test=has_test,
+        params_packing=Packing.of(one[0]),
+        rest_packing=Packing.of(one[1]),
+    )
+    m = min(MONITOR_BATCH, n)
+    arrays = {"x": jnp.asarray(x), "y": jnp.asarray(y), "xm": jnp.asarray(x[:m]), "ym": jnp.asarray(y[:m])}
+    if has_test:
+        arrays["xt"], arrays["yt"] = jnp.asarray(xt), jnp.asarray(yt)
+    return spec, arrays
+
+
+class _Statics(NamedTuple):
+    in_features: int | None  # `contracts.input_features`
+    eval_graphdef: Any  # graphdef of the evaluation-mode view
+    kernel_index: tuple[int, ...]
+    leaf_group: tuple[int, ...]
+    group_names: tuple[str, ...]
+    monitor_problem: str  # why the measures cannot read the model ("" when they can)
+
+
+_MODEL_STATICS: dict[Any, _Statics] = {}  # (graphdef, leaf shapes) -> statics
+_MODEL_STATICS_SIZE = 32
+
+
+def _model_statics(graphdef: Any, one: Any) -> _Statics:
+    """What the trainer reads from one net's module, cached on the graphdef and the shapes and
+    dtypes of one net's state (`one`, abstract): merging and viewing costs milliseconds per call."""
+    key = (graphdef, jax.tree.structure(one), tuple((a.shape, a.dtype) for a in jax.tree.leaves(one)))
+    hit = _MODEL_STATICS.get(key)
+    if hit is None:
+        model = nnx.merge(graphdef, *one)
+        view = nnx.view(model, deterministic=True, use_running_average=True, raise_if_not_found=False)
+        eval_graphdef, _, _ = nnx.split(view, nnx.Param, ...)
+        is_block_model = isinstance(model, contracts.BlockModel)
+        problem = ""
+        try:
+            contracts.check_block_model(model)
+        except TypeError as e:
+            problem = str(e)
+        if not problem and nnx.state(model, models.ActiveBlocks):
+            problem = "a depth-masked model (`max_depth`): the measures would see every block as active."
+        hit = _Statics(
+            contracts.input_features(model) if is_block_model else getattr(model, "in_features", None),
+            eval_graphdef,
+            *_block_layout(model, one[0]),
+            problem,
+        )
+        if len(_MODEL_STATICS) >= _MODEL_STATICS_SIZE:
+            _MODEL_STATICS.pop(next(iter(_MODEL_STATICS)))
+        _MODEL_STATICS[key] = hit
+    return hit
+
+
+def _block_layout(model: nnx.Module, params: Any) -> tuple[tuple[int, ...], tuple[int, ...], tuple[str, ...]]:
+    """(per block: index of its kernel among the params leaves (`contracts.kernel_path`) or -1;
+    per params leaf: the block it belongs to, or L outside the blocks; per group: its name)."""
+    paths = [path for path, _ in nnx.to_flat_state(params)]  # the order of jax.tree.leaves(params)
+    index = {path: j for j, path in enumerate(paths)}
+    blocks = list(model.blocks) if isinstance(model, contracts.BlockModel) else []
+    leaf_group = [len(blocks)] * len(paths)
+    kernel_index = []
+    for i, block in enumerate(blocks):
+        for path, _ in nnx.to_flat_state(nnx.state(block, nnx.Param)):
+            if ("blocks", i, *path) in index:
+                leaf_group[index[("blocks", i, *path)]] = i
+        kernel = contracts.kernel_path(block)
+        kernel_index.append(-1 if kernel is None else index.get(("blocks", i, *kernel), -1))
+    others = []
+    for path, group in zip(paths, leaf_group, strict=True):
+        if group == len(blocks) and str(path[0]) not in others:
+            others.append(str(path[0]))
+    names = tuple(f"blocks[{i}]" for i in range(len(blocks))) + (
+        " / ".join(others) if others else "non-block parameters",
+    )
+    return tuple(kernel_index), tuple(leaf_group), names
+
+
+@functools.lru_cache(maxsize=32)
+def _eval_forward(eval_graphdef: Any) -> Callable:
+    """jit(forward) for the shape check; its `eval_shape` is cached per shape by jit."""
+
+    def forward(p, r, xb):
+        return nnx.merge(eval_graphdef, p, r, copy=True)(xb)
+
+    return jax.jit(forward)
