@@ -450,9 +450,10 @@ def jacobian_spectrum(
       `JacobianSpectrum` with `log10_sv` (one array of min(dim h_L, dim h_l) values per layer,
       descending, decades) and `log10_lyapunov` (k,) decades per block.
     Raises:
-      TypeError: `model` without `blocks`.
-      ValueError: `x` with a batch axis or the wrong feature size; `layers` out of range; an invalid
-        `precision` or `scan`.
+      TypeError: `model` without `blocks`, or a part of it that is not an NNX module.
+      ValueError: `x` with a batch axis, the wrong feature size or a NaN/Inf; a block that breaks the
+        contract; `model(x[None])` that differs from the contract forward; `layers` out of range;
+        an invalid `precision` or `scan`.
     References:
       Pennington, Schoenholz, Ganguli, The emergence of spectral universality in deep networks, 2018,
       https://arxiv.org/abs/1802.09979 ; Benettin et al., Lyapunov characteristic exponents for smooth

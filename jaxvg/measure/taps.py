@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
-from jaxvg.measure import engine, lognorm, plan, tap_layers
+from jaxvg.measure import engine, lognorm, plan, tap_layers, validate
 
 __all__ = ["TapGradient", "tap", "tapped_gradients"]
 
@@ -149,7 +149,8 @@ def tapped_gradients(
       stacked module's path ("layers/0/h", "layers/1/h", ...; `jaxvg.measure.tap_layers`).
     Raises:
       TypeError: `fn` not callable or `model` not an NNX module.
-      ValueError: the model has no taps; an invalid `precision`.
+      ValueError: the model has no taps; a NaN/Inf in a floating array of `args`; an invalid
+        `precision`.
 
     Example:
       >>> import jax.numpy as jnp
@@ -168,6 +169,8 @@ def tapped_gradients(
     if not isinstance(model, nnx.Module):
         raise TypeError(f"`model` must be an nnx.Module, got {type(model).__name__}.")
     precision = engine.check_precision(precision)
+    for i, a in enumerate(args):
+        validate.check_finite(f"args[{i}]", a)
     _, structure, leaves, rebuild = plan.flatten(model)
     _, result = _tapped_kernel(structure, rebuild, fn, precision)(leaves, args)
     result = tap_layers.in_order(result)

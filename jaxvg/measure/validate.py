@@ -125,6 +125,7 @@ def check_x(d_in: int | None, x: Any, *, name: str = "x") -> jax.Array:
       ValueError: no batch axis (a 1-D `x` of the model's `d_in` features: "add a batch axis:
         x[None]"), an empty batch, the wrong number of features, or a NaN/Inf entry.
     """
+    raw = x
     x = engine.check_x_features(d_in, x)
     if d_in is not None and x.ndim == 1:
         raise ValueError(
@@ -136,7 +137,7 @@ def check_x(d_in: int | None, x: Any, *, name: str = "x") -> jax.Array:
         raise ValueError(
             f"`{name}` must hold at least one example (batch >= 1 along its first axis), got shape {x.shape}."
         )
-    check_finite(name, x)
+    check_finite(name, raw if isinstance(raw, np.ndarray) else x)  # host arrays on the host
     return x
 
 
@@ -238,7 +239,11 @@ _UNTIED: weakref.WeakKeyDictionary[Any, tuple] = weakref.WeakKeyDictionary()
 
 
 def _identity(model: contracts.BlockModel) -> tuple:
-    return (id(contracts.embed_of(model)), tuple(map(id, model.blocks)), id(contracts.head_of(model)))
+    """The objects that make up the blocks, by identity (an nnx.List keeps its items in `vars`: read
+    them there, about 100x faster than iterating it)."""
+    blocks = model.blocks
+    items = vars(blocks).values() if isinstance(blocks, nnx.Module) else blocks
+    return (id(contracts.embed_of(model)), tuple(map(id, items)), id(contracts.head_of(model)))
 
 
 def tied_message(model: contracts.BlockModel) -> str | None:

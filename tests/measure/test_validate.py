@@ -46,6 +46,16 @@ def _spectrum(**kw):
     return measure.jacobian_spectrum(MODEL, args.pop("x"), **args)
 
 
+class Tapped(nnx.Module):
+    def __call__(self, x):
+        return measure.tap(self, "h", 2 * x)
+
+
+def _taps(**kw):
+    args = dict(x=X) | kw
+    return measure.tapped_gradients(lambda m, x: jnp.sum(m(x) ** 2), Tapped(), args.pop("x"))
+
+
 def _sum_loss(out, y):
     return jnp.sum(out * y)
 
@@ -82,6 +92,7 @@ BAD_INPUTS = [
     (_norms, dict(key="abc", method="hutchinson"), TypeError, r"`key` must be a jax.random.key .* got 'abc'"),
     (_norms, dict(key=jnp.zeros(2), method="hutchinson"), TypeError, r"`key` must be a jax.random.key"),
     (_spectrum, dict(x=NAN_X[1]), ValueError, r"`x` must be finite"),
+    (_taps, dict(x=NAN_X), ValueError, r"`args\[0\]` must be finite"),
 ]
 
 
