@@ -13,7 +13,10 @@ Modules, one concern each:
   the `renorm` VJP node;
 - `flow`: `GradientFlow`, `gradient_flow`, `gradient_flow_from_split`;
 - `jacobians`: `JacobianNorms`, `JacobianSpectrum`, `jacobian_norms(_from_split)`, `jacobian_spectrum`;
-- `taps`: `tap`, `tapped_gradients`, `TapGradient` for models that are not block-structured;
+- `taps`: `tap`, `tapped_gradients`, `TapGradient` for models that are not block-structured
+  (`tap_layers`: one entry per layer for taps inside a scan over layers);
+- `validate`: the checks every measure runs before tracing (finite inputs with a batch axis, the
+  key, tied blocks, the block contract block by block, `model(x)` against the contract forward);
 - `table`: `flow_table`;
 - `through_time`: `TimeFlow`, `time_flow`, `time_flow_from_split` for recurrent models
   (`jaxvg.nn.contracts.RecurrentModel`); `time_jacobians`: `time_jacobian_norms`, `time_jacobian_spectrum`.
@@ -32,9 +35,11 @@ from jaxvg.measure import nets as nets
 from jaxvg.measure import plan as plan
 from jaxvg.measure import probe as probe
 from jaxvg.measure import table as table
+from jaxvg.measure import tap_layers as tap_layers
 from jaxvg.measure import taps as taps
 from jaxvg.measure import through_time as through_time
 from jaxvg.measure import time_jacobians as time_jacobians
+from jaxvg.measure import validate as validate
 from jaxvg.measure.flow import GradientFlow as GradientFlow
 from jaxvg.measure.flow import gradient_flow as gradient_flow
 from jaxvg.measure.flow import gradient_flow_from_split as gradient_flow_from_split
@@ -75,6 +80,7 @@ __all__ = [
     "probe",
     "table",
     "tap",
+    "tap_layers",
     "tapped_gradients",
     "taps",
     "through_time",
@@ -83,4 +89,5 @@ __all__ = [
     "time_flow_from_split",
     "time_jacobian_norms",
     "time_jacobian_spectrum",
+    "validate",
 ]

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from flax import nnx, struct
 
 from jaxvg import checks
-from jaxvg.measure import engine, lognorm, nets, plan
+from jaxvg.measure import engine, lognorm, nets, plan, validate
 from jaxvg.nn import contracts, losses
 
 __all__ = ["GradientFlow", "gradient_flow", "gradient_flow_from_split"]
@@ -48,6 +48,17 @@ class GradientFlow:
         (NaN for blocks that do not expose their activation, see `contracts.preactivation_fn`).
       dead_fraction: (L,) share of units with phi'(z) = 0 for every example of the batch (NaN as above).
       loss: () the loss value (natural units of the loss).
+      forward_nonfinite_block: () int32, where the forward pass went non-finite (overflow): the first
+        block i (0-based, as the (L,) arrays; 0 also for a non-finite embed output, L for the head)
+        whose output has a NaN or an infinity, -1 when the forward pass is finite. When >= 0, every
+        gradient field is NaN and `log10_dphi`, `dead_fraction` are NaN from block i on. None in a
+        hand-made `GradientFlow`.
+
+    Values: finite numbers are exact to working precision; -inf means an exactly zero gradient (e.g.
+    every relu unit dead), never a non-finite forward pass; +inf an infinite gradient although the
+    forward pass is finite (a block's VJP overflowed even on a unit cotangent); NaN that the number is
+    undefined: the forward pass went non-finite (see `forward_nonfinite_block`), or the block has no
+    parameters, no kernel or no exposed activation (`jaxvg.nn.contracts`).
     """
 
     log10_act_grad: jax.Array
@@ -57,6 +68,7 @@ class GradientFlow:
     log10_dphi: jax.Array
     dead_fraction: jax.Array
     loss: jax.Array
+    forward_nonfinite_block: jax.Array | None = None
 
     @property
     def vanishing_decades(self) -> jax.Array:
@@ -176,23 +188,24 @@ def _flow_kernel(program, arrays, x, y, key, *, loss) -> GradientFlow:
 
     def objective(d_act, d_par):
         h = lognorm.renorm(engine.apply_or_identity(program.embed, arrays.embed, x), d_act[0])
+        embed_ok = validate.all_finite(h)
 
         def body(h, piece, d):
             stats = _dphi_stats(nnx.merge(*piece, copy=True), jax.lax.stop_gradient(h), dtype)
             h = lognorm.renorm(_tapped(piece, d[1])(h), d[0])
-            return h, stats
+            return h, (*stats, validate.all_finite(h))
 
         h, stats = engine.map_blocks(segs, body, h, engine.by_position(segs, (d_act[1:], d_par)))
         out = engine.apply_or_identity(program.head, arrays.head, h)
-        return lossfn(out, y), engine.concat(stats)
+        return lossfn(out, y), (engine.concat(stats), embed_ok, validate.all_finite(out))
 
-    (loss_value, (log10_dphi, dead)), (log_gain, log_par) = jax.value_and_grad(
+    (loss_value, ((log10_dphi, dead, block_ok), embed_ok, out_ok)), (log_gain, log_par) = jax.value_and_grad(
         objective, argnums=(0, 1), has_aux=True
     )(jnp.zeros((depth + 1,), dtype), jnp.zeros((depth, 2), dtype))
     # log ||delta_l|| = sum_{j >= l} log gain_j, where entry L is log ||dloss/dh_L||.
     log_act = jnp.cumsum(log_gain[::-1])[::-1]
     shift = log_act[1:]
-    return GradientFlow(
+    flow = GradientFlow(
         log10_act_grad=log_act / lognorm.LN10,
         log10_param_grad=(log_par[:, 0] + shift) / lognorm.LN10,
         log10_kernel_grad=(log_par[:, 1] + shift) / lognorm.LN10,
@@ -201,6 +214,7 @@ def _flow_kernel(program, arrays, x, y, key, *, loss) -> GradientFlow:
         dead_fraction=dead,
         loss=loss_value,
     )
+    return validate.mark_nonfinite_forward(flow, embed_ok, block_ok, out_ok)
 
 
 def _planned_kernel(plan_: plan.Plan, *, loss: LossArg, precision: str) -> Callable:
@@ -222,12 +236,24 @@ def _check_loss(loss: Any, y: Any) -> None:
 
 
 def planned_flow(
-    plan_: plan.Plan, leaves: list, x: Any, y: Any, *, loss: LossArg, train: bool, key: Any, precision: Any
+    plan_: plan.Plan,
+    leaves: list,
+    x: Any,
+    y: Any,
+    *,
+    loss: LossArg,
+    train: bool,
+    key: Any,
+    precision: Any,
+    check_forward: bool = True,
 ) -> GradientFlow:
     """`gradient_flow` of the model that `leaves` and `plan_` describe (shared with `Probe`):
     host checks of x, y, loss, key, precision, then one dispatch of the cached kernel."""
-    x = engine.check_x_features(plan_.input_features, x)
+    x = validate.check_x(plan_.input_features, x)
     _check_loss(loss, y)
+    if not isinstance(loss, str):
+        validate.check_finite("y", y)
+    key = validate.check_key(key)
     precision = engine.check_precision(precision)
     if not isinstance(train, bool):
         raise TypeError(f"`train` must be a bool, got {train!r}.")
@@ -236,6 +262,7 @@ def planned_flow(
             "`key` is required with `train=True` on a model with dropout, got key=None; pass e.g. "
             "key=jax.random.key(0) (or use train=False)."
         )
+    validate.check_forward(plan_, leaves, x, compare=check_forward)
     out_shape = plan_.output_shape(leaves, x)
     if isinstance(loss, str):
         losses.check_targets(loss, y, out_shape)
@@ -342,6 +369,7 @@ def gradient_flow(
     key: jax.Array | None = None,
     precision: Any = "highest",
     scan: Any = "auto",
+    check_forward: bool = True,
 ) -> GradientFlow:
     """Exact per-layer gradient norms, gains and activation-derivative factors of one batch.
 
@@ -374,8 +402,22 @@ def gradient_flow(
     reuses the compiled program (a fresh lambda recompiles).
 
     Values: finite numbers are exact to working precision; -inf means an exactly zero gradient (e.g.
-    dead relu units everywhere); +inf an infinite one (overflow in the forward or backward pass); NaN
-    that a NaN reached the pass (a NaN in `x`, or a forward pass that overflowed to inf - inf).
+    dead relu units everywhere), never a non-finite forward pass; +inf an infinite gradient although
+    the forward pass is finite (a block's VJP overflowed even on a unit cotangent); NaN that the
+    number is undefined: the forward pass went non-finite (then `forward_nonfinite_block` says at
+    which block; a NaN or an infinity in `x` or `y` is refused before tracing), or the block has no
+    parameters, kernel or exposed activation. Only the backward pass is renormalised: where h_l
+    itself overflows (e.g. a depth-500 linear net with sigma_w^2 = 4 grows by 2^500 ~ 1e150) the
+    fields are NaN, not the true values; measure in float64 (range 1e308) or scale the input down. A
+    forward log-scale is not carried because the block contract does not say which blocks are
+    positively homogeneous (a bias or a norm breaks it), and the loss needs the output at its true
+    scale.
+
+    Checks before tracing: `x` is (batch, ...) with batch >= 1 and finite; no block shares parameters
+    with another (tied blocks: refused, see `validate.check_untied`); once per model structure and
+    input shape, the contract forward runs block by block (each block called as block(h), returning
+    one array with the batch first; an error names the block) and is compared with `model(x)` on
+    the first few examples (`check_forward`).
 
     Args:
       model: block model (`contracts.BlockModel`: `blocks`, optional `embed`, `head`); never mutated
@@ -393,13 +435,20 @@ def gradient_flow(
         "bfloat16", ...) or a `jax.lax.Precision`.
       scan: "auto", True (scan every run of two or more identical groups of blocks) or False (unroll
         every block).
+      check_forward: compare `model(x)` with the contract forward head(blocks(...embed(x))) once per
+        structure and input shape (evaluation view, the first `validate.COMPARE_EXAMPLES` examples,
+        within sqrt(eps) of the output's scale); False skips the comparison (for a `__call__` that
+        differs on purpose, e.g. one that adds noise) but not the block-by-block contract checks.
     Returns:
       `GradientFlow`; every `log10_` field in decades (log10), `loss` in the loss's own units.
     Raises:
-      TypeError: `model` is not an NNX module with `blocks`; `loss` neither a name nor callable.
-      ValueError: `x` does not fit the model; unknown `loss` name; a named loss without `y`, or `y`
-        that does not fit it; `train=True` with active dropout and no `key`; an invalid `precision`
-        or `scan` (the message names the argument, the value and the choices).
+      TypeError: `model` is not an NNX module with `blocks`, or `embed`, a block or `head` is not an
+        NNX module; `loss` neither a name nor callable; `key` not a `jax.random.key`.
+      ValueError: `x` without a batch axis, with an empty batch, with a NaN/Inf or that does not fit
+        the model; a block that breaks the contract (named, with its type); `model(x)` that differs
+        from the contract forward; tied blocks; unknown `loss` name; a named loss without `y`, or `y`
+        that does not fit it or is not finite; `train=True` with active dropout and no `key`; an
+        invalid `precision` or `scan` (the message names the argument, the value and the choices).
     References:
       Schoenholz et al., Deep Information Propagation, 2017, https://arxiv.org/abs/1611.01232
       Pennington, Schoenholz, Ganguli, Resurrecting the sigmoid in deep learning through dynamical
@@ -415,8 +464,11 @@ def gradient_flow(
       >>> bool(jnp.isfinite(flow.log10_act_grad).all()), bool(flow.log10_act_grad[0] < -60)
       (True, True)
     """
-    contracts.check_block_model(model)
+    validate.check_model(model)
+    validate.check_untied(model)
     if not isinstance(train, bool):
         raise TypeError(f"`train` must be a bool, got {train!r}.")
     plan_, leaves = plan.lookup(model, train=train, scan=scan)
-    return planned_flow(plan_, leaves, x, y, loss=loss, train=train, key=key, precision=precision)
+    return planned_flow(
+        plan_, leaves, x, y, loss=loss, train=train, key=key, precision=precision, check_forward=check_forward
+    )

@@ -25,7 +25,7 @@ import numpy as np
 from flax import struct
 
 from jaxvg import checks
-from jaxvg.measure import engine, lognorm, plan
+from jaxvg.measure import engine, lognorm, plan, validate
 from jaxvg.nn import contracts
 
 __all__ = [
@@ -197,13 +197,23 @@ def _norms_kernel_for(plan_: plan.Plan, *, method: str, num_probes: int, precisi
 
 
 def planned_norms(
-    plan_: plan.Plan, leaves: list, x: Any, *, method: str, num_probes: int, key: Any, precision: Any
+    plan_: plan.Plan,
+    leaves: list,
+    x: Any,
+    *,
+    method: str,
+    num_probes: int,
+    key: Any,
+    precision: Any,
+    check_forward: bool = True,
 ) -> JacobianNorms:
     """`jacobian_norms` of the model that `leaves` and `plan_` (evaluation mode) describe."""
     checks.choice("method", method, METHODS)
     checks.positive_int("num_probes", num_probes)
+    key = validate.check_key(key)
     precision = engine.check_precision(precision)
-    x = engine.check_x_features(plan_.input_features, x)
+    x = validate.check_x(plan_.input_features, x)
+    validate.check_forward(plan_, leaves, x, compare=check_forward)
     plan_.output_shape(leaves, x)
     if method == "hutchinson":
         key = jax.random.key(0) if key is None else engine.as_key(key)
@@ -226,6 +236,7 @@ def jacobian_norms(
     key: jax.Array | None = None,
     precision: Any = "highest",
     scan: Any = "auto",
+    check_forward: bool = True,
 ) -> JacobianNorms:
     """Per-example Frobenius norms of J_{L<-l} = dh_L/dh_l for every l, exact or by Hutchinson.
 
@@ -246,12 +257,17 @@ def jacobian_norms(
       key: `jax.random.key` for the probes; default `jax.random.key(0)`.
       precision: matmul precision of the measurement (default "highest"; see `gradient_flow`).
       scan: "auto", True or False (see `gradient_flow`).
+      check_forward: compare `model(x)` with the contract forward once per structure (see
+        `gradient_flow`).
     Returns:
-      `JacobianNorms`, each field (batch, L+1) in decades.
+      `JacobianNorms`, each field (batch, L+1) in decades. Any rank of h_l (a CNN's
+      (batch, height, width, channels) into a dense block's (batch, width)).
     Raises:
-      TypeError: `model` without `blocks`.
-      ValueError: unknown `method`, `num_probes` < 1, `x` that does not fit the model, an invalid
-        `precision` or `scan`.
+      TypeError: `model` without `blocks`, or a part of it that is not an NNX module; `key` that
+        is not a `jax.random.key` (checked for every method).
+      ValueError: unknown `method`, `num_probes` < 1, `x` without a batch axis, empty, non-finite
+        or that does not fit the model, a block that breaks the contract, `model(x)` that differs from
+        the contract forward, an invalid `precision` or `scan`.
     References:
       Hutchinson, A stochastic estimator of the trace of the influence matrix for Laplacian smoothing
       splines, 1989; Pennington et al., The emergence of spectral universality in deep networks, 2018,
@@ -267,11 +283,14 @@ def jacobian_norms(
       >>> norms.log10_fro.shape, round(float(norms.log10_fro[0, -1]), 4)  # ||I_8||_F = sqrt(8)
       ((2, 4), 0.4515)
     """
-    contracts.check_block_model(model)
+    validate.check_model(model)
     checks.choice("method", method, METHODS)
     checks.positive_int("num_probes", num_probes)
     plan_, leaves = plan.lookup(model, train=False, scan=scan)
-    return planned_norms(plan_, leaves, x, method=method, num_probes=num_probes, key=key, precision=precision)
+    return planned_norms(
+        plan_, leaves, x, method=method, num_probes=num_probes, key=key, precision=precision,
+        check_forward=check_forward,
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------
@@ -349,11 +368,15 @@ def _spectrum_kernel_for(plan_: plan.Plan, *, layers: tuple[int, ...], precision
     return jax.jit(kernel)
 
 
-def planned_spectrum(plan_: plan.Plan, leaves: list, x: Any, *, layers: Any, precision: Any) -> JacobianSpectrum:
+def planned_spectrum(
+    plan_: plan.Plan, leaves: list, x: Any, *, layers: Any, precision: Any, check_forward: bool = True
+) -> JacobianSpectrum:
     """`jacobian_spectrum` of the model that `leaves` and `plan_` (evaluation mode) describe."""
     layers = _check_layers(layers, plan_.program.depth)
     x = _check_example(plan_.input_features, x)
+    validate.check_finite("x", x)
     precision = engine.check_precision(precision)
+    validate.check_forward(plan_, leaves, x[None], compare=check_forward)
     plan_.output_shape(leaves, x[None])  # x must be one example: the model takes x[None]
     fn = plan_.kernel(
         ("spectrum", layers, precision), functools.partial(_spectrum_kernel_for, layers=layers, precision=precision)
@@ -398,6 +421,7 @@ def jacobian_spectrum(
     layers: Sequence[int] = (0,),
     precision: Any = "highest",
     scan: Any = "auto",
+    check_forward: bool = True,
 ) -> JacobianSpectrum:
     """Singular values of J_{L<-l} = dh_L/dh_l and Lyapunov exponents, for one example.
 
@@ -420,13 +444,16 @@ def jacobian_spectrum(
       precision: matmul precision of the measurement (default "highest"; see `gradient_flow`).
       scan: "auto", True or False: how the forward pass loops (see `gradient_flow`); the
         per-block SVD/QR chain is unrolled whatever it is.
+      check_forward: compare `model(x[None])` with the contract forward once per structure (see
+        `gradient_flow`).
     Returns:
       `JacobianSpectrum` with `log10_sv` (one array of min(dim h_L, dim h_l) values per layer,
       descending, decades) and `log10_lyapunov` (k,) decades per block.
     Raises:
-      TypeError: `model` without `blocks`.
-      ValueError: `x` with a batch axis or the wrong feature size; `layers` out of range; an invalid
-        `precision` or `scan`.
+      TypeError: `model` without `blocks`, or a part of it that is not an NNX module.
+      ValueError: `x` with a batch axis, the wrong feature size or a NaN/Inf; a block that breaks the
+        contract; `model(x[None])` that differs from the contract forward; `layers` out of range;
+        an invalid `precision` or `scan`.
     References:
       Pennington, Schoenholz, Ganguli, The emergence of spectral universality in deep networks, 2018,
       https://arxiv.org/abs/1802.09979 ; Benettin et al., Lyapunov characteristic exponents for smooth
@@ -443,6 +470,6 @@ def jacobian_spectrum(
       >>> [round(float(abs(v).max()), 4) for v in spec.log10_sv]  # orthogonal: every sv is 1
       [0.0, 0.0]
     """
-    contracts.check_block_model(model)
+    validate.check_model(model)
     plan_, leaves = plan.lookup(model, train=False, scan=scan)
-    return planned_spectrum(plan_, leaves, x, layers=layers, precision=precision)
+    return planned_spectrum(plan_, leaves, x, layers=layers, precision=precision, check_forward=check_forward)

@@ -30,7 +30,7 @@ from typing import Any
 
 import jax
 
-from jaxvg.measure import engine, flow, jacobians, plan
+from jaxvg.measure import engine, flow, jacobians, plan, validate
 from jaxvg.nn import contracts
 
 __all__ = ["Probe"]
@@ -48,7 +48,8 @@ class Probe:
     """
 
     def __init__(self, model: contracts.BlockModel, *, scan: Any = "auto"):
-        contracts.check_block_model(model)
+        validate.check_model(model)
+        self._tied = validate.tied_message(model)  # gradient_flow refuses tied blocks
         self._threshold = engine.check_scan(scan)
         self.model = model
         self._bound = plan.Bound(model)
@@ -79,6 +80,8 @@ class Probe:
         """`jaxvg.measure.gradient_flow(model, x, y, ...)` of the probe's model (same arguments)."""
         if not isinstance(train, bool):
             raise TypeError(f"`train` must be a bool, got {train!r}.")
+        if self._tied is not None:
+            raise ValueError(self._tied)
         leaves = self._leaves()
         return flow.planned_flow(
             self._plan(train, leaves), leaves, x, y, loss=loss, train=train, key=key, precision=precision

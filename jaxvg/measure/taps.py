@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
-from jaxvg.measure import engine, lognorm, plan
+from jaxvg.measure import engine, lognorm, plan, tap_layers, validate
 
 __all__ = ["TapGradient", "tap", "tapped_gradients"]
 
@@ -68,11 +68,8 @@ def tap(module: nnx.Module, name: str, value: Any) -> Any:
         raise TypeError(f"`name` must be a str, got {name!r}.")
     if "__captures__" not in vars(module):
         return value
+    tap_layers.record(name, value)  # per-layer entries of taps inside a scan over layers
     return module.perturb(name, value)
-
-
-def _path_str(path: tuple) -> str:
-    return "/".join(map(str, path))  # nnx paths are tuples of attribute names and list indices
 
 
 _KERNELS: collections.OrderedDict[Any, Callable] = collections.OrderedDict()
@@ -106,7 +103,8 @@ def _make_kernel(rebuild: Callable[[list], Any], fn: Callable, precision: str) -
             def first_pass():
                 return nnx.capture(fn, nnx.Perturbation)(rebuild(leaves), *args)
 
-            _, shapes = jax.eval_shape(first_pass)
+            with tap_layers.recording() as recorded:
+                _, shapes = jax.eval_shape(first_pass)
             zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
             out, grads = jax.value_and_grad(run)(zeros)
         flat = nnx.to_flat_state(grads)
@@ -115,10 +113,10 @@ def _make_kernel(rebuild: Callable[[list], Any], fn: Callable, precision: str) -
             g = var[...] if isinstance(var, nnx.Variable) else var
             leaves_g = jax.tree.leaves(g)
             tiny = min(jnp.finfo(v.dtype).tiny for v in leaves_g)
-            result[_path_str(path)] = TapGradient(
-                log10_grad_norm=lognorm.log10_norm(leaves_g),
-                underflowed=lognorm.max_abs(leaves_g) < tiny,
-            )
+            k = tap_layers.scan_axes(str(path[-1]), leaves_g[0].shape, recorded)  # scanned layers
+            norms, under = lognorm.log10_norm(leaves_g, k), lognorm.max_abs(leaves_g, k) < tiny
+            for idx, name in tap_layers.entries(path, leaves_g[0].shape[:k]):
+                result[name] = TapGradient(log10_grad_norm=norms[idx], underflowed=under[idx])
         return out, result
 
     return jax.jit(kernel)
@@ -146,10 +144,13 @@ def tapped_gradients(
         `gradient_flow`); keyword only.
     Returns:
       dict from tap path ("module/path/name", e.g. "layers/3/h") to `TapGradient`
-      (`log10_grad_norm` in decades, `underflowed` bool).
+      (`log10_grad_norm` in decades, `underflowed` bool). A tap inside a block that `nnx.scan`
+      (or `nnx.vmap`) runs over stacked layers gets one entry per layer, the layer index after the
+      stacked module's path ("layers/0/h", "layers/1/h", ...; `jaxvg.measure.tap_layers`).
     Raises:
       TypeError: `fn` not callable or `model` not an NNX module.
-      ValueError: the model has no taps; an invalid `precision`.
+      ValueError: the model has no taps; a NaN/Inf in a floating array of `args`; an invalid
+        `precision`.
 
     Example:
       >>> import jax.numpy as jnp
@@ -168,8 +169,11 @@ def tapped_gradients(
     if not isinstance(model, nnx.Module):
         raise TypeError(f"`model` must be an nnx.Module, got {type(model).__name__}.")
     precision = engine.check_precision(precision)
+    for i, a in enumerate(args):
+        validate.check_finite(f"args[{i}]", a)
     _, structure, leaves, rebuild = plan.flatten(model)
     _, result = _tapped_kernel(structure, rebuild, fn, precision)(leaves, args)
+    result = tap_layers.in_order(result)
     if not result:
         raise ValueError(
             f"`model` ({type(model).__name__}) has no taps: call `jaxvg.measure.tap(self, name, value)` "

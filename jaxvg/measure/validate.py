@@ -1,0 +1,543 @@
+"""Checks that every measure runs before tracing: its inputs, its key, and the block contract.
+
+A measurement that runs on bad input, or on a model that does not follow the block contract
+(`jaxvg.nn.contracts`), returns numbers that look like results. These checks turn each such case
+into an error that names the argument or the block, what is wrong and how to fix it (STYLE.md B5):
+
+- `check_x`, `check_finite`, `check_key`: `x` must be (batch, ...) with batch >= 1 and finite
+  (one small reduction on the device per call), `y` finite, `key` a `jax.random.key`;
+- `check_untied`: no parameter is shared between blocks (a tied block would get per-use gradients);
+- `check_forward`: once per model structure and input shape, the contract forward
+  `head(blocks[L-1](...blocks[0](embed(x))))` is run block by block under `jax.eval_shape` (each
+  block must take `h` alone and return one array with the batch first; an error names the block,
+  its type and the contract point it breaks), and, unless switched off, compared with `model(x)`
+  on the first `COMPARE_EXAMPLES` examples: a `__call__` that computes something else is refused.
+
+Inside the compiled measurement, `all_finite` flags non-finite forward values and
+`mark_nonfinite_forward` turns the fields they make meaningless into NaN and records where the
+forward pass went non-finite (`GradientFlow.forward_nonfinite_block`).
+
+Example:
+  >>> import jax.numpy as jnp
+  >>> from flax import nnx
+  >>> import jaxvg
+  >>> from jaxvg import measure
+  >>> model = jaxvg.MLP(3, 4, 2, 1, rngs=nnx.Rngs(0))
+  >>> try:
+  ...     measure.gradient_flow(model, jnp.ones(3), jnp.zeros(1))
+  ... except ValueError as err:
+  ...     print(str(err)[:72])
+  `x` of shape (3,) is one example without a batch axis: the model takes (
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import weakref
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxvg import checks
+from jaxvg.measure import engine
+from jaxvg.nn import contracts
+
+__all__ = [
+    "COMPARE_EXAMPLES",
+    "all_finite",
+    "check_finite",
+    "check_forward",
+    "check_key",
+    "check_model",
+    "check_untied",
+    "check_x",
+    "contract_forward",
+    "mark_nonfinite_forward",
+    "shared_parameters",
+]
+
+COMPARE_EXAMPLES = 8
+"""How many examples of `x` (the first ones) `check_forward` runs through `model(x)` and the
+contract forward to compare them."""
+
+_HINT_ARGS = (
+    "The measures call every block as block(h) with h alone (and embed(x), head(h)). Bind the "
+    "other arguments (masks, positions, flags) in a wrapper module that stores them, e.g. "
+    "`class WithMask(nnx.Module): def __init__(self, block, mask): self.block, self.mask = block, "
+    "nnx.Variable(mask)` with `def __call__(self, h): return self.block(h, self.mask[...])`, and put "
+    "the wrappers in `blocks`; or give the arguments default values. (A functools.partial is not an "
+    "nnx.Module and cannot be a block.)"
+)
+_HINT_RNGS = (
+    "A block that draws random numbers (dropout) must hold its RNG stream: construct it with "
+    "`rngs=` (e.g. nnx.Dropout(rate, rngs=rngs)); the measures never pass `rngs` at call time. With "
+    "train=True, `key` reseeds every RNG stream stored in the model (the result then depends on "
+    "`key`, not on the model's RNG counters); train=False measures the deterministic evaluation "
+    "view and needs no RNG."
+)
+_HINT_BATCH = "If `x` is one example, add a batch axis: x[None]."
+
+
+# --------------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------------
+
+
+@jax.jit
+def _finite_flags(leaves: list) -> jax.Array:
+    return jnp.stack([jnp.all(jnp.isfinite(v)) for v in leaves])
+
+
+def check_finite(name: str, value: Any) -> None:
+    """Raise a ValueError naming `name` when a floating array in `value` (an array or a pytree of
+    them) holds a NaN or an infinity. Host arrays are checked on the host; device arrays by one small
+    compiled reduction (one device round trip). Traced values are not checked.
+
+    Raises:
+      ValueError: with the number of bad entries and the first one's index.
+    """
+    leaves = [
+        v for v in jax.tree.leaves(value)
+        if hasattr(v, "dtype") and hasattr(v, "shape") and jnp.issubdtype(v.dtype, jnp.inexact)
+    ]  # fmt: skip
+    if not leaves or any(isinstance(v, jax.core.Tracer) for v in leaves):
+        return
+    host = [v for v in leaves if isinstance(v, np.ndarray | np.generic)]
+    device = [v for v in leaves if not isinstance(v, np.ndarray | np.generic)]
+    ok = all(bool(np.isfinite(v).all()) for v in host)
+    if ok and device:
+        ok = bool(np.all(_finite_flags(device)))
+    if ok:
+        return
+    for v in leaves:
+        checks.finite_array(name, np.asarray(v))  # raises for the first bad leaf, with its index
+
+
+def check_x(d_in: int | None, x: Any, *, name: str = "x") -> jax.Array:
+    """`x` as a jax array of shape (batch, ...) with batch >= 1, finite, with `d_in` features in its
+    last axis where the model states its input size (`contracts.input_features`).
+
+    Raises:
+      ValueError: no batch axis (a 1-D `x` of the model's `d_in` features: "add a batch axis:
+        x[None]"), an empty batch, the wrong number of features, or a NaN/Inf entry.
+    """
+    raw = x
+    x = engine.check_x_features(d_in, x)
+    if d_in is not None and x.ndim == 1:
+        raise ValueError(
+            f"`{name}` of shape {x.shape} is one example without a batch axis: the model takes "
+            f"(batch, {d_in}); add a batch axis: {name}[None] (every measure is over a batch, and "
+            "dead_fraction and the norms depend on it)."
+        )
+    if x.shape[0] == 0:
+        raise ValueError(
+            f"`{name}` must hold at least one example (batch >= 1 along its first axis), got shape {x.shape}."
+        )
+    check_finite(name, raw if isinstance(raw, np.ndarray) else x)  # host arrays on the host
+    return x
+
+
+def check_key(key: Any) -> Any:
+    """`key` itself when it is None, a typed `jax.random.key` or a raw uint32 PRNGKey (`(..., 2)`).
+
+    Raises:
+      TypeError: anything else (a string, a Python int seed, a float array), naming `key` and the fix.
+    """
+    if key is None:
+        return None
+    dtype = getattr(key, "dtype", None)
+    if isinstance(key, jax.Array | np.ndarray) and dtype is not None:
+        if jnp.issubdtype(dtype, jax.dtypes.prng_key):
+            return key
+        if dtype == np.uint32 and key.shape[-1:] == (2,):
+            return key
+    hint = (
+        f"; for the seed {key!r} pass key=jax.random.key({key!r})"
+        if isinstance(key, int | np.integer)
+        else ""
+    )
+    raise TypeError(
+        f"`key` must be a jax.random.key (e.g. key=jax.random.key(0)) or a raw uint32[2] "
+        f"jax.random.PRNGKey, got {key!r} ({type(key).__name__}){hint}."
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# The model: modules, tied blocks
+# --------------------------------------------------------------------------------------------------
+
+
+def _describe(obj: Any) -> str:
+    name = getattr(obj, "__name__", None) or getattr(getattr(obj, "__wrapped__", None), "__name__", None)
+    kind = "function" if callable(obj) else type(obj).__name__
+    return f"a {kind} ({name})" if name else f"a {type(obj).__name__}"
+
+
+def check_model(model: Any) -> None:
+    """Raise unless `model` follows the block contract's structure: `contracts.check_block_model`,
+    and `embed`, every block and `head` are NNX modules (plain functions are not).
+
+    Raises:
+      TypeError: the first part that is not a module, with the wrapper that fixes it.
+    """
+    contracts.check_block_model(model)
+    parts = [("embed", contracts.embed_of(model))]
+    parts += [(f"blocks[{i}]", b) for i, b in enumerate(model.blocks)]
+    parts.append(("head", contracts.head_of(model)))
+    for where, part in parts:
+        if part is None or isinstance(part, nnx.Module):
+            continue
+        raise TypeError(
+            f"`model.{where}` is {_describe(part)}, not an nnx.Module: the block contract needs modules "
+            f"(the measures split each into its graph and its arrays). Wrap it, e.g. `class Tanh(nnx.Module): "
+            f"def __call__(self, h): return jnp.tanh(h)`, or fold it into a neighbouring module."
+        )
+
+
+def _params(module: nnx.Module) -> dict[int, str]:
+    """id -> attribute path of every `nnx.Param` reachable from `module` (shared ones once)."""
+    out: dict[int, str] = {}
+    flat = jax.tree_util.tree_flatten_with_path(module, is_leaf=lambda v: isinstance(v, nnx.Variable))[0]
+    if all(isinstance(v, nnx.Variable) for _, v in flat):
+        for path, v in flat:
+            if isinstance(v, nnx.Param):
+                out.setdefault(id(v), "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
+                                              for k in path))  # fmt: skip
+        return out
+    for path, v in nnx.iter_graph(module):  # modules that are not pytrees
+        if isinstance(v, nnx.Param):
+            out.setdefault(id(v), "/".join(map(str, path)))
+    return out
+
+
+def shared_parameters(model: contracts.BlockModel) -> list[tuple[str, str, list[str]]]:
+    """The parameters that a block shares with another block, the embed or the head: a list of
+    (first position, second position, parameter paths in the first), e.g.
+    ("blocks[0]", "blocks[2]", ["linear/kernel", "linear/bias"]) for one module used at two depths.
+    Sharing between `embed` and `head` alone (tied input and output embeddings) is not listed: it
+    does not enter the per-block results."""
+    positions = [("embed", contracts.embed_of(model))]
+    positions += [(f"blocks[{i}]", b) for i, b in enumerate(model.blocks)]
+    positions.append(("head", contracts.head_of(model)))
+    owner: dict[int, str] = {}
+    found: dict[tuple[str, str], list[str]] = {}
+    for where, part in positions:
+        if not isinstance(part, nnx.Module):
+            continue
+        for pid, path in _params(part).items():
+            first = owner.setdefault(pid, where)
+            if first != where and {first, where} != {"embed", "head"}:
+                found.setdefault((first, where), []).append(path)
+    return [(a, b, paths) for (a, b), paths in found.items()]
+
+
+_UNTIED: weakref.WeakKeyDictionary[Any, tuple] = weakref.WeakKeyDictionary()
+
+
+def _identity(model: contracts.BlockModel) -> tuple:
+    """The objects that make up the blocks, by identity (an nnx.List keeps its items in `vars`: read
+    them there, about 100x faster than iterating it)."""
+    blocks = model.blocks
+    items = vars(blocks).values() if isinstance(blocks, nnx.Module) else blocks
+    return (id(contracts.embed_of(model)), tuple(map(id, items)), id(contracts.head_of(model)))
+
+
+def tied_message(model: contracts.BlockModel) -> str | None:
+    """The explanation `check_untied` raises for `model`, or None when no block shares parameters."""
+    shared = shared_parameters(model)
+    if not shared:
+        return None
+    a, b, paths = shared[0]
+    more = f" (and {len(shared) - 1} more pairs)" if len(shared) > 1 else ""
+    what = "the same module object" if _part(model, a) is _part(model, b) else "shared parameters"
+    return (
+        f"`model.{a}` and `model.{b}` hold {what}{more}: parameters {paths[:4]} are used at several "
+        "depths (tied blocks). gradient_flow splits every block into its own copy, so its "
+        "`log10_param_grad` and `log10_kernel_grad` would be per-use gradients, while a shared "
+        "parameter's true gradient is the sum over its uses; it refuses instead of reporting "
+        "either silently. `log10_act_grad` and `log10_gain` do not depend on tying: for per-use numbers "
+        "measure an untied copy, e.g. `m = nnx.clone(model); m.blocks = nnx.List([nnx.clone(b) for b "
+        "in m.blocks])` (jacobian_norms and jacobian_spectrum accept tied blocks as they are); for "
+        "the shared parameter's total gradient take jax.grad of your loss."
+    )
+
+
+def _part(model: contracts.BlockModel, where: str) -> Any:
+    if where.startswith("blocks["):
+        return model.blocks[int(where[7:-1])]
+    return contracts.embed_of(model) if where == "embed" else contracts.head_of(model)
+
+
+def check_untied(model: contracts.BlockModel) -> None:
+    """Raise when a block shares an `nnx.Param` with another block, the embed or the head.
+
+    Checked once per model object (cached while the embed, the blocks and the head are the same
+    objects: a cheap identity check per call); re-tying Variables inside existing blocks after the
+    first measurement is not seen.
+
+    Raises:
+      ValueError: the tied positions, the shared parameters, why, and what to do instead.
+    """
+    ident = _identity(model)
+    try:
+        if _UNTIED.get(model) == ident:
+            return
+    except TypeError:  # not weak-referenceable: check every call
+        pass
+    message = tied_message(model)
+    if message is not None:
+        raise ValueError(message)
+    try:
+        _UNTIED[model] = ident
+    except TypeError:
+        pass
+
+
+# --------------------------------------------------------------------------------------------------
+# The contract forward, block by block
+# --------------------------------------------------------------------------------------------------
+
+
+def _struct(h: Any) -> Any:
+    return (tuple(h.shape), jnp.dtype(h.dtype)) if isinstance(h, jax.Array) else type(h)
+
+
+def _call(where: str, module: nnx.Module, h: Any, x: jax.Array, first: bool) -> Any:
+    """`module(h)`, any failure re-raised as a ValueError that names `where`, the module's type and
+    the contract point (with the fix for missing call arguments and call-time RNG)."""
+    kind = type(module).__name__
+    try:
+        return module(h)
+    except Exception as err:  # noqa: BLE001 -- re-raised with the block named, the cause chained
+        message = str(err).split("\n--------------------\n")[0]  # without jax's traceback note
+        text = f"{type(err).__name__}: {' '.join(message.split()).rstrip('.')}"
+        arg = "x" if where == "embed" else "h"
+        call = {"embed": "embed(x)", "head": "head(h)"}.get(where, "block(h)")
+        head = f"`model.{where}` ({kind}) fails when called as {call} on {arg} of shape {tuple(h.shape)} {h.dtype}"
+        if isinstance(err, TypeError) and re.search(r"missing \d+ required .*argument", str(err)):
+            raise ValueError(f"{head}: {text}. {_HINT_ARGS}") from err
+        if "rngs" in str(err):
+            raise ValueError(f"{head}: {text}. {_HINT_RNGS}") from err
+        if first:
+            raise ValueError(f"`x` of shape {x.shape} does not fit the model: {head}: {text}") from err
+        raise ValueError(f"{head}: {text}") from err
+
+
+def _check_h(where: str, module: nnx.Module, h: Any, x: jax.Array) -> None:
+    kind = type(module).__name__
+    if not isinstance(h, jax.Array):
+        raise ValueError(
+            f"`model.{where}` ({kind}) returned {_describe(h)}, not one array: the block contract needs "
+            "each of `embed` and the blocks to return one array h (batch first). If it returns extras "
+            "(e.g. (h, aux)), wrap it in a module whose __call__ returns h alone, e.g. "
+            "`return self.block(h)[0]`."
+        )
+    if h.ndim == 0 or h.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"`model.{where}` ({kind}) returned shape {tuple(h.shape)}, whose first axis is not the batch "
+            f"({x.shape[0]}, the first axis of `x` of shape {x.shape}): every h_l must keep the batch as "
+            f"its first axis (block contract). {_HINT_BATCH}"
+        )
+
+
+def _walk(program: engine.BlockProgram, arrays: engine.BlockArrays, x: jax.Array) -> Any:
+    """The contract forward, one stage at a time, each checked (traceable; see `contract_forward`)."""
+    h, first = x, True
+    if program.embed is not None:
+        embed = nnx.merge(program.embed, *arrays.embed, copy=True)
+        h = _call("embed", embed, h, x, first)
+        _check_h("embed", embed, h, x)
+        first = False
+    for seg in engine.segments(program, arrays):
+        h_in = h
+        for j in range(seg.period):
+            params, rest = seg.params[j], seg.rest[j]
+            if seg.scan:  # the run's first repeat stands for all: identical blocks, the same carry
+                params, rest = jax.tree.map(lambda v: v[0], (params, rest))
+            block = nnx.merge(seg.pattern[j], params, rest, copy=True)
+            where = f"blocks[{seg.start + j}]"
+            h = _call(where, block, h, x, first)
+            _check_h(where, block, h, x)
+            first = False
+        if seg.scan and _struct(h) != _struct(h_in):
+            raise ValueError(
+                f"`model.blocks[{seg.start}:{seg.start + seg.n}]` are {seg.repeats} identical groups of "
+                f"{seg.period} block(s), measured under lax.scan, but one group changes h from "
+                f"{_struct(h_in)} to {_struct(h)}: a scanned run must keep h's shape and dtype. Pass "
+                "scan=False (every block unrolled)."
+            )
+    if program.head is not None:
+        head = nnx.merge(program.head, *arrays.head, copy=True)
+        h = _call("head", head, h, x, first)
+    return h
+
+
+def contract_forward(plan_: Any, leaves: list, x: jax.Array) -> Any:
+    """The shape of head(blocks[L-1](...blocks[0](embed(x)))) for the model of `plan_` (a
+    `jaxvg.measure.plan.Plan`) and `leaves`, by one abstract pass (`jax.eval_shape`) that checks the
+    contract at every stage.
+
+    Raises:
+      ValueError: the first stage that fails or breaks the contract (`model.blocks[i]` and its
+        type): a call that fails (missing call arguments and call-time RNG get their fixes), an output
+        that is not one array, an output without the batch as its first axis, a scanned run that
+        changes h's shape.
+    """
+    return jax.eval_shape(lambda lv, x: _walk(plan_.program, plan_.assemble(*plan_.inputs(lv)), x), leaves, x)
+
+
+# --------------------------------------------------------------------------------------------------
+# The contract forward against model(x)
+# --------------------------------------------------------------------------------------------------
+
+
+def _compare(plan_: Any, leaves: list, x: jax.Array) -> None:
+    model = engine.mode_view(plan_.rebuild(leaves), False)
+    if not callable(model):
+        return  # no __call__ of its own: the contract forward is the model
+    xs = x[:COMPARE_EXAMPLES]
+    n = xs.shape[0]
+    with jax.default_matmul_precision("highest"):
+        try:
+            want = model(xs)
+        except Exception as err:  # noqa: BLE001
+            raise ValueError(
+                f"`model(x[:{n}])` raised {type(err).__name__}: {err}. The measures check once per model "
+                "structure that model(x) equals the block-contract forward head(blocks[L-1](...blocks[0]"
+                "(embed(x)))); make model(x) callable with `x` alone, or pass check_forward=False."
+            ) from err
+        h = xs
+        for part in (contracts.embed_of(model), *model.blocks, contracts.head_of(model)):
+            h = h if part is None else part(h)
+    problem = _difference(want, h)
+    if problem is not None:
+        raise ValueError(
+            f"`model(x)` differs from the block-contract forward head(blocks[L-1](...blocks[0](embed(x)))) "
+            f"on the first {n} examples of `x`: {problem}. The measures differentiate the contract forward, "
+            "so they would measure another function than the one the model computes. Typical causes: "
+            "__call__ applies something outside `embed`, `blocks` and `head` (an activation or a scale "
+            "before the head, a final norm, a skip connection around several blocks), or skips, repeats "
+            "or reorders blocks. Move that computation into `embed`, a block or `head` (a head module "
+            "can apply it), or pass check_forward=False if the difference is intended."
+        )
+
+
+def _difference(want: Any, got: Any) -> str | None:
+    """Why two forward outputs differ beyond float rounding (sqrt(eps) of the output's scale), or None."""
+    if jax.tree.structure(want) != jax.tree.structure(got):
+        return f"model(x) returns {jax.tree.structure(want)}, the contract forward {jax.tree.structure(got)}"
+    for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got), strict=True):
+        a, b = np.asarray(a), np.asarray(b)
+        if a.shape != b.shape:
+            return f"output shapes {a.shape} (model(x)) and {b.shape} (contract forward)"
+        if not np.issubdtype(a.dtype, np.inexact):
+            if not np.array_equal(a, b):
+                return "integer outputs differ"
+            continue
+        eps = float(np.finfo(np.result_type(a.dtype, np.float32)).eps)
+        a64, b64 = a.astype(np.complex128 if np.iscomplexobj(a) else np.float64), b.astype(np.float64)
+        fa, fb = np.isfinite(a64), np.isfinite(b64)
+        if not np.array_equal(fa, fb) or not np.array_equal(a64[~fa], b64[~fb], equal_nan=True):
+            return "their non-finite entries differ"
+        if not fa.any():
+            continue
+        scale = max(
+            float(np.max(np.abs(a64[fa]))), float(np.max(np.abs(b64[fb]))), float(np.finfo(np.float64).tiny)
+        )
+        err = float(np.max(np.abs(a64[fa] - b64[fb])))
+        tol = math.sqrt(eps)
+        if err > tol * scale:
+            return (
+                f"max |difference| {err:.3g} = {err / scale:.3g} of the output's scale {scale:.3g} "
+                f"(float rounding allows {tol:.1g})"
+            )
+    return None
+
+
+_CHECKED: weakref.WeakKeyDictionary[Any, set] = weakref.WeakKeyDictionary()
+
+
+def check_forward(plan_: Any, leaves: list, x: jax.Array, *, compare: bool = True) -> None:
+    """The block-contract checks of `contract_forward` and, with `compare`, the comparison of the
+    contract forward with `model(x)` (evaluation view, `x[:COMPARE_EXAMPLES]`, eager, "highest"
+    matmul precision; equal within sqrt(eps) of the output's largest entry, the same non-finite
+    entries), once per `plan_` (model structure and mode) and shape and dtype of `x`.
+
+    Args:
+      plan_: the model's `jaxvg.measure.plan.Plan`.
+      leaves: the model's arrays (`plan.lookup`).
+      x: the checked input batch.
+      compare: also compare with `model(x)` (the measures' `check_forward`).
+    Raises:
+      ValueError: see `contract_forward`; `model(x)` that differs from the contract forward or that
+        cannot be called with `x` alone (the message says why and how to fix or opt out).
+    """
+    key = (tuple(x.shape), jnp.dtype(x.dtype))
+    try:
+        done = _CHECKED.setdefault(plan_, set())
+    except TypeError:
+        done = set()
+    if (key, compare) in done or (key, True) in done:
+        return
+    if (key, False) not in done:
+        contract_forward(plan_, leaves, x)
+        done.add((key, False))
+    if compare:
+        _compare(plan_, leaves, x)
+        done.add((key, True))
+
+
+# --------------------------------------------------------------------------------------------------
+# Inside the kernel: where the forward pass went non-finite
+# --------------------------------------------------------------------------------------------------
+
+
+def all_finite(h: Any) -> jax.Array:
+    """() bool: every floating entry of `h` (an array or a pytree) is finite (traceable)."""
+    flags = [
+        jnp.all(jnp.isfinite(v))
+        for v in jax.tree.leaves(h)
+        if jnp.issubdtype(jnp.result_type(v), jnp.inexact)
+    ]
+    return jnp.all(jnp.stack(flags)) if flags else jnp.ones((), bool)
+
+
+def mark_nonfinite_forward(flow: Any, embed_ok: jax.Array, block_ok: jax.Array, out_ok: jax.Array) -> Any:
+    """`flow` (a `GradientFlow` of one model, inside the kernel) with `forward_nonfinite_block` set and
+    the fields that a non-finite forward pass makes meaningless set to NaN.
+
+    `forward_nonfinite_block` = the first stage whose output has a NaN or an infinity, numbered as
+    the blocks (0-based): i for block i (0 also when the embed's output h_0 is non-finite), L for
+    the head (h_L finite, the output not), -1 when the forward pass is finite. When it is >= 0, every
+    gradient field (`log10_act_grad`, `log10_param_grad`, `log10_kernel_grad`, `log10_gain`) is NaN:
+    the backward pass starts from non-finite values, and a -inf there would claim an exactly zero
+    gradient; `log10_dphi` and `dead_fraction` are NaN from that block on (earlier blocks ran on
+    finite values and keep theirs). `loss` is kept as computed.
+
+    Args:
+      flow: the `GradientFlow` as computed.
+      embed_ok: () bool, h_0 finite.   block_ok: (L,) bool, h_1..h_L finite.   out_ok: () bool.
+    """
+    depth = block_ok.shape[0]
+    bad = ~block_ok
+    first = jnp.where(jnp.any(bad), jnp.argmax(bad), jnp.where(out_ok, -1, depth))
+    first = jnp.where(embed_ok, first, 0).astype(jnp.int32)
+    broken = first >= 0
+    after = broken & (jnp.arange(depth) >= first)
+
+    def nan_if(cond, a):
+        return jnp.where(cond, jnp.nan, a)
+
+    return flow.replace(
+        log10_act_grad=nan_if(broken, flow.log10_act_grad),
+        log10_param_grad=nan_if(broken, flow.log10_param_grad),
+        log10_kernel_grad=nan_if(broken, flow.log10_kernel_grad),
+        log10_gain=nan_if(broken, flow.log10_gain),
+        log10_dphi=nan_if(after, flow.log10_dphi),
+        dead_fraction=nan_if(after, flow.dead_fraction),
+        forward_nonfinite_block=first,
+    )
