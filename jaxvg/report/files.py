@@ -281,7 +281,11 @@ def write_json(path: str | os.PathLike, obj: Any) -> pathlib.Path:
       ValueError: if `path` is "".
     """
     path = as_path(path)
-    text = json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n"
+    try:
+        jsonable = to_jsonable(obj)
+    except TypeError as err:
+        raise TypeError(f"`obj` cannot be written as JSON to {str(path)!r}: {err}") from err
+    text = json.dumps(jsonable, indent=2, allow_nan=False) + "\n"
     return write_text(path, text)
 
 
@@ -298,7 +302,14 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def write_summary(out_dir: str | os.PathLike, text: str) -> pathlib.Path:
-    """Write `text` (Markdown) to `out_dir/summary.md`, atomically; returns the path."""
+    """Write `text` (Markdown) to `out_dir/summary.md`, atomically; returns the path.
+
+    Raises:
+      TypeError: if `text` is not a str.
+      ValueError: if `out_dir` is "".
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"`text` must be a str (the Markdown summary), got {type(text).__name__}.")
     if not text.endswith("\n"):
         text += "\n"
     return write_text(as_path(out_dir, "out_dir") / "summary.md", text)

@@ -31,6 +31,20 @@ def _columns(rows: Iterable[Mapping[str, Any]]) -> list[str]:
     return list(columns)
 
 
+def _checked_rows(rows: Any) -> list[Mapping[str, Any]]:
+    """`rows` as a list, or a TypeError naming `rows` unless it is a sequence of mappings."""
+    if isinstance(rows, str | bytes | Mapping) or not isinstance(rows, Iterable):
+        raise TypeError(f"`rows` must be a sequence of mappings (one per row), got {type(rows).__name__}.")
+    rows = list(rows)
+    bad = next((r for r in rows if not isinstance(r, Mapping)), None)
+    if bad is not None:
+        raise TypeError(
+            f"`rows` must be a sequence of mappings (one per row), got an element {bad!r:.40} "
+            f"({type(bad).__name__})."
+        )
+    return rows
+
+
 def write_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> pathlib.Path:
     """Write `rows` as a CSV file, atomically; the columns are the union of the rows' keys.
 
@@ -50,7 +64,7 @@ def write_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> pat
       ValueError: if `path` is "".
     """
     path = files.as_path(path)
-    rows = list(rows)
+    rows = _checked_rows(rows)
     columns = _columns(rows)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -95,7 +109,7 @@ def format_table(
       The table as one string (lines joined by "\\n", no trailing newline); "" when there are no
       rows and no columns.
     """
-    rows = list(rows)
+    rows = _checked_rows(rows)
     columns = [str(c) for c in columns] if columns is not None else _columns(rows)
     if not columns:
         return ""
