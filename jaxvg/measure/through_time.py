@@ -13,8 +13,8 @@ The Jacobians through time (`time_jacobian_norms`, `time_jacobian_spectrum`) are
 `jaxvg.measure.time_jacobians`; both modules split a model the same way (`_split`).
 
 Cost: one forward scan that stores the states, one reverse scan that recomputes each step's cell
-inside its VJP (measured on CPU at T = 1000, hidden 256, batch 64: about the time of a jitted
-`value_and_grad` of the same scanned model; see benchmarks/time_flow.py). One compiled program per
+inside its VJP (no residuals stacked per step), with a few norms per step: about the cost of a jitted
+`value_and_grad` of the same scanned model (benchmarks/time_flow.py measures the ratio). One compiled program per
 model structure, shapes, loss and precision; a repeated call does O(1) Python work (a few `nnx.split`
 of the cell, embed and head).
 

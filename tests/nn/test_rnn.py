@@ -32,7 +32,8 @@ def test_no_head_returns_the_reported_state():
     s = model.initial_state(2)
     for t in range(5):
         s = model.cell(s, xs[:, t])
-    np.testing.assert_allclose(np.asarray(model(xs)), np.asarray(s[0]), atol=1e-6)  # scan vs eager: float32 rounding
+    # scan against eager steps: float32 rounding
+    np.testing.assert_allclose(np.asarray(model(xs)), np.asarray(s[0]), atol=1e-6)
 
 
 def test_recurrent_inits():
