@@ -233,7 +233,9 @@ def check_precision(precision: Any) -> str:
     )
 
 
-def layout(ids: Sequence[int], min_run: int | None, max_period: int | None = None) -> list[tuple[int, int, int]]:
+def layout(
+    ids: Sequence[int], min_run: int | None, max_period: int | None = None
+) -> list[tuple[int, int, int]]:
     """The runs of a block sequence from its block signatures (equal ids: identical blocks).
 
     Greedy from the input side: at block i, the period k <= max_period whose repeats r (full groups
@@ -328,7 +330,11 @@ def _stack(*trees: Any) -> Any:
 
 
 def split_blocks(
-    model: contracts.BlockModel, min_run: int | None = None, *, scan: Any = "auto", max_period: int | None = None
+    model: contracts.BlockModel,
+    min_run: int | None = None,
+    *,
+    scan: Any = "auto",
+    max_period: int | None = None,
 ) -> tuple[BlockProgram, BlockArrays]:
     """Split a block model into its static `BlockProgram` and its `BlockArrays`.
 

@@ -184,10 +184,9 @@ def _flow_kernel(program, arrays, x, y, key, *, loss) -> GradientFlow:
         arrays = engine.reseed(arrays, key)
     segs = engine.segments(program, arrays)
     dtype = engine.working_dtype([s.params for s in segs], x)
-    depth = program.depth
 
-    def objective(d_act, d_par):
-        h = lognorm.renorm(engine.apply_or_identity(program.embed, arrays.embed, x), d_act[0])
+    def objective(d_embed, d_blocks):
+        h = lognorm.renorm(engine.apply_or_identity(program.embed, arrays.embed, x), d_embed)
         embed_ok = validate.all_finite(h)
 
         def body(h, piece, d):
@@ -195,13 +194,22 @@ def _flow_kernel(program, arrays, x, y, key, *, loss) -> GradientFlow:
             h = lognorm.renorm(_tapped(piece, d[1])(h), d[0])
             return h, (*stats, validate.all_finite(h))
 
-        h, stats = engine.map_blocks(segs, body, h, engine.by_position(segs, (d_act[1:], d_par)))
+        h, stats = engine.map_blocks(segs, body, h, d_blocks)
         out = engine.apply_or_identity(program.head, arrays.head, h)
         return lossfn(out, y), (engine.concat(stats), embed_ok, validate.all_finite(out))
 
-    (loss_value, ((log10_dphi, dead, block_ok), embed_ok, out_ok)), (log_gain, log_par) = jax.value_and_grad(
+    # One dummy per renorm node and per block (not slices of one array: their gradients would be
+    # padded back to full length and summed, O(L^2) small ops): per block (d_act (), d_par (2,)).
+    d_blocks = [
+        tuple((jnp.zeros((s.repeats if s.scan else 1,), dtype), jnp.zeros((s.repeats if s.scan else 1, 2), dtype))
+              for _ in range(s.period))
+        for s in segs
+    ]  # fmt: skip
+    (loss_value, ((log10_dphi, dead, block_ok), embed_ok, out_ok)), (log_gain0, g_blocks) = jax.value_and_grad(
         objective, argnums=(0, 1), has_aux=True
-    )(jnp.zeros((depth + 1,), dtype), jnp.zeros((depth, 2), dtype))
+    )(jnp.zeros((), dtype), d_blocks)
+    log_gain_blocks, log_par = engine.concat(g_blocks)
+    log_gain = jnp.concatenate([log_gain0[None], log_gain_blocks])
     # log ||delta_l|| = sum_{j >= l} log gain_j, where entry L is log ||dloss/dh_L||.
     log_act = jnp.cumsum(log_gain[::-1])[::-1]
     shift = log_act[1:]
@@ -219,7 +227,9 @@ def _flow_kernel(program, arrays, x, y, key, *, loss) -> GradientFlow:
 
 def _planned_kernel(plan_: plan.Plan, *, loss: LossArg, precision: str) -> Callable:
     def kernel(direct, stacked, x, y, key):
-        return _flow_core(plan_.program, plan_.assemble(direct, stacked), x, y, key, loss=loss, precision=precision)
+        return _flow_core(
+            plan_.program, plan_.assemble(direct, stacked), x, y, key, loss=loss, precision=precision
+        )
 
     return jax.jit(kernel)
 
@@ -268,7 +278,9 @@ def planned_flow(
         losses.check_targets(loss, y, out_shape)
         y = jnp.asarray(y)
     key = engine.as_key(key) if key is not None and train else None
-    fn = plan_.kernel(("flow", loss, precision), functools.partial(_planned_kernel, loss=loss, precision=precision))
+    fn = plan_.kernel(
+        ("flow", loss, precision), functools.partial(_planned_kernel, loss=loss, precision=precision)
+    )
     direct, stacked = plan_.inputs(leaves)
     return fn(direct, stacked, x, y, key)
 
@@ -337,7 +349,9 @@ def gradient_flow_from_split(
     engine.check_scan(scan)
     if stacked:
         if key is None:
-            return nets.map_nets(_one_net(graphdef, loss, precision, scan, False), state, x, y, max_memory=max_memory)
+            return nets.map_nets(
+                _one_net(graphdef, loss, precision, scan, False), state, x, y, max_memory=max_memory
+            )
         n = jax.tree.leaves(state)[0].shape[0]
         keys = jnp.broadcast_to(key, (n,)) if jnp.ndim(key) == 0 else key
         fn = _one_net(graphdef, loss, precision, scan, True)

@@ -191,7 +191,9 @@ def jacobian_norms_from_split(
 def _norms_kernel_for(plan_: plan.Plan, *, method: str, num_probes: int, precision: str) -> Callable:
     def kernel(direct, stacked, x, key):
         arrays = plan_.assemble(direct, stacked)
-        return _norms_core(plan_.program, arrays, x, key, method=method, num_probes=num_probes, precision=precision)
+        return _norms_core(
+            plan_.program, arrays, x, key, method=method, num_probes=num_probes, precision=precision
+        )
 
     return jax.jit(kernel)
 
@@ -363,7 +365,9 @@ def _spectrum_kernel(program, arrays, x, *, layers) -> JacobianSpectrum:
 
 def _spectrum_kernel_for(plan_: plan.Plan, *, layers: tuple[int, ...], precision: str) -> Callable:
     def kernel(direct, stacked, x):
-        return _spectrum_core(plan_.program, plan_.assemble(direct, stacked), x, layers=layers, precision=precision)
+        return _spectrum_core(
+            plan_.program, plan_.assemble(direct, stacked), x, layers=layers, precision=precision
+        )
 
     return jax.jit(kernel)
 
@@ -379,7 +383,8 @@ def planned_spectrum(
     validate.check_forward(plan_, leaves, x[None], compare=check_forward)
     plan_.output_shape(leaves, x[None])  # x must be one example: the model takes x[None]
     fn = plan_.kernel(
-        ("spectrum", layers, precision), functools.partial(_spectrum_kernel_for, layers=layers, precision=precision)
+        ("spectrum", layers, precision),
+        functools.partial(_spectrum_kernel_for, layers=layers, precision=precision),
     )
     direct, stacked = plan_.inputs(leaves)
     return fn(direct, stacked, x)

@@ -113,7 +113,9 @@ def map_nets(fn: Callable[..., Any], *stacked: Any, max_memory: int | None = Non
     leaves = jax.tree.leaves(stacked)
     sizes = {jnp.shape(v)[0] if jnp.ndim(v) else None for v in leaves}
     if len(sizes) != 1 or None in sizes:
-        raise ValueError(f"every stacked argument needs the same leading nets axis, got lengths {sorted(map(str, sizes))}.")
+        raise ValueError(
+            f"every stacked argument needs the same leading nets axis, got lengths {sorted(map(str, sizes))}."
+        )
     (n,) = sizes
     one = jax.tree.map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a)[1:], jnp.result_type(a)), stacked)
     chunk = chunk_size(n, per_net_bytes(fn, *one), memory_budget(max_memory))

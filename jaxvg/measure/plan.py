@@ -82,7 +82,9 @@ class Plan:
       input_features: `contracts.input_features` of the model.
     """
 
-    def __init__(self, program, treedef, slots, direct, stacked_runs, has_active_dropout, input_features, rebuild):
+    def __init__(
+        self, program, treedef, slots, direct, stacked_runs, has_active_dropout, input_features, rebuild
+    ):
         self.program: engine.BlockProgram = program
         self.has_active_dropout: bool = has_active_dropout
         self.input_features: int | None = input_features
@@ -183,7 +185,12 @@ def flatten(model: nnx.Module) -> tuple[str, Any, list, Callable[[list], Any]]:
 
 
 def build(
-    rebuild: Callable[[list], Any], leaves: list, *, train: bool, min_run: int | None, max_period: int | None = None
+    rebuild: Callable[[list], Any],
+    leaves: list,
+    *,
+    train: bool,
+    min_run: int | None,
+    max_period: int | None = None,
 ) -> Plan:
     """Plan a model from its flat arrays and `rebuild` (see `flatten`), by one abstract trace."""
     info: dict[str, Any] = {}
@@ -229,7 +236,9 @@ def build(
         for _ in src.arrays:
             v = next(outs)
             if v not in position:  # an array made by the view or the split, not one of the model's
-                raise RuntimeError(f"jaxvg.measure.plan: a block state is not one of the model's arrays ({v}).")
+                raise RuntimeError(
+                    f"jaxvg.measure.plan: a block state is not one of the model's arrays ({v})."
+                )
             idx.append(position[v])
         if src.stacked:
             run = run_of_seg[seg]
@@ -263,9 +272,13 @@ class Bound:
         self._plans: dict[Any, Plan] = {}
         sources = jax.tree.leaves(model, is_leaf=_is_variable) if path == "tree" else None
         ok = sources is not None and len(sources) == len(leaves)
-        ok = ok and all((s.get_raw_value() if _is_variable(s) else s) is a for s, a in zip(sources, leaves, strict=True))
+        ok = ok and all(
+            (s.get_raw_value() if _is_variable(s) else s) is a for s, a in zip(sources, leaves, strict=True)
+        )
         self._sources = sources if ok else None
-        self._getters = [s.get_raw_value if _is_variable(s) else (lambda s=s: s) for s in sources] if ok else None
+        self._getters = (
+            [s.get_raw_value if _is_variable(s) else (lambda s=s: s) for s in sources] if ok else None
+        )
         self._snapshot = _snapshot(model) if ok else None
         self._root_vars = tuple(vars(model).values()) if ok else None
 

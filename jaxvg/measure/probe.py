@@ -108,4 +108,6 @@ class Probe:
     ) -> jacobians.JacobianSpectrum:
         """`jaxvg.measure.jacobian_spectrum(model, x, ...)` of the probe's model (same arguments)."""
         leaves = self._leaves()
-        return jacobians.planned_spectrum(self._plan(False, leaves), leaves, x, layers=layers, precision=precision)
+        return jacobians.planned_spectrum(
+            self._plan(False, leaves), leaves, x, layers=layers, precision=precision
+        )

@@ -39,6 +39,8 @@ def test_tap_is_silent_outside_capture():
 
 
 def test_tapped_gradients_match_brute_force_and_flag_underflow():
+    # float32 against float32 jax.grad at 1e-5: CPU, and GPU/TPU with precision="highest" on both
+    # sides (the measure's default; the reference sets it itself).
     model = DeepChain(120, 8, rngs=nnx.Rngs(1))
     x = jnp.ones((2, 8))
     grads = measure.tapped_gradients(_chain_loss, model, x)
@@ -52,9 +54,10 @@ def test_tapped_gradients_match_brute_force_and_flag_underflow():
 
     h = x
     for i in range(120):
-        h = jax.nn.sigmoid(h @ w[i])
+        h = jax.nn.sigmoid(jnp.matmul(h, w[i], precision="highest"))
         if i in (110, 119):
-            want = np.log10(float(jnp.linalg.norm(jax.grad(from_tap, argnums=1)(i, h))))
+            with jax.default_matmul_precision("highest"):
+                want = np.log10(float(jnp.linalg.norm(jax.grad(from_tap, argnums=1)(i, h))))
             np.testing.assert_allclose(grads[f"h{i:03d}"].log10_grad_norm, want, atol=1e-5)
             assert not grads[f"h{i:03d}"].underflowed
     assert grads["h000"].underflowed  # ~0.6 decades per step: below float32 after ~60 steps

@@ -1,0 +1,129 @@
+"""Scanned runs of identical groups of blocks (periodic patterns) give the same measurements as the
+unrolled loop, in float64 (1e-12 decades: the same operations in another order); `engine.layout`
+finds the runs; `scan` is validated."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import pytest
+from flax import nnx
+
+import jaxvg
+from jaxvg import measure
+from jaxvg.measure import engine, plan
+from jaxvg.nn import activations, models
+
+from .references import TOL64, TinyTransformer, assert_flow_close, brute_force_flow, data, token_loss
+
+
+class AlternatingNet(nnx.Module):
+    """An MLP whose blocks alternate between two activations (two graphdefs: period 2), after a
+    first block of another input size, and a linear head."""
+
+    def __init__(self, d_in, width, pairs, d_out, *, acts=("tanh", "relu"), dtype=jnp.float32, rngs):
+        def block(fan_in, act):
+            return models.Block(
+                fan_in, width, activation=activations.get(act), kernel_init=nnx.initializers.lecun_normal(),
+                bias_init=nnx.initializers.normal(0.1), param_dtype=dtype, rngs=rngs,
+            )  # fmt: skip
+
+        self.in_features = d_in
+        self.blocks = nnx.List([block(d_in, "tanh")] + [block(width, a) for _ in range(pairs) for a in acts])
+        self.head = nnx.Linear(width, d_out, param_dtype=dtype, rngs=rngs)
+
+    def __call__(self, x):
+        for b in self.blocks:
+            x = b(x)
+        return self.head(x)
+
+
+@pytest.mark.parametrize(
+    "ids,min_run,want",
+    [
+        ([0, 0, 0, 0], 2, [(0, 1, 4)]),
+        ([0, 0, 0, 0], 5, [(0, 1, 0), (1, 1, 0), (2, 1, 0), (3, 1, 0)]),
+        ([0, 1, 2, 1, 2, 1, 2, 3], 4, [(0, 1, 0), (1, 2, 3), (7, 1, 0)]),
+        ([0, 1, 2, 0, 1, 2, 0, 1], 2, [(0, 3, 2), (6, 2, 1)][:1] + [(6, 1, 0), (7, 1, 0)]),
+        ([5, 5, 1, 2, 1, 2], 2, [(0, 1, 2), (2, 2, 2)]),
+        ([0, 1, 0, 1], None, [(0, 1, 0), (1, 1, 0), (2, 1, 0), (3, 1, 0)]),
+        ([0, 1, 2, 0, 1, 2], 2, [(0, 3, 2)]),
+    ],
+)
+def test_layout_finds_periodic_runs(ids, min_run, want):
+    assert engine.layout(ids, min_run) == want
+
+
+def test_layout_max_period_and_ties_take_the_shortest_period():
+    ids = [0, 1, 2, 3] * 3
+    assert engine.layout(ids, 2, max_period=3) == [(i, 1, 0) for i in range(12)]
+    assert engine.layout(ids, 2, max_period=4) == [(0, 4, 3)]
+    assert engine.layout([7] * 8, 2) == [(0, 1, 8)]  # period 1, not 2 x 4
+
+
+def test_period_two_scan_equals_unrolled_and_brute_force(x64):
+    model = AlternatingNet(3, 6, 4, 2, dtype=jnp.float64, rngs=nnx.Rngs(0))
+    x, y = data(1, 5, 3, 2, jnp.float64)
+    p, _ = plan.lookup(model, train=False, scan=True)
+    assert [(r.start, r.n, r.scan, r.period) for r in p.program.runs] == [(0, 1, False, 1), (1, 8, True, 2)]
+    scanned = measure.gradient_flow(model, x, y, scan=True)
+    unrolled = measure.gradient_flow(model, x, y, scan=False)
+    chex.assert_trees_all_close(scanned, unrolled, rtol=0, atol=1e-12)
+    ref = brute_force_flow(model, x, y)
+    dead = ref.pop("dead_fraction")  # the reference takes this mean in float32 (relu's mask)
+    assert_flow_close(scanned, ref, TOL64)
+    chex.assert_trees_all_close(scanned.dead_fraction, dead, atol=1e-7)
+    chex.assert_trees_all_close(
+        measure.jacobian_norms(model, x, scan=True),
+        measure.jacobian_norms(model, x, scan=False),
+        rtol=0,
+        atol=1e-12,
+    )
+    chex.assert_trees_all_close(
+        measure.jacobian_norms(model, x, method="hutchinson", num_probes=4, scan=True),
+        measure.jacobian_norms(model, x, method="hutchinson", num_probes=4, scan=False),
+        rtol=0,
+        atol=1e-12,
+    )
+    chex.assert_trees_all_close(
+        measure.jacobian_spectrum(model, x[0], layers=(0, 3), scan=True),
+        measure.jacobian_spectrum(model, x[0], layers=(0, 3), scan=False),
+        atol=1e-12,
+    )
+    gd, state = nnx.split(model)
+    from_split = measure.gradient_flow_from_split(gd, state, x, y, loss="mse", scan=True)
+    chex.assert_trees_all_close(from_split, unrolled, rtol=0, atol=1e-12)
+
+
+def test_transformer_attention_and_mlp_blocks_scan_as_pairs(x64):
+    model = TinyTransformer(layers=3, dtype=jnp.float64, rngs=nnx.Rngs(1))
+    tokens = jax.random.randint(jax.random.key(0), (2, 4), 0, 7)
+    labels = jax.random.randint(jax.random.key(1), (2, 4), 0, 7)
+    p, _ = plan.lookup(model, train=False, scan=True)
+    assert [(r.n, r.scan, r.period) for r in p.program.runs] == [(6, True, 2)]
+    scanned = measure.gradient_flow(model, tokens, labels, loss=token_loss, scan=True)
+    unrolled = measure.gradient_flow(model, tokens, labels, loss=token_loss, scan=False)
+    chex.assert_trees_all_close(scanned, unrolled, rtol=0, atol=1e-12)
+
+
+def test_auto_scans_long_periodic_runs_only():
+    deep = jaxvg.MLP(4, 8, 300, 1, rngs=nnx.Rngs(0))  # block 1 takes 4 features: 1 + 299 identical
+    p, _ = plan.lookup(deep, train=False, scan="auto")
+    assert [(r.start, r.n, r.scan, r.period) for r in p.program.runs] == [(0, 1, False, 1), (1, 299, True, 1)]
+    pairs = AlternatingNet(4, 8, engine.SCAN_MIN_RUN // 2, 1, rngs=nnx.Rngs(0))  # 1 + 128 blocks
+    p, _ = plan.lookup(pairs, train=False, scan="auto")
+    assert [(r.n, r.scan, r.period) for r in p.program.runs] == [
+        (1, False, 1),
+        (engine.SCAN_MIN_RUN, True, 2),
+    ]
+    short = AlternatingNet(4, 8, 3, 1, rngs=nnx.Rngs(0))
+    p, _ = plan.lookup(short, train=False, scan="auto")
+    assert not any(r.scan for r in p.program.runs)
+
+
+@pytest.mark.parametrize("scan", ["yes", 1, None])
+def test_invalid_scan_names_argument_value_and_choices(scan):
+    model = jaxvg.MLP(3, 4, 2, 1, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"`scan` must be one of \['auto', True, False\], got"):
+        measure.gradient_flow(model, jnp.ones((2, 3)), jnp.zeros((2, 1)), scan=scan)
+    with pytest.raises(ValueError, match=r"`scan` must be one of"):
+        measure.Probe(model, scan=scan)
