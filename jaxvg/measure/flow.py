@@ -205,9 +205,9 @@ def _flow_kernel(program, arrays, x, y, key, *, loss) -> GradientFlow:
               for _ in range(s.period))
         for s in segs
     ]  # fmt: skip
-    (loss_value, ((log10_dphi, dead, block_ok), embed_ok, out_ok)), (log_gain0, g_blocks) = jax.value_and_grad(
-        objective, argnums=(0, 1), has_aux=True
-    )(jnp.zeros((), dtype), d_blocks)
+    (loss_value, ((log10_dphi, dead, block_ok), embed_ok, out_ok)), (log_gain0, g_blocks) = (
+        jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)(jnp.zeros((), dtype), d_blocks)
+    )
     log_gain_blocks, log_par = engine.concat(g_blocks)
     log_gain = jnp.concatenate([log_gain0[None], log_gain_blocks])
     # log ||delta_l|| = sum_{j >= l} log gain_j, where entry L is log ||dloss/dh_L||.
@@ -272,7 +272,7 @@ def planned_flow(
             "`key` is required with `train=True` on a model with dropout, got key=None; pass e.g. "
             "key=jax.random.key(0) (or use train=False)."
         )
-    validate.check_forward(plan_, leaves, x, compare=check_forward)
+    validate.check_forward(plan_, leaves, x, compare=check_forward, precision=precision)
     out_shape = plan_.output_shape(leaves, x)
     if isinstance(loss, str):
         losses.check_targets(loss, y, out_shape)

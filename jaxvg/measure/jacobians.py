@@ -215,7 +215,7 @@ def planned_norms(
     key = validate.check_key(key)
     precision = engine.check_precision(precision)
     x = validate.check_x(plan_.input_features, x)
-    validate.check_forward(plan_, leaves, x, compare=check_forward)
+    validate.check_forward(plan_, leaves, x, compare=check_forward, precision=precision)
     plan_.output_shape(leaves, x)
     if method == "hutchinson":
         key = jax.random.key(0) if key is None else engine.as_key(key)
@@ -380,7 +380,7 @@ def planned_spectrum(
     x = _check_example(plan_.input_features, x)
     validate.check_finite("x", x)
     precision = engine.check_precision(precision)
-    validate.check_forward(plan_, leaves, x[None], compare=check_forward)
+    validate.check_forward(plan_, leaves, x[None], compare=check_forward, precision=precision)
     plan_.output_shape(leaves, x[None])  # x must be one example: the model takes x[None]
     fn = plan_.kernel(
         ("spectrum", layers, precision),

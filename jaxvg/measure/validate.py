@@ -395,13 +395,13 @@ def contract_forward(plan_: Any, leaves: list, x: jax.Array) -> Any:
 # --------------------------------------------------------------------------------------------------
 
 
-def _compare(plan_: Any, leaves: list, x: jax.Array) -> None:
+def _compare(plan_: Any, leaves: list, x: jax.Array, precision: Any = "highest") -> None:
     model = engine.mode_view(plan_.rebuild(leaves), False)
     if not callable(model):
         return  # no __call__ of its own: the contract forward is the model
     xs = x[:COMPARE_EXAMPLES]
     n = xs.shape[0]
-    with jax.default_matmul_precision("highest"):
+    with jax.default_matmul_precision(precision):
         try:
             want = model(xs)
         except Exception as err:  # noqa: BLE001
@@ -461,10 +461,12 @@ def _difference(want: Any, got: Any) -> str | None:
 _CHECKED: weakref.WeakKeyDictionary[Any, set] = weakref.WeakKeyDictionary()
 
 
-def check_forward(plan_: Any, leaves: list, x: jax.Array, *, compare: bool = True) -> None:
+def check_forward(
+    plan_: Any, leaves: list, x: jax.Array, *, compare: bool = True, precision: Any = "highest"
+) -> None:
     """The block-contract checks of `contract_forward` and, with `compare`, the comparison of the
-    contract forward with `model(x)` (evaluation view, `x[:COMPARE_EXAMPLES]`, eager, "highest"
-    matmul precision; equal within sqrt(eps) of the output's largest entry, the same non-finite
+    contract forward with `model(x)` (evaluation view, `x[:COMPARE_EXAMPLES]`, eager, at the
+    measure's matmul `precision`; equal within sqrt(eps) of the output's largest entry, the same non-finite
     entries), once per `plan_` (model structure and mode) and shape and dtype of `x`.
 
     Args:
@@ -487,7 +489,7 @@ def check_forward(plan_: Any, leaves: list, x: jax.Array, *, compare: bool = Tru
         contract_forward(plan_, leaves, x)
         done.add((key, False))
     if compare:
-        _compare(plan_, leaves, x)
+        _compare(plan_, leaves, x, precision)
         done.add((key, True))
 
 
