@@ -1,0 +1,120 @@
+"""docs.readme_numbers: the README's cheap numbers are what the code computes, every number the
+README states is listed with its source, and every source field exists in what the commands write."""
+
+import json
+import re
+
+import pytest
+
+from docs import readme_numbers as rn
+from jaxvg.report import files
+
+README = rn.README.read_text()
+CHEAP = [n for n in rn.NUMBERS if n.cheap]
+EXPENSIVE = [n for n in rn.NUMBERS if not n.cheap]
+
+
+@pytest.mark.parametrize("number", rn.NUMBERS, ids=lambda n: n.what)
+def test_every_listed_number_is_in_the_readme_once(number):
+    assert rn.readme_text(number, README)
+
+
+@pytest.mark.parametrize("number", CHEAP, ids=lambda n: n.what)
+def test_cheap_numbers_match_the_readme(number):
+    text = rn.readme_text(number, README)
+    value = number.compute()
+    assert rn.matches(value, text), f"README says {text!r} for {number.what}; the code gives {value!r}"
+
+
+def test_zero_gradient_blocks_of_the_readme_example():
+    # the README's Net: float32 nnx.grad is exactly zero in 145 blocks (kernel and bias), some entry
+    # zero in 149; gradient_flow reads all 200
+    assert rn.zero_gradient_blocks() == {"all": 145, "any": 149}
+    flow = rn.readme_example()["flow"]
+    assert bool((abs(flow.log10_act_grad) < 200).all())
+
+
+def test_every_number_with_a_decimal_point_in_the_gallery_is_listed():
+    # the gallery's numbers (in prose) must each come from a Number, so none goes stale unseen
+    gallery = README[README.index("### Gallery") : README.index("## Performance")]
+    gallery = gallery.split("\n", 1)[1]  # not the heading's versions (jax 0.10.2, flax 0.12.8)
+    listed = {rn.readme_text(n, README).replace("−", "-").lstrip("+") for n in rn.NUMBERS}
+    skip = {"0.05"}  # a setting (σ_b² = 0.05), not a result
+    for m in re.finditer(r"[−+]?\d+\.\d+", gallery):
+        number = m.group(0).replace("−", "-").lstrip("+")
+        assert number in listed or number in skip, (
+            f"README gallery number {m.group(0)} has no source in docs.readme_numbers"
+        )
+
+
+def test_matches_reads_the_readme_rounding():
+    assert rn.matches(-0.62877, "−0.629") and not rn.matches(-0.6276, "−0.629")
+    assert rn.matches(0.0057, "+0.006") and rn.matches(145, "145") and rn.matches(128.12, "128")
+    assert rn.matches("12-13", "12-13") and rn.matches("1e-15", "1e-15") and not rn.matches("1e-14", "1e-15")
+    assert rn.matches("hurts", "hurts") and not rn.matches("helps", "hurts")
+
+
+def test_lookup_follows_keys_and_row_selectors():
+    data = {
+        "rows": [{"k": "a", "d": 2, "v": 1.0}, {"k": "a", "d": 8, "v": 2.0}, {"k": "b", "d": 8, "v": 3.0}]
+    }
+    assert rn.lookup(data, ("rows", {"k": "a", "d": rn.MAX}, "v")) == 2.0
+    assert rn.lookup(data, ("rows", {"k": "b*"}, "v")) == 3.0
+    with pytest.raises(LookupError, match="2 rows match"):
+        rn.lookup(data, ("rows", {"k": "a"}, "v"))
+    with pytest.raises(LookupError, match="no 'w'"):
+        rn.lookup(data, ("rows", 0, "w"))
+
+
+def test_main_prints_every_number_and_its_source(capsys, tmp_path):
+    assert rn.main(["--results", str(tmp_path)]) == 0  # nothing run there: expensive ones "not run"
+    lines = capsys.readouterr().out.splitlines()
+    out = "\n".join(lines)
+    assert sum(line.startswith("not run ") for line in lines) == len(EXPENSIVE)
+    assert sum(line.startswith("ok ") for line in lines) == len(CHEAP)
+    assert "DIFFERS" not in out and "MISSING" not in out
+    assert (
+        "python -m experiments.remedies -> remedies/metrics.json: results.rows[key=lr_10x].steps_to_90" in out
+    )
+    # a results file with a different number: reported, and --check fails
+    (tmp_path / "xor").mkdir()
+    (tmp_path / "xor" / "metrics.json").write_text(json.dumps({"results": {"shallow": {"solved": 7}}}))
+    assert rn.main(["--results", str(tmp_path), "--check"]) == 1
+    assert "DIFFERS  xor: shallow seeds that solve it: README '8'" in capsys.readouterr().out
+
+
+def _metrics(module, config, res):
+    """What `python -m experiments.NAME` writes as metrics.json's "results" (and the top level)."""
+    return {"results": files.to_jsonable(module.report(config, res).results)}
+
+
+@pytest.mark.slow
+def test_every_source_field_exists_in_the_quick_outputs(
+    vanishing_quick, xor_quick, remedies_quick, phase_diagram_quick, isometry_quick, benchmarks_quick
+):
+    from experiments import isometry, phase_diagram, remedies, vanishing, xor
+
+    config, res, _ = remedies_quick
+    outputs = {
+        "vanishing/metrics.json": _metrics(vanishing, vanishing.Config(quick=True), vanishing_quick),
+        "xor/metrics.json": _metrics(xor, xor.Config(quick=True), xor_quick),
+        "remedies/metrics.json": _metrics(remedies, config, res),
+        "phase_diagram/metrics.json": _metrics(
+            phase_diagram, phase_diagram.Config(quick=True), phase_diagram_quick
+        ),
+        "isometry/metrics.json": _metrics(isometry, isometry.Config(quick=True), isometry_quick),
+        "benchmarks/run.json": json.loads(files.as_path(benchmarks_quick[1] / "run.json").read_text()),
+    }
+    torch = outputs["benchmarks/run.json"]["suites"]["analysis"]["ratios"]
+    has_torch = any("torch" in r["name"] for r in torch)
+    for n in EXPENSIVE:
+        if "torch" in n.what and not has_torch:
+            continue  # the jax/torch rows need the bench extra
+        if n.file == "benchmarks/run.json":  # --quick runs other shapes: the ratio's name up to them
+            label = n.field[1]["name"].rstrip("*").split(" (")[0]
+            assert any(r["name"].startswith(label) for r in outputs[n.file]["ratios"]), n.what
+            continue
+        value = rn.lookup(outputs[n.file], n.field)
+        if n.convert is not None:
+            value = n.convert(value)
+        assert value is not None, n.what
