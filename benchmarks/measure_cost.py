@@ -21,7 +21,7 @@ Threads: XLA runs single-threaded here (XLA_FLAGS="--xla_cpu_multi_thread_eigen=
 intra_op_parallelism_threads=1", set unless XLA_FLAGS is already set): on a shared 2-core machine
 multi-threaded timings collapse whenever another process takes a core.
 
-Run:     python -m benchmarks.measure_cost              (CPU sizes of issue 9; ~10-20 min on 1 core)
+Run:     python -m benchmarks.measure_cost              (the CPU sizes; ~10-20 min on 1 core)
          python -m benchmarks.measure_cost --quick      (tiny sizes, a smoke run)
          python -m benchmarks.measure_cost --preset accelerator   (GPU/TPU sizes)
 Writes:  results/benchmarks/measure_cost[_quick|_accelerator].json (device, versions, flags, shapes,

@@ -5,7 +5,7 @@ Measured in one run on the current device (compile timed apart, medians over rep
     the split of the cell/embed/head and the cached program included), against
   - a jitted `jax.value_and_grad` of the MSE of the same `jaxvg.nn.RNN` (its `lax.scan` forward)
     with respect to all parameters: what a training step differentiates.
-Shapes (the issue's): T = 1000, hidden 256, batch 64, 8 input features, a tanh RNN (and, for
+Shapes: T = 1000, hidden 256, batch 64, 8 input features, a tanh RNN (and, for
 information, an LSTM). Target: time_flow <= 1.2 x value_and_grad. Also reported: the jitted
 `time_flow_from_split` kernel alone (no host work).
 
@@ -13,7 +13,7 @@ Threads: XLA runs on ONE thread (XLA_FLAGS="--xla_cpu_multi_thread_eigen=false
 intra_op_parallelism_threads=1", set here unless XLA_FLAGS is already set), as benchmarks/analysis.py
 does: on a shared 2-core machine multi-threaded timings collapse when another process takes a core.
 
-Run:    python -m benchmarks.time_flow            (the issue's shapes; a few minutes on one CPU core)
+Run:    python -m benchmarks.time_flow            (these shapes; a few minutes on one CPU core)
         python -m benchmarks.time_flow --quick    (T = 100, hidden 32: a smoke run)
 Writes: results/benchmarks/time_flow.json (device, versions, thread settings, shapes, timings, ratios,
 pass/miss) and prints a table.

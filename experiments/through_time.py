@@ -24,16 +24,16 @@ forget bias 1); GRU; LRU (Orvieto et al. 2023, ring |λ| in [0.9, 0.999], a relu
 
 Run:    python -m experiments.through_time              (the CPU default; see the budget below)
         python -m experiments.through_time --quick      (T in {20, 50}, 2 seeds: 2 min on 2 cores)
-        python -m experiments.through_time --preset full  (the issue's sizes: hidden 128, T up to 1000,
+        python -m experiments.through_time --preset full  (the literature's sizes: hidden 128, T up to 1000,
                                                             20k steps; accelerators)
 Writes: results/through_time/{metrics.json, through_time.csv, through_time.png, summary.md, cells/}.
 
-Budget (the CPU default is NOT the issue's full grid): on 2 shared CPU cores one Adam step of 8 LSTMs
-(hidden 128, batch 50, T = 100, vmapped) took 0.86 s, so the issue's grid (T up to 500, hidden 128, 8
+Budget (the CPU default is NOT the full grid): on 2 shared CPU cores one Adam step of 8 LSTMs
+(hidden 128, batch 50, T = 100, vmapped) took 0.86 s, so the full grid (T up to 500, hidden 128, 8
 seeds, clipping on and off, 6 nets) would need about 32 s per step: some 60 steps in 30 minutes. The
 default therefore trains hidden 32 (not 128) with 4 seeds (not 8) for 1000 Adam steps (learning rate
 3e-3; the literature trains 10^4 to 10^5 steps) at T in {50, 100, 200, 500}, with clipping off only
-at T = 100; part 1 runs at the issue's hidden 128 (4 seeds). `--preset full` runs the issue's sizes
+at T = 100; part 1 runs at hidden 128 (4 seeds). `--preset full` runs the full sizes
 (hidden 128, 8 seeds, clipping on and off at every T, 20k steps) and adds T = 1000.
 
 Expected outcome, from the default run (4 seeds; numbers are decades per step of log10 ‖∂L/∂h_t‖):
@@ -153,7 +153,7 @@ class Config:
     lengths: tuple[int, ...] = (50, 100, 200, 500)  # adding-problem lengths T
     clip_off_lengths: tuple[int, ...] = (100,)  # lengths also trained without clipping
     order_lengths: tuple[int, ...] = (50,)  # temporal-order lengths
-    hidden: int = 32  # hidden units of the trained nets (the 128: --preset full)
+    hidden: int = 32  # hidden units of the trained nets (128 with --preset full)
     batch: int = 50  # sequences per step
     steps: int = 1000  # Adam steps on the adding problem
     order_steps: int = 1000  # Adam steps on the temporal-order task

@@ -1,5 +1,5 @@
 """Argument checks at the Python boundary: each raises an error that names the argument, the value
-received and the valid choices or range (STYLE.md B5). Never `assert` on user input.
+received and the valid choices or range. Never `assert` on user input.
 
 A value of the wrong type (a string, None or a bool where a number is expected) raises
 `ArgumentTypeError`, a TypeError that is also a ValueError, so that code catching either sees it;
@@ -36,7 +36,7 @@ __all__ = [
 class ArgumentTypeError(TypeError, ValueError):
     """An argument of the wrong type (e.g. a string where a number is expected).
 
-    A TypeError (STYLE.md B5), and also a ValueError so that callers written against the earlier
+    A TypeError, and also a ValueError so that callers written against the earlier
     ValueError keep catching it (numpy's `AxisError` is a ValueError and an IndexError the same way).
     """
 

@@ -2,7 +2,7 @@
 
 A measurement that runs on bad input, or on a model that does not follow the block contract
 (`jaxvg.nn.contracts`), returns numbers that look like results. These checks turn each such case
-into an error that names the argument or the block, what is wrong and how to fix it (STYLE.md B5):
+into an error that names the argument or the block, what is wrong and how to fix it:
 
 - `check_x`, `check_finite`, `check_key`: `x` must be (batch, ...) with batch >= 1 and finite
   (one small reduction on the device per call), `y` finite, `key` a `jax.random.key`;

@@ -1,4 +1,4 @@
-"""One loss registry, shared by analysis and training (DESIGN.md, "Losses").
+"""One loss registry, shared by analysis and training (the same names in `gradient_flow(..., loss=)` and `fit(..., loss=)`).
 
 | name                   | outputs            | targets                                   |
 |------------------------|--------------------|-------------------------------------------|
