@@ -70,7 +70,7 @@ def _fake_kernel(name, cells, calls, monkeypatch):
         monkeypatch.setattr(module, "_run_variant", fake)
     elif name == "isometry":
 
-        def fake(config, crit):
+        def fake(config, crit, log=None):
             calls.append("isometry")
             return _without_setup(cells["isometry"])
 
