@@ -114,7 +114,8 @@ def sum_squares(v: jax.Array, axes_keep: int = 0) -> jax.Array:
     """Σ v² over all but the first `axes_keep` axes, in one pass, in at least float32 (may underflow
     or overflow: see `sum_is_exact`)."""
     v = jnp.asarray(v)
-    return jnp.sum(jnp.square(v.astype(_compute_dtype(v))), axis=tuple(range(axes_keep, v.ndim)))
+    vv = v.astype(_compute_dtype(v)).reshape(v.shape[:axes_keep] + (-1,))  # one axis: XLA fuses the square
+    return jnp.sum(jnp.square(vv), axis=-1)
 
 
 def sum_is_exact(s: jax.Array, n: int, dtype: Any) -> jax.Array:
@@ -209,7 +210,10 @@ def _unit_scales_cond(v: jax.Array, axes: tuple[int, ...]) -> tuple[jax.Array, j
     dt = _compute_dtype(v)
     vv = v.astype(dt)
     n = math.prod(v.shape[a] for a in axes)
-    s = jnp.sum(jnp.square(vv), axis=axes, keepdims=True)
+    if axes == tuple(range(v.ndim)):  # one flat axis: XLA fuses the square into the reduction
+        s = jnp.sum(jnp.square(vv.reshape(-1))).reshape((1,) * v.ndim)
+    else:
+        s = jnp.sum(jnp.square(vv), axis=axes, keepdims=True)
     ok = jnp.all(sum_is_exact(s, n, dt))
 
     def fast(vv, s):
