@@ -2,7 +2,9 @@
 
 Ratios are measured in one run, interleaved (A B A B ...: both sides see the same machine load),
 as the median of per-round ratios over `repeat` rounds; the run is split into `blocks` of rounds and
-the spread is the range of the block medians (a noisy machine shows up there):
+the spread is the range of the block medians (a noisy machine shows up there). Each ratio is given
+in wall time and in process CPU time (`_cpu`: what this process spent, all threads; on a shared
+machine it moves much less with other processes' load):
 
 - `gradient_flow(model, x, y)` / a jitted `jax.value_and_grad` of the same mse loss (parameter
   gradients of the same model, its parameters passed as a flat list of arrays: the cheapest
@@ -178,12 +180,29 @@ def _timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
+def _timed_both(fn: Callable[[], Any]) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of one call, waited for."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    jax.block_until_ready(fn())
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _ratio_stats(num: list[float], den: list[float], factor: float, blocks: int) -> tuple[float, list[float]]:
+    per_round = [t / (factor * b) for t, b in zip(num, den, strict=True)]
+    per_block = max(1, len(per_round) // blocks)
+    meds = [statistics.median(per_round[i : i + per_block]) for i in range(0, len(per_round), per_block)]
+    return statistics.median(per_round), [min(meds), max(meds)]
+
+
 def interleaved(
     fns: dict[str, Callable[[], Any]], *, repeat: int, blocks: int, ratios: dict[str, tuple[str, float]]
 ) -> dict[str, Any]:
     """Time zero-argument callables in interleaved rounds (after one warm-up call each, timed apart
-    as `first_call_s`); per name the median seconds, and per ratio name (num, denominator factor)
-    -> the median over rounds of t[num] / (factor * t[den]) with the block-median range as spread.
+    as `first_call_s`): per name the median wall seconds (`_s`) and process CPU seconds (`_cpu_s`),
+    and per ratio the median over rounds of t[num] / (factor * t[den]), wall (`name`) and CPU
+    (`name_cpu`), each with the range of its block medians (`_spread`). CPU time is what the
+    process itself spent (all its threads): on a shared machine it moves far less with other
+    processes' load than wall time does.
 
     `ratios` maps a ratio name to (numerator name, factor); its denominator is the first name of
     `fns`.
@@ -192,21 +211,21 @@ def interleaved(
     out: dict[str, Any] = {}
     for name in names:
         out[f"{name}_first_call_s"] = _timed(fns[name])
-    times: dict[str, list[float]] = {n: [] for n in names}
+    wall: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
     for r in range(repeat):
         order = names if r % 2 == 0 else names[::-1]
         for name in order:
-            times[name].append(_timed(fns[name]))
+            w, c = _timed_both(fns[name])
+            wall[name].append(w)
+            cpu[name].append(c)
     base = names[0]
     for name in names:
-        out[f"{name}_s"] = statistics.median(times[name])
-    per_block = max(1, repeat // blocks)
+        out[f"{name}_s"] = statistics.median(wall[name])
+        out[f"{name}_cpu_s"] = statistics.median(cpu[name])
     for rname, (num, factor) in ratios.items():
-        per_round = [t / (factor * b) for t, b in zip(times[num], times[base], strict=True)]
-        meds = [statistics.median(per_round[i : i + per_block]) for i in range(0, repeat, per_block)]
-        meds = [m for m in meds if m == m]
-        out[rname] = statistics.median(per_round)
-        out[f"{rname}_spread"] = [min(meds), max(meds)]
+        out[rname], out[f"{rname}_spread"] = _ratio_stats(wall[num], wall[base], factor, blocks)
+        out[f"{rname}_cpu"], out[f"{rname}_cpu_spread"] = _ratio_stats(cpu[num], cpu[base], factor, blocks)
     return out
 
 
@@ -374,7 +393,11 @@ def table(result: dict[str, Any]) -> str:
 
     def r(d, k):
         lo, hi = d[f"{k}_spread"]
-        return f"{d[k]:.3f} [{lo:.3f}-{hi:.3f}]"
+        text = f"{d[k]:.3f} [{lo:.3f}-{hi:.3f}]"
+        if f"{k}_cpu" in d:
+            lo, hi = d[f"{k}_cpu_spread"]
+            text += f" cpu {d[f'{k}_cpu']:.3f} [{lo:.3f}-{hi:.3f}]"
+        return text
 
     for row in result.get("flow", []):
         probe = f"   probe {r(row, 'ratio_probe')}" if "ratio_probe" in row else ""

@@ -126,6 +126,16 @@ def _param_tap_bwd(kernel, res, cts):
     dtype = res.dtype
     if not cts:
         return [], jnp.full((2,), jnp.nan, dtype)
+    logs = jax.lax.platform_dependent(
+        cts,
+        cpu=functools.partial(_param_logs_cond, kernel=kernel),
+        default=functools.partial(_param_logs_select, kernel=kernel),
+    )
+    return [jnp.zeros_like(c) for c in cts], logs.astype(dtype)
+
+
+def _param_logs_cond(cts: list, kernel: int | None) -> jax.Array:
+    """[log ||cts||, log ||cts[kernel]||]: one pass per leaf, the scaled path under `lax.cond`."""
     sums = [lognorm.sum_squares(c) for c in cts]
     total, n = sum(sums), sum(c.size for c in cts)
     ok = lognorm.sum_is_exact(total, n, total.dtype)
@@ -140,8 +150,25 @@ def _param_tap_bwd(kernel, res, cts):
         k = lognorm.log_norm(cts[kernel]) if kernel is not None else jnp.full((), jnp.nan)
         return jnp.stack([lognorm.log_norm(cts), k]).astype(total.dtype)
 
-    logs = jax.lax.cond(ok, fast, scaled)
-    return [jnp.zeros_like(c) for c in cts], logs.astype(dtype)
+    return jax.lax.cond(ok, fast, scaled)
+
+
+def _param_logs_select(cts: list, kernel: int | None) -> jax.Array:
+    """`_param_logs_cond` branch-free (GPU, TPU): the exact one of three scaled sums per leaf."""
+    sums = [lognorm.scaled_sums(c, tuple(range(c.ndim))) for c in cts]
+
+    def log_norm_of(three, n):
+        log_a, s = lognorm.pick_scale(three, n)
+        return jnp.where(s == 0, -jnp.inf, 0.5 * jnp.log(s) - log_a)
+
+    total = tuple(sum(s[i] for s in sums) for i in range(3))
+    log_all = log_norm_of(total, sum(c.size for c in cts))
+    log_k = (
+        log_norm_of(sums[kernel], cts[kernel].size)
+        if kernel is not None
+        else jnp.full((), jnp.nan, log_all.dtype)
+    )
+    return jnp.stack([log_all, log_k])
 
 
 _param_tap.defvjp(_param_tap_fwd, _param_tap_bwd)

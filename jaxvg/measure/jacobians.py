@@ -81,12 +81,24 @@ def _precision_scope(precision: str | None):
 def _normalise(c: jax.Array, want_q: bool) -> tuple[jax.Array, jax.Array, jax.Array | None]:
     """Per example (axis 1 of c: (probes, batch, ...)), one scale over (probes, trailing):
     (c_unit, log scale (batch,), q (probes, batch) or None), q the per-probe squared norms of c_unit
-    (summing to 1 over probes). One pass when the plain sums are exact, else the scaled path."""
+    (summing to 1 over probes). One pass when the plain sums are exact; else the scaled path (CPU:
+    under `lax.cond`; GPU, TPU: branch-free, see `lognorm.scaled_sums`)."""
+    return jax.lax.platform_dependent(
+        c,
+        cpu=functools.partial(_normalise_cond, want_q=want_q),
+        default=functools.partial(_normalise_select, want_q=want_q),
+    )
+
+
+def _normalise_cond(c: jax.Array, want_q: bool):
     axes = (0,) + tuple(range(2, c.ndim))
     trailing = tuple(range(2, c.ndim))
     dt = jnp.promote_types(c.dtype, jnp.float32)
     cc = c.astype(dt)
-    per_probe = jnp.sum(jnp.square(cc), axis=trailing)  # (probes, batch)
+    # over the rows of (probes * batch, trailing), the layout of the vmapped VJP's dot: XLA then fuses
+    # the square into the reduction instead of writing it out
+    flat = cc.reshape((c.shape[0] * c.shape[1], -1))
+    per_probe = jnp.sum(jnp.square(flat), axis=1).reshape(c.shape[:2])  # (probes, batch)
     total = jnp.sum(per_probe, axis=0)  # (batch,)
     n = math.prod(c.shape[a] for a in axes)
     ok = jnp.all(lognorm.sum_is_exact(total, n, dt))
@@ -105,6 +117,24 @@ def _normalise(c: jax.Array, want_q: bool) -> tuple[jax.Array, jax.Array, jax.Ar
     a, b, log_scale, q = jax.lax.cond(ok, fast, scaled, cc, per_probe, total)
     u = ((cc * a.reshape(bshape)) * b.reshape(bshape)).astype(c.dtype)
     return u, log_scale, (q if want_q else None)
+
+
+def _normalise_select(c: jax.Array, want_q: bool):
+    trailing = tuple(range(2, c.ndim))
+    per_probe = lognorm.scaled_sums(c, trailing)  # 3 x (probes, batch)
+    log_a, total = lognorm.pick_scale(
+        tuple(p.sum(axis=0) for p in per_probe), c.shape[0] * math.prod(c.shape[2:])
+    )
+    zero = total == 0
+    b = jnp.where(zero, 0, jax.lax.rsqrt(jnp.where(zero, 1, total)))
+    bshape = (1, c.shape[1]) + (1,) * (c.ndim - 2)
+    dt = total.dtype
+    u = ((c.astype(dt) * lognorm.scale_of(log_a).reshape(bshape)) * b.reshape(bshape)).astype(c.dtype)
+    q = None
+    if want_q:
+        chosen = jnp.where(log_a == 0, per_probe[1], jnp.where(log_a > 0, per_probe[0], per_probe[2]))
+        q = chosen * jnp.where(zero, 0, 1 / jnp.where(zero, 1, total))[None]
+    return u, jnp.where(zero, -jnp.inf, 0.5 * jnp.log(total) - log_a), q
 
 
 def _norms_core(
@@ -141,31 +171,35 @@ def _norms_kernel(program, arrays, x, key, *, method, num_probes) -> JacobianNor
         k = num_probes
 
     def report(log_scale, q):
+        """(log10 F, stderr) from the accumulated log scales (..., batch) and, for Hutchinson, the
+        per-probe shares q (..., probes, batch); vectorised over all layers after the loop."""
         if not hutch:
             return log_scale / lognorm.LN10, jnp.zeros_like(log_scale)
         # F^2 ~ mean_k a_k with a_k = exp(2 S) q_k and sum_k q_k = 1, so F^2 = exp(2 S) / K.
         mean = 1.0 / k
-        var = jnp.sum(jnp.square(q - mean), axis=0) / max(k - 1, 1)
+        var = jnp.sum(jnp.square(q - mean), axis=-2) / max(k - 1, 1)
         se = 0.5 * jnp.sqrt(var / k) / mean / lognorm.LN10
         return (log_scale - 0.5 * math.log(k)) / lognorm.LN10, se
 
     u, S, q = _normalise(cts, hutch)
-    fro_L, se_L = report(S, q)
 
     def body(carry, piece, vjp):
         del piece
         c, S = carry
         c, dS, q = _normalise(jax.vmap(lambda ct: vjp(ct)[0])(c), hutch)
         S = S + dS.astype(S.dtype)
-        return (c, S), report(S, q)
+        return (c, S), (S, q)
 
     _, ys = engine.map_blocks(engine.segments(program, arrays), body, (u, S), vjps, reverse=True)
-    fro, se = engine.concat(ys)  # (L, batch): entry i for h_i
-    log10_fro = jnp.concatenate([fro, fro_L[None]], axis=0).T
+    S_all, q_all = engine.concat(ys)  # (L, batch), (L, probes, batch): entry i for h_i
+    S_all = jnp.concatenate([S_all, S[None]], axis=0)
+    q_all = None if q is None else jnp.concatenate([q_all, q[None]], axis=0)
+    fro, se = report(S_all, q_all)
+    log10_fro = fro.T
     return JacobianNorms(
         log10_fro=log10_fro,
         log10_msv=2 * log10_fro - math.log10(dim),
-        log10_fro_stderr=jnp.concatenate([se, se_L[None]], axis=0).T,
+        log10_fro_stderr=se.T,
     )
 
 

@@ -42,7 +42,10 @@ __all__ = [
     "log_norm",
     "max_abs",
     "normalise",
+    "pick_scale",
     "renorm",
+    "scale_of",
+    "scaled_sums",
     "scaled_unit_scales",
     "sum_is_exact",
     "sum_squares",
@@ -111,7 +114,8 @@ def sum_squares(v: jax.Array, axes_keep: int = 0) -> jax.Array:
     """Σ v² over all but the first `axes_keep` axes, in one pass, in at least float32 (may underflow
     or overflow: see `sum_is_exact`)."""
     v = jnp.asarray(v)
-    return jnp.sum(jnp.square(v.astype(_compute_dtype(v))), axis=tuple(range(axes_keep, v.ndim)))
+    vv = v.astype(_compute_dtype(v)).reshape(v.shape[:axes_keep] + (-1,))  # one axis: XLA fuses the square
+    return jnp.sum(jnp.square(vv), axis=-1)
 
 
 def sum_is_exact(s: jax.Array, n: int, dtype: Any) -> jax.Array:
@@ -123,24 +127,70 @@ def sum_is_exact(s: jax.Array, n: int, dtype: Any) -> jax.Array:
 
 
 def fast_log_norm(tree: Any, axes_keep: int = 0) -> jax.Array:
-    """`log_norm` (same value, same conventions) in one pass over the data when the plain sum of
-    squares is exact (`sum_is_exact`), the scaled two-pass `log_norm` otherwise (`lax.cond`: one
-    branch runs; under `vmap` both do)."""
+    """`log_norm` (same value, same conventions) in one pass over the data where the plain sum of
+    squares is exact (`sum_is_exact`), the scaled two-pass `log_norm` otherwise (on CPU under
+    `lax.cond`: one branch runs; under `vmap` both do). On GPU and TPU, where a conditional stalls
+    the device, the exact one of `scaled_sums` instead: branch-free, one pass."""
     leaves = [jnp.asarray(v) for v in jax.tree.leaves(tree)]
     if not leaves:
         return jnp.full((), jnp.nan, jnp.float32)
+    return jax.lax.platform_dependent(
+        leaves,
+        cpu=functools.partial(_fast_log_norm_cond, axes_keep=axes_keep),
+        default=functools.partial(_fast_log_norm_select, axes_keep=axes_keep),
+    )
+
+
+def _fast_log_norm_cond(leaves: list, axes_keep: int) -> jax.Array:
     s = sum(sum_squares(v, axes_keep) for v in leaves)
     n = sum(math.prod(v.shape[axes_keep:]) for v in leaves)
     ok = jnp.all(sum_is_exact(s, n, s.dtype))
     return jax.lax.cond(ok, lambda: 0.5 * jnp.log(s), lambda: log_norm(leaves, axes_keep).astype(s.dtype))
 
 
+def _fast_log_norm_select(leaves: list, axes_keep: int) -> jax.Array:
+    sums = [scaled_sums(v, tuple(range(axes_keep, v.ndim))) for v in leaves]
+    total = tuple(sum(s[i] for s in sums) for i in range(3))
+    n = sum(math.prod(v.shape[axes_keep:]) for v in leaves)
+    log_a, s = pick_scale(total, n)
+    return jnp.where(s == 0, -jnp.inf, 0.5 * jnp.log(s) - log_a)
+
+
+_SCALE_EXPONENT = {4: 96, 8: 600}  # float32, float64: 2^±e keeps every square of a float normal
+
+
+def scaled_sums(v: jax.Array, axes: tuple[int, ...], keepdims: bool = False) -> tuple[jax.Array, ...]:
+    """(Σ (v·2^e)², Σ v², Σ (v·2^-e)²) over `axes` in at least float32, e = 96 (float32) or 600
+    (float64): three sibling reductions of one input (one pass on GPU, where XLA fuses them), of
+    which `pick_scale` takes one that is exact for any finite v."""
+    dt = _compute_dtype(v)
+    vv = v.astype(dt)
+    e = _SCALE_EXPONENT[jnp.dtype(dt).itemsize]
+    return tuple(jnp.sum(jnp.square(vv * c), axis=axes, keepdims=keepdims) for c in (2.0**e, 1.0, 2.0**-e))
+
+
+def pick_scale(sums: tuple[jax.Array, ...], n: int) -> tuple[jax.Array, jax.Array]:
+    """From `scaled_sums` (elementwise over their shape): (log a, s) with s = Σ (v·a)² exact to
+    rounding: a = 1 when the plain sum is exact, 2^e when it is too small, 2^-e when too large (or
+    infinite); so log ‖v‖ = ½ log s - log a and v·a / sqrt(s) has unit norm. Zero gives s = 0, NaN
+    gives NaN."""
+    up, mid, down = sums
+    dt = mid.dtype
+    e = _SCALE_EXPONENT[jnp.dtype(dt).itemsize]
+    ok = sum_is_exact(mid, n, dt)
+    small = mid < float(jnp.finfo(dt).tiny) * max(n, 1) * 2.0**24
+    s = jnp.where(ok, mid, jnp.where(small, up, down))
+    log_a = jnp.where(ok, 0.0, jnp.where(small, e * LN2, -e * LN2)).astype(dt)
+    return log_a, s
+
+
 def unit_scales(v: jax.Array, axes: tuple[int, ...] | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Scales (a, b) with (v·a)·b of unit Frobenius norm over `axes`, and log ‖v‖ over `axes`.
 
-    One pass when the plain sum of squares is exact (a = 1, b = 1/sqrt(Σ v²)); else (`lax.cond`)
-    `scaled_unit_scales`. Multiply in that order, (v * a) * b: XLA fuses it into the consumer.
-    All-zero v gives b = 0 (u = 0) and -inf; NaN gives NaN.
+    One pass when the plain sum of squares is exact (a = 1, b = 1/sqrt(Σ v²)). Otherwise, on CPU,
+    `scaled_unit_scales` under `lax.cond` (it runs only then); on GPU and TPU, branch-free, the
+    exact one of `scaled_sums` (one pass there too). Multiply in that order, (v * a) * b: XLA fuses
+    it into the consumer. All-zero v gives b = 0 (u = 0) and -inf; NaN gives NaN.
 
     Args:
       v: an array (computed in at least float32).
@@ -148,17 +198,43 @@ def unit_scales(v: jax.Array, axes: tuple[int, ...] | None = None) -> tuple[jax.
     Returns:
       (a, b, log_norm): a and b broadcastable against v, log_norm with `axes` removed (natural log).
     """
+    axes = tuple(range(v.ndim)) if axes is None else tuple(axes)
+    return jax.lax.platform_dependent(
+        v,
+        cpu=functools.partial(_unit_scales_cond, axes=axes),
+        default=functools.partial(_unit_scales_select, axes=axes),
+    )
+
+
+def _unit_scales_cond(v: jax.Array, axes: tuple[int, ...]) -> tuple[jax.Array, jax.Array, jax.Array]:
     dt = _compute_dtype(v)
     vv = v.astype(dt)
-    axes = tuple(range(v.ndim)) if axes is None else tuple(axes)
     n = math.prod(v.shape[a] for a in axes)
-    s = jnp.sum(jnp.square(vv), axis=axes, keepdims=True)
+    if axes == tuple(range(v.ndim)):  # one flat axis: XLA fuses the square into the reduction
+        s = jnp.sum(jnp.square(vv.reshape(-1))).reshape((1,) * v.ndim)
+    else:
+        s = jnp.sum(jnp.square(vv), axis=axes, keepdims=True)
     ok = jnp.all(sum_is_exact(s, n, dt))
 
     def fast(vv, s):
         return jnp.ones_like(s), jax.lax.rsqrt(s), 0.5 * jnp.log(s)
 
     a, b, log_n = jax.lax.cond(ok, fast, lambda vv, s: scaled_unit_scales(vv, axes), vv, s)
+    return a, b, jnp.squeeze(log_n, axis=axes)
+
+
+def scale_of(log_a: jax.Array) -> jax.Array:
+    """The power of two a (exactly) whose log `pick_scale` returned."""
+    e = _SCALE_EXPONENT[jnp.dtype(log_a.dtype).itemsize]
+    return jnp.where(log_a == 0, 1.0, jnp.where(log_a > 0, 2.0**e, 2.0**-e)).astype(log_a.dtype)
+
+
+def _unit_scales_select(v: jax.Array, axes: tuple[int, ...]) -> tuple[jax.Array, jax.Array, jax.Array]:
+    n = math.prod(v.shape[a] for a in axes)
+    log_a, s = pick_scale(scaled_sums(v, axes, keepdims=True), n)
+    a = scale_of(log_a)
+    b = jnp.where(s == 0, 0, jax.lax.rsqrt(jnp.where(s == 0, 1, s)))
+    log_n = jnp.where(s == 0, -jnp.inf, 0.5 * jnp.log(s) - log_a)
     return a, b, jnp.squeeze(log_n, axis=axes)
 
 

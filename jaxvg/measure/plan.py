@@ -144,10 +144,10 @@ class Plan:
         key = (x.shape, x.dtype)
         shape = self._out_shapes.get(key)
         if shape is None:
-            direct, stacked = self.inputs(leaves)
-            try:
-                out = jax.eval_shape(lambda d, s, x: engine.forward(self.program, self.assemble(d, s), x),
-                                     direct, stacked, x)  # fmt: skip
+            try:  # abstract all the way: not even the stacking programs run
+                out = jax.eval_shape(
+                    lambda lv, x: engine.forward(self.program, self.assemble(*self.inputs(lv)), x), leaves, x
+                )
             except (TypeError, ValueError) as err:
                 raise ValueError(
                     f"`x` of shape {x.shape} does not fit the model: {type(err).__name__}: {err}"

@@ -317,3 +317,25 @@ def test_dropout_train_needs_key():
     model = jaxvg.MLP(3, 4, 2, 1, dropout=0.2, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"`key` is required with `train=True`"):
         measure.gradient_flow(model, jnp.ones((2, 3)), jnp.zeros((2, 1)), train=True)
+
+
+def test_branch_free_norms_of_gpu_and_tpu_give_the_same_measurements(monkeypatch):
+    """On GPU and TPU every norm takes the branch-free one-pass implementation (no per-block
+    conditional, which would stall the device); here it is forced on CPU for a deep sigmoid net
+    (activation cotangents down to 1e-120: the scaled sums are exercised) and must agree with the
+    CPU path to float32 rounding."""
+    from jaxvg.measure import plan
+
+    model = jaxvg.MLP(4, 16, 200, 1, activation="sigmoid", rngs=nnx.Rngs(0))
+    x, y = data(8, 8, 4, 1, jnp.float32)
+    cpu = measure.gradient_flow(model, x, y)
+    cpu_norms = measure.jacobian_norms(model, x, method="hutchinson", num_probes=3)
+    plan.cache_clear()
+    monkeypatch.setattr(jax.lax, "platform_dependent", lambda *a, default, **_: default(*a))
+    branch_free = measure.gradient_flow(model, x, y)
+    assert cpu.log10_act_grad[0] < -100
+    chex.assert_trees_all_close(branch_free, cpu, rtol=0, atol=1e-4)
+    chex.assert_trees_all_close(
+        measure.jacobian_norms(model, x, method="hutchinson", num_probes=3), cpu_norms, rtol=0, atol=1e-4
+    )
+    plan.cache_clear()

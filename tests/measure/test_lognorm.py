@@ -118,3 +118,23 @@ def test_fast_log_norm_under_vmap_and_empty():
     got = jax.vmap(lognorm.fast_log_norm)(v)  # the cond becomes a select: both branches, same values
     np.testing.assert_allclose(got, np.log([np.sqrt(3) * 1e-30, np.sqrt(3) * 2]), rtol=1e-6)
     assert np.isnan(lognorm.fast_log_norm([]))
+
+
+@pytest.mark.parametrize("scale", SCALES + [0.0])
+def test_branch_free_path_of_gpu_and_tpu_equals_the_cpu_path(scale):
+    """`unit_scales` and `fast_log_norm` pick their implementation per platform (`lax.cond` on CPU,
+    the exact one of three scaled sums elsewhere); both are run here, on CPU, at every scale."""
+    v = jnp.asarray(np.random.default_rng(2).normal(size=(4, 7)) * scale, jnp.float32)
+    for axes in [(0, 1), (1,)]:
+        got = lognorm._unit_scales_select(v, axes)
+        want = lognorm._unit_scales_cond(v, axes)
+        np.testing.assert_allclose(got[2], want[2], atol=1e-6)
+        np.testing.assert_allclose((v * got[0]) * got[1], (v * want[0]) * want[1], atol=1e-6)
+    np.testing.assert_allclose(
+        lognorm._fast_log_norm_select([v, v[:2]], 0), lognorm._fast_log_norm_cond([v, v[:2]], 0), atol=1e-6
+    )
+    with jax.enable_x64(True), np.errstate(divide="ignore"):  # float64, far below float32's range
+        v64 = jnp.asarray(np.random.default_rng(2).normal(size=(4, 7)) * scale * 1e-250, jnp.float64)
+        m = np.max(np.abs(np.asarray(v64)))  # numpy's own norm underflows here: scale it first
+        want = np.log(m) + np.log(np.linalg.norm(np.asarray(v64) / m)) if m > 0 else -np.inf
+        np.testing.assert_allclose(lognorm._unit_scales_select(v64, (0, 1))[2], want, atol=1e-12)
