@@ -3,11 +3,12 @@
 | name                   | outputs            | targets                                   |
 |------------------------|--------------------|-------------------------------------------|
 | "mse"                  | any shape          | same shape, float: mean of (out - y)^2    |
-| "cross_entropy"        | (batch, classes)   | (batch,) integer labels in [0, classes)   |
+| "cross_entropy"        | (batch, ..., C)    | (batch, ...) integer labels in [0, C)     |
 | "binary_cross_entropy" | (batch,) or (b, 1) | same shape as outputs, 0/1 (float or int) |
 
-Every loss is a mean over the batch (and, for mse, over all elements), so its value does not
-depend on the batch size.
+Every loss is a mean over the batch (for mse over all elements, for cross_entropy over every label
+position, e.g. every token of (batch, seq, vocab) logits), so its value does not depend on the batch
+size (or the sequence length).
 """
 
 from __future__ import annotations
@@ -50,7 +51,21 @@ def mse(outputs: jax.Array, targets: jax.Array) -> jax.Array:
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Mean softmax cross-entropy (natural log) of logits (batch, classes) and int labels (batch,).
+    """Mean softmax cross-entropy (natural log) of logits (batch, ..., classes) and integer labels
+    (batch, ...): -log softmax(logits)[label] averaged over every label position.
+
+    Logits (batch, classes) with labels (batch,) average over the examples; a sequence model's
+    (batch, seq, vocab) logits with (batch, seq) labels average over all batch * seq tokens (each
+    token weighs the same, whichever sequence it is in). Padding is not masked: a masked mean needs
+    a callable loss(outputs, y).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxvg.nn import losses
+      >>> probs = jnp.array([[[0.5, 0.5], [0.9, 0.1]], [[0.2, 0.8], [0.5, 0.5]]])  # (batch, seq, classes)
+      >>> labels = jnp.array([[0, 0], [1, 1]])  # (batch, seq)
+      >>> round(float(losses.cross_entropy(jnp.log(probs), labels)), 4)  # mean of -log p over 4 tokens
+      0.4287
 
     Raises:
       ValueError: `labels` whose shape is not the logits' without the class axis, or logits without one.

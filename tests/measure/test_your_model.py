@@ -209,6 +209,21 @@ def test_gemma_wrapper_measures_the_original_model_float64(x64):
     np.testing.assert_allclose(got, act, rtol=0, atol=TOL64)
 
 
+def test_unwrapped_layers_and_a_wrong_wrapper_are_refused_with_the_reason():
+    model = gemma_like.TinyGemma(vocab=11, d=8, heads=2, hidden=12, layers=2, rngs=nnx.Rngs(2))
+    tokens, labels, positions, mask = _gemma_batch(batch=2, seq=3)
+    raw = gemma_like.Measured(model, positions, mask)
+    raw.blocks = nnx.List(list(model.layers))  # the layers as they are: they need positions and mask
+    with pytest.raises(
+        ValueError, match=r"`model.blocks\[0\]` \(DecoderLayer\) fails .* Bind the other arguments"
+    ):
+        jaxvg.gradient_flow(raw, tokens, labels, loss="cross_entropy")
+    swapped = gemma_like.Measured(model, positions, mask)
+    swapped.blocks = nnx.List(list(swapped.blocks)[::-1])  # __call__ still runs the original order
+    with pytest.raises(ValueError, match="differs from the block-contract forward"):
+        jaxvg.gradient_flow(swapped, tokens, labels, loss="cross_entropy")
+
+
 def _loss_through_blocks(m, tokens, labels):
     h = m.embed(tokens)
     for block in m.blocks:
