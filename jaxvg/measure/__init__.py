@@ -4,7 +4,10 @@ Modules, one concern each:
 
 - `engine`: the block engine (a block model split into a static `BlockProgram` and its arrays;
   scanned runs of identical blocks or of identical groups of blocks, unrolled blocks; the host-side
-  checks the measures share: `x`, `precision`, `scan`);
+  the `scan` check; it re-exports `host` and `layout`);
+- `host`: the host-side checks every measure runs before tracing (`x`, `precision`), the evaluation
+  or training view, the RNG handling;
+- `layout`: which blocks form scanned runs of repeated groups;
 - `plan`: what a model's structure determines (view, split, layout, stacking plan, output shape,
   compiled kernels), cached per structure, so a repeated call does O(1) Python work per block;
 - `probe`: `Probe`, a handle that reads a model's arrays without even flattening it;
@@ -29,7 +32,9 @@ The public functions and result types are re-exported here.
 
 from jaxvg.measure import engine as engine
 from jaxvg.measure import flow as flow
+from jaxvg.measure import host as host
 from jaxvg.measure import jacobians as jacobians
+from jaxvg.measure import layout as layout
 from jaxvg.measure import lognorm as lognorm
 from jaxvg.measure import nets as nets
 from jaxvg.measure import plan as plan
@@ -70,10 +75,12 @@ __all__ = [
     "flow_table",
     "gradient_flow",
     "gradient_flow_from_split",
+    "host",
     "jacobian_norms",
     "jacobian_norms_from_split",
     "jacobian_spectrum",
     "jacobians",
+    "layout",
     "lognorm",
     "nets",
     "plan",
