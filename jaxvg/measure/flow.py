@@ -20,8 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
-from jaxvg import checks
-from jaxvg.measure import engine, lognorm, nets, plan, validate
+from jaxvg.measure import engine, host, lognorm, nets, plan, validate
 from jaxvg.nn import contracts, losses
 
 __all__ = ["GradientFlow", "gradient_flow", "gradient_flow_from_split"]
@@ -261,17 +260,6 @@ def _planned_kernel(plan_: plan.Plan, *, loss: LossArg, precision: str) -> Calla
     return jax.jit(kernel)
 
 
-def _check_loss(loss: Any, y: Any) -> None:
-    if isinstance(loss, str):
-        checks.choice("loss", loss, losses.LOSSES)
-        if y is None:
-            raise ValueError(
-                f"`y` is required for the named loss {loss!r}, got None; pass targets, or a callable `loss`."
-            )
-    elif not callable(loss):
-        raise TypeError(f"`loss` must be one of {sorted(losses.LOSSES)} or a callable, got {loss!r}.")
-
-
 def planned_flow(
     plan_: plan.Plan,
     leaves: list,
@@ -287,7 +275,7 @@ def planned_flow(
     """`gradient_flow` of the model that `leaves` and `plan_` describe (shared with `Probe`):
     host checks of x, y, loss, key, precision, then one dispatch of the cached kernel."""
     x = validate.check_x(plan_.input_features, x)
-    _check_loss(loss, y)
+    host.check_loss(loss, y)
     if not isinstance(loss, str):
         validate.check_finite("y", y)
     key = validate.check_key(key)

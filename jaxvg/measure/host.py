@@ -1,6 +1,6 @@
 """Host-side checks and views that every measure runs before tracing.
 
-`check_x` (a batch axis and the model's input size), `check_precision` (a matmul precision by any
+`check_x` (a batch axis and the model's input size), `check_loss` (a loss and its targets), `check_precision` (a matmul precision by any
 of jax's names), the evaluation or training view of a model (`mode_view`, `has_active_dropout`) and
 the RNG handling of a measure (`as_key`, `reseed`). `jaxvg.measure.engine` re-exports every name
 here (`engine.check_x` and so on), where the measures read them.
@@ -20,11 +20,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxvg.nn import contracts
+from jaxvg import checks
+from jaxvg.nn import contracts, losses
 
 __all__ = [
     "PRECISIONS",
     "as_key",
+    "check_loss",
     "check_precision",
     "check_x",
     "check_x_features",
@@ -130,3 +132,20 @@ def check_x_features(d_in: int | None, x: Any) -> jax.Array:
             f"`x` must have {d_in} features in its last axis (the model's input size), got shape {x.shape}."
         )
     return x
+
+
+def check_loss(loss: Any, y: Any) -> None:
+    """`loss` is a name in `jaxvg.nn.losses.LOSSES` (then targets `y` are required) or a callable.
+
+    Raises:
+      ValueError: an unknown loss name, or a named loss with `y` None.
+      TypeError: `loss` neither a string nor a callable.
+    """
+    if isinstance(loss, str):
+        checks.choice("loss", loss, losses.LOSSES)
+        if y is None:
+            raise ValueError(
+                f"`y` is required for the named loss {loss!r}, got None; pass targets, or a callable `loss`."
+            )
+    elif not callable(loss):
+        raise TypeError(f"`loss` must be one of {sorted(losses.LOSSES)} or a callable, got {loss!r}.")
