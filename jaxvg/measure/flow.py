@@ -10,7 +10,6 @@ number is exact to working precision at any depth, in float32. Fields are in dec
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 from collections.abc import Callable
@@ -186,10 +185,6 @@ def _tapped(piece: engine.Piece, d: jax.Array) -> nnx.Module:
     return nnx.merge(gd, jax.tree.unflatten(treedef, leaves), r, copy=True)
 
 
-def _precision_scope(precision: str | None):
-    return contextlib.nullcontext() if precision is None else jax.default_matmul_precision(precision)
-
-
 def _flow_core(
     program: engine.BlockProgram,
     arrays: engine.BlockArrays,
@@ -200,7 +195,7 @@ def _flow_core(
     loss: LossArg,
     precision: str | None = "highest",
 ) -> GradientFlow:
-    with _precision_scope(precision):
+    with host.precision_scope(precision):
         return _flow_kernel(program, arrays, x, y, key, loss=loss)
 
 

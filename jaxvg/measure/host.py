@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import jax
@@ -32,6 +33,7 @@ __all__ = [
     "check_x_features",
     "has_active_dropout",
     "mode_view",
+    "precision_scope",
     "reseed",
 ]
 
@@ -66,6 +68,12 @@ def check_precision(precision: Any) -> str:
     raise ValueError(
         f"`precision` must be one of {sorted(_PRECISION_ALIASES)} or a jax.lax.Precision, got {precision!r}."
     )
+
+
+def precision_scope(precision: str | None) -> contextlib.AbstractContextManager:
+    """`jax.default_matmul_precision(precision)`, or no change when `precision` is None (a pure
+    kernel called inside the caller's own precision scope)."""
+    return contextlib.nullcontext() if precision is None else jax.default_matmul_precision(precision)
 
 
 def mode_view(model: nnx.Module, train: bool) -> nnx.Module:
