@@ -20,6 +20,8 @@ Modules, one concern each:
   (`tap_layers`: one entry per layer for taps inside a scan over layers);
 - `validate`: the checks every measure runs before tracing (finite inputs with a batch axis, the
   key, tied blocks, the block contract block by block, `model(x)` against the contract forward);
+- `structure`: the model's parts are modules, no block shares parameters (`check_model`,
+  `check_untied`; run and re-exported by `validate`);
 - `table`: `flow_table`;
 - `through_time`: `TimeFlow`, `time_flow`, `time_flow_from_split` for recurrent models
   (`jaxvg.nn.contracts.RecurrentModel`); `time_jacobians`: `time_jacobian_norms`, `time_jacobian_spectrum`.
@@ -39,6 +41,7 @@ from jaxvg.measure import lognorm as lognorm
 from jaxvg.measure import nets as nets
 from jaxvg.measure import plan as plan
 from jaxvg.measure import probe as probe
+from jaxvg.measure import structure as structure
 from jaxvg.measure import table as table
 from jaxvg.measure import tap_layers as tap_layers
 from jaxvg.measure import taps as taps
@@ -85,6 +88,7 @@ __all__ = [
     "nets",
     "plan",
     "probe",
+    "structure",
     "table",
     "tap",
     "tap_layers",
