@@ -6,11 +6,18 @@ The expensive ones are session-scoped and computed on first use: each experiment
 """
 
 import copy
+import importlib
 
 import jax
 import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+def _quick_run(name: str):
+    """`experiments.NAME.run(Config(quick=True))`."""
+    module = importlib.import_module(f"experiments.{name}")
+    return module.run(module.Config(quick=True))
 
 
 @pytest.fixture
@@ -23,17 +30,13 @@ def x64():
 @pytest.fixture(scope="session")
 def xor_quick():
     """`experiments.xor.run(Config(quick=True))`."""
-    from experiments import xor
-
-    return xor.run(xor.Config(quick=True))
+    return _quick_run("xor")
 
 
 @pytest.fixture(scope="session")
 def vanishing_quick():
     """`experiments.vanishing.run(Config(quick=True))`."""
-    from experiments import vanishing
-
-    return vanishing.run(vanishing.Config(quick=True))
+    return _quick_run("vanishing")
 
 
 @pytest.fixture(scope="session")
@@ -50,17 +53,13 @@ def remedies_quick():
 @pytest.fixture(scope="session")
 def phase_diagram_quick():
     """`experiments.phase_diagram.run(Config(quick=True))`."""
-    from experiments import phase_diagram
-
-    return phase_diagram.run(phase_diagram.Config(quick=True))
+    return _quick_run("phase_diagram")
 
 
 @pytest.fixture(scope="session")
 def isometry_quick():
     """`experiments.isometry.run(Config(quick=True))`."""
-    from experiments import isometry
-
-    return isometry.run(isometry.Config(quick=True))
+    return _quick_run("isometry")
 
 
 @pytest.fixture(scope="session")
