@@ -14,10 +14,22 @@ import pytest
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
-def _quick_run(name: str):
-    """`experiments.NAME.run(Config(quick=True))`."""
-    module = importlib.import_module(f"experiments.{name}")
-    return module.run(module.Config(quick=True))
+def _quick_fixture(name: str):
+    """A session fixture `NAME_quick`: `experiments.NAME.run(Config(quick=True))`, run on first use."""
+
+    def fixture():
+        module = importlib.import_module(f"experiments.{name}")
+        return module.run(module.Config(quick=True))
+
+    fixture.__name__ = fixture.__qualname__ = f"{name}_quick"
+    fixture.__doc__ = f"`experiments.{name}.run(Config(quick=True))`."
+    return pytest.fixture(scope="session", name=f"{name}_quick")(fixture)
+
+
+xor_quick = _quick_fixture("xor")
+vanishing_quick = _quick_fixture("vanishing")
+phase_diagram_quick = _quick_fixture("phase_diagram")
+isometry_quick = _quick_fixture("isometry")
 
 
 @pytest.fixture
@@ -25,18 +37,6 @@ def x64():
     """Float64 for the duration of one test (brute-force references)."""
     with jax.enable_x64(True):
         yield
-
-
-@pytest.fixture(scope="session")
-def xor_quick():
-    """`experiments.xor.run(Config(quick=True))`."""
-    return _quick_run("xor")
-
-
-@pytest.fixture(scope="session")
-def vanishing_quick():
-    """`experiments.vanishing.run(Config(quick=True))`."""
-    return _quick_run("vanishing")
 
 
 @pytest.fixture(scope="session")
@@ -48,18 +48,6 @@ def remedies_quick():
     stored = {}
     res = remedies.run(config, on_cell=lambda key, cell: stored.__setitem__(key, copy.deepcopy(cell)))
     return config, res, stored
-
-
-@pytest.fixture(scope="session")
-def phase_diagram_quick():
-    """`experiments.phase_diagram.run(Config(quick=True))`."""
-    return _quick_run("phase_diagram")
-
-
-@pytest.fixture(scope="session")
-def isometry_quick():
-    """`experiments.isometry.run(Config(quick=True))`."""
-    return _quick_run("isometry")
 
 
 @pytest.fixture(scope="session")

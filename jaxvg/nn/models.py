@@ -293,23 +293,28 @@ class MLP(nnx.Module):
         self.in_features = in_features  # read by the measures and `fit` to check the input
         self.scan_blocks = scan_blocks
 
+        # the linear layers' options, the same for the blocks and the head
+        linear = {
+            "use_bias": use_bias,
+            "kernel_init": k_init,
+            "bias_init": b_init,
+            "param_dtype": param_dtype,
+        }
+
         def blocks(sizes: list[int]) -> list[Block]:
             return [
                 Block(
                     m,
                     n,
                     activation=act,
-                    kernel_init=k_init,
-                    bias_init=b_init,
-                    use_bias=use_bias,
                     residual=residual and m == n,
                     norm=norm,
-                    dropout=0.0,  # attached below
-                    param_dtype=param_dtype,
+                    dropout=0.0,
+                    **linear,
                     rngs=rngs,
                 )
                 for m, n in zip(sizes[:-1], sizes[1:], strict=True)
-            ]
+            ]  # dropout: attached below
 
         def attach_dropout(new: list[Block]) -> None:
             # Dropout forks an RNG stream ("dropout", else "default"). Forking after the weights are
@@ -322,15 +327,7 @@ class MLP(nnx.Module):
         if out_features is None:
             self.head = None
         else:
-            self.head = nnx.Linear(
-                width,
-                out_features,
-                use_bias=use_bias,
-                kernel_init=k_init,
-                bias_init=b_init,
-                param_dtype=param_dtype,
-                rngs=rngs,
-            )
+            self.head = nnx.Linear(width, out_features, **linear, rngs=rngs)
         attach_dropout(active)
         padded = blocks([width] * (max_depth - depth + 1)) if max_depth is not None else []
         attach_dropout(padded)
