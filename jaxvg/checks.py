@@ -22,6 +22,7 @@ __all__ = [
     "boolean",
     "check_memory",
     "choice",
+    "converted",
     "finite_array",
     "format_bytes",
     "in_range",
@@ -180,6 +181,15 @@ def format_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.3g} {unit}"
         n /= 1024
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def converted(convert: Any, value: Any, message: str) -> Any:
+    """`convert(value)`, or an `ArgumentTypeError` with `message` (which names the argument, the
+    value and the valid choices) when the conversion raises a TypeError or a ValueError."""
+    try:
+        return convert(value)
+    except (TypeError, ValueError):
+        raise ArgumentTypeError(message) from None
 
 
 def available_memory(*, host: bool = False, device: Any = None) -> tuple[int, str]:

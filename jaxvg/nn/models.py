@@ -40,15 +40,18 @@ def check_param_dtype(param_dtype: Any) -> jnp.dtype:
       ValueError: not a floating dtype; float64 without x64, with how to enable it (otherwise jax
         would silently give float32 parameters).
     """
-    try:
-        if param_dtype is None or isinstance(param_dtype, bool | int | float):
+
+    def as_dtype(value):
+        if value is None or isinstance(value, bool | int | float):
             raise TypeError
-        dtype = jnp.dtype(param_dtype)
-    except (TypeError, ValueError):
-        raise checks.ArgumentTypeError(
-            f"`param_dtype` must be a floating dtype, one of {list(PARAM_DTYPES)} (a name, numpy or jax dtype), "
-            f"got {param_dtype!r} ({type(param_dtype).__name__})."
-        ) from None
+        return jnp.dtype(value)
+
+    dtype = checks.converted(
+        as_dtype,
+        param_dtype,
+        f"`param_dtype` must be a floating dtype, one of {list(PARAM_DTYPES)} (a name, numpy or jax dtype), "
+        f"got {param_dtype!r} ({type(param_dtype).__name__}).",
+    )
     if not jnp.issubdtype(dtype, jnp.floating):
         raise ValueError(
             f"`param_dtype` must be a floating dtype, one of {list(PARAM_DTYPES)}, got {param_dtype!r}."

@@ -152,13 +152,12 @@ class Trainer:
         Returns:
           A `Run`; with on_nonfinite="raise" it stops after the chunk in which a net diverged.
         """
-        try:
-            keys = jnp.asarray(keys)
-        except (TypeError, ValueError):
-            raise checks.ArgumentTypeError(
-                f"`keys` must be {self.n_nets} PRNG keys (jax.random.key, e.g. `data_keys(seeds)`), got "
-                f"{type(keys).__name__}."
-            ) from None
+        keys = checks.converted(
+            jnp.asarray,
+            keys,
+            f"`keys` must be {self.n_nets} PRNG keys (jax.random.key, e.g. `data_keys(seeds)`), got "
+            f"{type(keys).__name__}.",
+        )
         if keys.shape != (self.n_nets,) or not jnp.issubdtype(keys.dtype, jax.dtypes.prng_key):
             raise ValueError(
                 f"`keys` must be {self.n_nets} PRNG keys (jax.random.key), shape ({self.n_nets},), got shape "
