@@ -434,41 +434,34 @@ def init_rows(cells: Mapping[str, Any], config: Config) -> list[dict[str, Any]]:
     return rows
 
 
-def adding_rows(cells: Mapping[str, Any], config: Config) -> list[dict[str, Any]]:
-    """Part 2, one row per (net, T, clipping): success fraction, median test MSE, diverged seeds."""
+def _task_rows(cells: Mapping[str, Any], task: str, metric: str, *, clip: bool) -> list[dict[str, Any]]:
+    """One row per cell of `task` ("adding", "order"): net, T, (clipping,) success fraction, the
+    median of `metric` over the seeds, diverged seeds (and, with `clip`, seconds)."""
     rows = []
     for key, c in cells.items():
-        if key.startswith("adding/"):
-            mse = _arr(c["test_mse"])
-            rows.append(
-                {
-                    "net": c["net"],
-                    "T": c["T"],
-                    "clip": "on" if c["clip"] else "off",
-                    "success": c["success"],
-                    "median_test_mse": float(np.nanmedian(mse)) if np.isfinite(mse).any() else math.nan,
-                    "diverged": int(np.sum(c["diverged"])),
-                    "seconds": c["seconds"],
-                }
-            )
+        if not key.startswith(task + "/"):
+            continue
+        values = _arr(c[metric])
+        row = {"net": c["net"], "T": c["T"]}
+        if clip:
+            row["clip"] = "on" if c["clip"] else "off"
+        row["success"] = c["success"]
+        row[f"median_{metric}"] = float(np.nanmedian(values)) if np.isfinite(values).any() else math.nan
+        row["diverged"] = int(np.sum(c["diverged"]))
+        if clip:
+            row["seconds"] = c["seconds"]
+        rows.append(row)
     return rows
+
+
+def adding_rows(cells: Mapping[str, Any], config: Config) -> list[dict[str, Any]]:
+    """Part 2, one row per (net, T, clipping): success fraction, median test MSE, diverged seeds."""
+    return _task_rows(cells, "adding", "test_mse", clip=True)
 
 
 def order_rows(cells: Mapping[str, Any]) -> list[dict[str, Any]]:
-    rows = []
-    for key, c in cells.items():
-        if key.startswith("order/"):
-            err = _arr(c["test_error"])
-            rows.append(
-                {
-                    "net": c["net"],
-                    "T": c["T"],
-                    "success": c["success"],
-                    "median_test_error": float(np.nanmedian(err)) if np.isfinite(err).any() else math.nan,
-                    "diverged": int(np.sum(c["diverged"])),
-                }
-            )
-    return rows
+    """Part 3, one row per (net, T): success fraction, median test error, diverged seeds."""
+    return _task_rows(cells, "order", "test_error", clip=False)
 
 
 def verdict_rows(cells: Mapping[str, Any], config: Config) -> list[dict[str, Any]]:

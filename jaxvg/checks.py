@@ -22,6 +22,7 @@ __all__ = [
     "boolean",
     "check_memory",
     "choice",
+    "converted",
     "finite_array",
     "format_bytes",
     "in_range",
@@ -182,19 +183,32 @@ def format_bytes(n: float) -> str:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def available_memory(*, host: bool = False) -> tuple[int, str]:
+def converted(convert: Any, value: Any, message: str) -> Any:
+    """`convert(value)`, or an `ArgumentTypeError` with `message` (which names the argument, the
+    value and the valid choices) when the conversion raises a TypeError or a ValueError."""
+    try:
+        return convert(value)
+    except (TypeError, ValueError):
+        raise ArgumentTypeError(message) from None
+
+
+def available_memory(*, host: bool = False, device: Any = None) -> tuple[int, str]:
     """Memory free for new arrays, and where the number comes from.
 
-    With `host=False`, jax's default device: an accelerator's `memory_stats()` (bytes_limit -
-    bytes_in_use); CPU devices keep their arrays in host memory, so for them (and with
-    `host=True`, for numpy arrays) the host's available memory (MemAvailable from /proc/meminfo,
-    else os.sysconf's available physical pages). `jaxvg.scale.available_bytes` reads a given
-    device the same way.
+    With `host=False`, `device` (default jax's first local device): an accelerator's
+    `memory_stats()` (bytes_limit - bytes_in_use); CPU devices keep their arrays in host memory, so
+    for them (and with `host=True`, for numpy arrays) the host's available memory (MemAvailable from
+    /proc/meminfo, else os.sysconf's available physical pages). `jaxvg.scale.available_bytes`
+    is this function for a given device.
+
+    Returns:
+      (bytes, source), source a short description such as "GPU memory_stats" or "host MemAvailable".
     """
     if not host:
-        import jax
+        if device is None:
+            import jax
 
-        device = jax.local_devices()[0]
+            device = jax.local_devices()[0]
         stats = device.memory_stats() if hasattr(device, "memory_stats") else None
         if stats and "bytes_limit" in stats:
             free = int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))

@@ -6,6 +6,7 @@ The expensive ones are session-scoped and computed on first use: each experiment
 """
 
 import copy
+import importlib
 
 import jax
 import pytest
@@ -13,27 +14,29 @@ import pytest
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
+def _quick_fixture(name: str):
+    """A session fixture `NAME_quick`: `experiments.NAME.run(Config(quick=True))`, run on first use."""
+
+    def fixture():
+        module = importlib.import_module(f"experiments.{name}")
+        return module.run(module.Config(quick=True))
+
+    fixture.__name__ = fixture.__qualname__ = f"{name}_quick"
+    fixture.__doc__ = f"`experiments.{name}.run(Config(quick=True))`."
+    return pytest.fixture(scope="session", name=f"{name}_quick")(fixture)
+
+
+xor_quick = _quick_fixture("xor")
+vanishing_quick = _quick_fixture("vanishing")
+phase_diagram_quick = _quick_fixture("phase_diagram")
+isometry_quick = _quick_fixture("isometry")
+
+
 @pytest.fixture
 def x64():
     """Float64 for the duration of one test (brute-force references)."""
     with jax.enable_x64(True):
         yield
-
-
-@pytest.fixture(scope="session")
-def xor_quick():
-    """`experiments.xor.run(Config(quick=True))`."""
-    from experiments import xor
-
-    return xor.run(xor.Config(quick=True))
-
-
-@pytest.fixture(scope="session")
-def vanishing_quick():
-    """`experiments.vanishing.run(Config(quick=True))`."""
-    from experiments import vanishing
-
-    return vanishing.run(vanishing.Config(quick=True))
 
 
 @pytest.fixture(scope="session")
@@ -45,22 +48,6 @@ def remedies_quick():
     stored = {}
     res = remedies.run(config, on_cell=lambda key, cell: stored.__setitem__(key, copy.deepcopy(cell)))
     return config, res, stored
-
-
-@pytest.fixture(scope="session")
-def phase_diagram_quick():
-    """`experiments.phase_diagram.run(Config(quick=True))`."""
-    from experiments import phase_diagram
-
-    return phase_diagram.run(phase_diagram.Config(quick=True))
-
-
-@pytest.fixture(scope="session")
-def isometry_quick():
-    """`experiments.isometry.run(Config(quick=True))`."""
-    from experiments import isometry
-
-    return isometry.run(isometry.Config(quick=True))
 
 
 @pytest.fixture(scope="session")

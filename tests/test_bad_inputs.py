@@ -96,6 +96,16 @@ def _bool_rows(name: str) -> list[tuple]:
     ]
 
 
+def _finite_rows(key: str, bound: str, values: tuple) -> list[tuple]:
+    """Rows for a number that must be finite and `bound` ("> 0", ">= 0"), one per bad value: a
+    string is a TypeError, any other value a ValueError. `key` may carry a "dataset:" prefix."""
+    name = key.split(":")[-1]
+    return [
+        (key, v, TE if isinstance(v, str) else VE, rf"`{name}` must be a finite number {bound}, got {v!r}")
+        for v in values
+    ]
+
+
 def _sigma_rows(name: str, *, zero_ok: bool) -> list[tuple]:
     rows = [
         (name, "1.0", TE, rf"`{name}` must be a finite number .*got '1.0' \(str\)"),
@@ -207,11 +217,7 @@ CONFIG_ROWS = [
     ("warmup_steps", -1, VE, r"`warmup_steps` must be an integer >= 0, got -1"),
     ("warmup_steps", 4, VE, r"`warmup_steps` must be < `steps` = 4, got 4"),
     ("warmup_steps", "1", TE, r"`warmup_steps` must be an integer >= 0, got '1'"),
-    ("clip_norm", 0.0, VE, r"`clip_norm` must be a finite number > 0, got 0.0"),
-    ("clip_norm", -1.0, VE, r"`clip_norm` must be a finite number > 0, got -1.0"),
-    ("clip_norm", NAN, VE, r"`clip_norm` must be a finite number > 0, got nan"),
-    ("clip_norm", INF, VE, r"`clip_norm` must be a finite number > 0, got inf"),
-    ("clip_norm", "1", TE, r"`clip_norm` must be a finite number > 0, got '1'"),
+    *_finite_rows("clip_norm", "> 0", (0.0, -1.0, NAN, INF, "1")),
     ("log_every", 0, VE, r"`log_every` must be an integer >= 1, got 0"),
     ("log_every", 1.5, TE, r"`log_every` must be an integer >= 1, got 1.5"),
     ("log_every", "2", TE, r"`log_every` must be an integer >= 1, got '2'"),
@@ -473,12 +479,8 @@ LOAD_ROWS = [
     *[("spirals:" + r[0], *r[1:]) for r in _int_rows("n_train")],
     ("spirals:n_train", 10**10, VE, r"load\('spirals', `n_train`=10000000000, .*needs about .*more than the"),
     ("spirals:n_test", 0, VE, r"`n_test` must be an integer >= 1, got 0"),
-    ("spirals:noise", -1.0, VE, r"`noise` must be a finite number >= 0, got -1.0"),
-    ("spirals:noise", NAN, VE, r"`noise` must be a finite number >= 0, got nan"),
-    ("spirals:noise", INF, VE, r"`noise` must be a finite number >= 0, got inf"),
-    ("spirals:noise", "0.1", TE, r"`noise` must be a finite number >= 0, got '0.1'"),
-    ("spirals:turns", 0.0, VE, r"`turns` must be a finite number > 0, got 0.0"),
-    ("spirals:turns", NAN, VE, r"`turns` must be a finite number > 0, got nan"),
+    *_finite_rows("spirals:noise", ">= 0", (-1.0, NAN, INF, "0.1")),
+    *_finite_rows("spirals:turns", "> 0", (0.0, NAN)),
     ("spirals:n", 5, VE, r"unknown option\(s\) \['n'\] for dataset 'spirals'; valid options are", "'n'"),
     ("teacher:in_features", 0, VE, r"`in_features` must be an integer >= 1, got 0"),
     ("teacher:depth", -1, VE, r"`depth` must be an integer >= 1, got -1"),

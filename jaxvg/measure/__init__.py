@@ -4,7 +4,10 @@ Modules, one concern each:
 
 - `engine`: the block engine (a block model split into a static `BlockProgram` and its arrays;
   scanned runs of identical blocks or of identical groups of blocks, unrolled blocks; the host-side
-  checks the measures share: `x`, `precision`, `scan`);
+  the `scan` check; it re-exports `host` and `layout`);
+- `host`: the host-side checks every measure runs before tracing (`x`, `precision`), the evaluation
+  or training view, the RNG handling;
+- `layout`: which blocks form scanned runs of repeated groups;
 - `plan`: what a model's structure determines (view, split, layout, stacking plan, output shape,
   compiled kernels), cached per structure, so a repeated call does O(1) Python work per block;
 - `probe`: `Probe`, a handle that reads a model's arrays without even flattening it;
@@ -17,6 +20,8 @@ Modules, one concern each:
   (`tap_layers`: one entry per layer for taps inside a scan over layers);
 - `validate`: the checks every measure runs before tracing (finite inputs with a batch axis, the
   key, tied blocks, the block contract block by block, `model(x)` against the contract forward);
+- `structure`: the model's parts are modules, no block shares parameters (`check_model`,
+  `check_untied`; run and re-exported by `validate`);
 - `table`: `flow_table`;
 - `through_time`: `TimeFlow`, `time_flow`, `time_flow_from_split` for recurrent models
   (`jaxvg.nn.contracts.RecurrentModel`); `time_jacobians`: `time_jacobian_norms`, `time_jacobian_spectrum`.
@@ -29,11 +34,14 @@ The public functions and result types are re-exported here.
 
 from jaxvg.measure import engine as engine
 from jaxvg.measure import flow as flow
+from jaxvg.measure import host as host
 from jaxvg.measure import jacobians as jacobians
+from jaxvg.measure import layout as layout
 from jaxvg.measure import lognorm as lognorm
 from jaxvg.measure import nets as nets
 from jaxvg.measure import plan as plan
 from jaxvg.measure import probe as probe
+from jaxvg.measure import structure as structure
 from jaxvg.measure import table as table
 from jaxvg.measure import tap_layers as tap_layers
 from jaxvg.measure import taps as taps
@@ -70,14 +78,17 @@ __all__ = [
     "flow_table",
     "gradient_flow",
     "gradient_flow_from_split",
+    "host",
     "jacobian_norms",
     "jacobian_norms_from_split",
     "jacobian_spectrum",
     "jacobians",
+    "layout",
     "lognorm",
     "nets",
     "plan",
     "probe",
+    "structure",
     "table",
     "tap",
     "tap_layers",

@@ -19,10 +19,11 @@ unrolled (faster at run time on accelerators, compile time linear in depth). Blo
 when their graph definitions and parameter shapes and dtypes agree. `map_blocks` runs a function
 over all blocks, in order or in reverse, whatever the layout.
 
-The host-side checks that the public measures share (`check_x`, `check_precision`, `check_scan`,
-`output_shape`), the evaluation or training view (`mode_view`, `has_active_dropout`) and the RNG
-handling (`as_key`, `reseed`) live here too. Everything the engine reads of a model's structure it
-reads through `jaxvg.nn.contracts`.
+The layout algorithm (`layout`, `SCAN_MAX_PERIOD`) lives in `jaxvg.measure.layout`, the host-side
+checks that the public measures share (`check_x`, `check_precision`), the evaluation or training
+view (`mode_view`, `has_active_dropout`) and the RNG handling (`as_key`, `reseed`) in
+`jaxvg.measure.host`; all are re-exported here, next to `check_scan` and `output_shape`. Everything
+the engine reads of a model's structure it reads through `jaxvg.nn.contracts`.
 
 Example:
   >>> import jax.numpy as jnp
@@ -39,14 +40,23 @@ Example:
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
+from jaxvg.measure.host import PRECISIONS as PRECISIONS
+from jaxvg.measure.host import as_key as as_key
+from jaxvg.measure.host import check_precision as check_precision
+from jaxvg.measure.host import check_x as check_x
+from jaxvg.measure.host import check_x_features as check_x_features
+from jaxvg.measure.host import has_active_dropout as has_active_dropout
+from jaxvg.measure.host import mode_view as mode_view
+from jaxvg.measure.host import reseed as reseed
+from jaxvg.measure.layout import SCAN_MAX_PERIOD as SCAN_MAX_PERIOD
+from jaxvg.measure.layout import layout as layout
 from jaxvg.nn import contracts
 
 __all__ = [
@@ -91,45 +101,17 @@ SCAN_MIN_RUN = 128
 below it the unrolled loop's faster run time wins, above it the scan's shorter compile time. Read
 at call time (part of the cache key of the compiled programs)."""
 
-SCAN_MAX_PERIOD = 8
-"""The longest period (blocks per repeated group) that a scanned run may have."""
-
 SCAN_CHOICES = ("auto", True, False)
-
-PRECISIONS = ("default", "high", "highest")
-"""Canonical matmul precisions (`jax.lax.Precision` names, lower case); `check_precision` also
-accepts jax's aliases ("float32", "tensorfloat32", "bfloat16", "bfloat16_3x", "fastest") and
-`jax.lax.Precision` members."""
-
-_PRECISION_ALIASES = {
-    "default": "default",
-    "fastest": "default",
-    "bfloat16": "default",
-    "high": "high",
-    "tensorfloat32": "high",
-    "bfloat16_3x": "high",
-    "highest": "highest",
-    "float32": "highest",
-}
 
 Piece = tuple[Any, Any, Any]  # (graphdef, params, rest) of one block (stacked in a scanned run)
 
 
-class Run(NamedTuple):
-    """Static layout of a run of blocks: one unrolled block (n = 1, scan False) or `repeats`
-    identical groups of `period` blocks under `lax.scan` (scan True).
+class _Period:
+    """The period arithmetic shared by `Run` and `Segment` (a mixin of theirs, no state)."""
 
-    Attributes:
-      start: 0-based index of its first block.
-      n: number of blocks (period * repeats).
-      scan: whether it is scanned.
-      pattern: the graphdefs of the period's blocks (one for an unrolled block).
-    """
-
-    start: int
-    n: int
-    scan: bool
+    __slots__ = ()
     pattern: tuple[Any, ...]
+    n: int
 
     @property
     def graphdef(self) -> Any:
@@ -145,10 +127,28 @@ class Run(NamedTuple):
         return self.n // len(self.pattern)
 
 
-class Segment(NamedTuple):
-    """A `Run` with its arrays: per block of the period, its params and rest states (stacked with a
-    leading axis of length `repeats` when scanned), as tuples of length `period`."""
+class _RunFields(NamedTuple):
+    start: int
+    n: int
+    scan: bool
+    pattern: tuple[Any, ...]
 
+
+class Run(_Period, _RunFields):
+    """Static layout of a run of blocks: one unrolled block (n = 1, scan False) or `repeats`
+    identical groups of `period` blocks under `lax.scan` (scan True).
+
+    Attributes:
+      start: 0-based index of its first block.
+      n: number of blocks (period * repeats).
+      scan: whether it is scanned.
+      pattern: the graphdefs of the period's blocks (one for an unrolled block).
+    """
+
+    __slots__ = ()
+
+
+class _SegmentFields(NamedTuple):
     start: int
     n: int
     scan: bool
@@ -156,17 +156,12 @@ class Segment(NamedTuple):
     params: tuple[Any, ...]
     rest: tuple[Any, ...]
 
-    @property
-    def graphdef(self) -> Any:
-        return self.pattern[0]
 
-    @property
-    def period(self) -> int:
-        return len(self.pattern)
+class Segment(_Period, _SegmentFields):
+    """A `Run` with its arrays: per block of the period, its params and rest states (stacked with a
+    leading axis of length `repeats` when scanned), as tuples of length `period`."""
 
-    @property
-    def repeats(self) -> int:
-        return self.n // len(self.pattern)
+    __slots__ = ()
 
 
 class BlockProgram(NamedTuple):
@@ -215,70 +210,6 @@ def check_scan(scan: Any, min_run: int | None = None) -> int | None:
     if isinstance(scan, str) and scan == "auto":
         return SCAN_MIN_RUN if min_run is None else min_run
     raise ValueError(f"`scan` must be one of ['auto', True, False], got {scan!r}.")
-
-
-def check_precision(precision: Any) -> str:
-    """`precision` as a canonical name in `PRECISIONS` ("default", "high", "highest"), from a jax
-    name or a `jax.lax.Precision`.
-
-    Raises:
-      ValueError: anything else (the message names the argument, the value and the choices).
-    """
-    if isinstance(precision, jax.lax.Precision):
-        return precision.name.lower()
-    if isinstance(precision, str) and precision.lower() in _PRECISION_ALIASES:
-        return _PRECISION_ALIASES[precision.lower()]
-    raise ValueError(
-        f"`precision` must be one of {sorted(_PRECISION_ALIASES)} or a jax.lax.Precision, got {precision!r}."
-    )
-
-
-def layout(
-    ids: Sequence[int], min_run: int | None, max_period: int | None = None
-) -> list[tuple[int, int, int]]:
-    """The runs of a block sequence from its block signatures (equal ids: identical blocks).
-
-    Greedy from the input side: at block i, the period k <= max_period whose repeats r (full groups
-    of k blocks, each equal to the first) cover the most blocks (ties: the shortest k) makes a
-    scanned run when it covers at least `min_run` blocks with r >= 2; otherwise block i is unrolled.
-
-    Args:
-      ids: one hashable per block.
-      min_run: the shortest scanned run in blocks; None: nothing is scanned.
-      max_period: the longest period (default `SCAN_MAX_PERIOD`).
-    Returns:
-      [(start, period, repeats)], repeats 0 for an unrolled block (period 1).
-
-    Example:
-      >>> layout([0, 1, 2, 1, 2, 1, 2, 3], min_run=4)
-      [(0, 1, 0), (1, 2, 3), (7, 1, 0)]
-    """
-    n = len(ids)
-    kmax = SCAN_MAX_PERIOD if max_period is None else max_period
-    if min_run is None or n < 2:
-        return [(i, 1, 0) for i in range(n)]
-    # match[k][i]: length of the stretch from i on where ids[t] == ids[t + k]
-    match = {}
-    for k in range(1, min(kmax, n // 2) + 1):
-        m = [0] * (n + 1)
-        for t in range(n - k - 1, -1, -1):
-            m[t] = m[t + 1] + 1 if ids[t] == ids[t + k] else 0
-        match[k] = m
-    out, i = [], 0
-    while i < n:
-        best_k, best_r = 1, 1
-        for k, m in match.items():
-            r = (m[i] + k) // k if i + k <= n else 1
-            r = min(r, (n - i) // k)
-            if r >= 2 and r * k > best_k * best_r:
-                best_k, best_r = k, r
-        if best_r >= 2 and best_k * best_r >= max(min_run, 2):
-            out.append((i, best_k, best_r))
-            i += best_k * best_r
-        else:
-            out.append((i, 1, 0))
-            i += 1
-    return out
 
 
 def _signature(piece: Piece) -> Any:
@@ -528,53 +459,6 @@ def working_dtype(*trees: Any) -> jnp.dtype:
     return functools.reduce(jnp.promote_types, dts, jnp.dtype(jnp.float32))
 
 
-# --------------------------------------------------------------------------------------------------
-# Host-side views and checks (before tracing)
-# --------------------------------------------------------------------------------------------------
-
-
-def mode_view(model: nnx.Module, train: bool) -> nnx.Module:
-    """The model's evaluation view (`deterministic=True`, `use_running_average=True`) or, with
-    `train=True`, its training view; the model itself is not changed."""
-    return nnx.view(model, deterministic=not train, use_running_average=not train, raise_if_not_found=False)
-
-
-def has_active_dropout(model: nnx.Module) -> bool:
-    """Whether some `nnx.Dropout` of `model` has a rate > 0 and is not deterministic."""
-    for _, m in nnx.iter_modules(model):
-        if isinstance(m, nnx.Dropout) and m.rate > 0 and not m.deterministic:
-            return True
-    return False
-
-
-def as_key(key: Any) -> jax.Array:
-    """A typed `jax.random.key` from a typed key or a raw uint32[2] PRNGKey; TypeError otherwise."""
-    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return key
-    if key.dtype == jnp.uint32 and key.shape[-1:] == (2,):
-        return jax.random.wrap_key_data(key)
-    raise TypeError(f"`key` must be a jax.random.key (or a raw uint32[2] PRNGKey), got {key!r}.")
-
-
-def reseed(tree: Any, key: jax.Array) -> Any:
-    """Replace every `nnx.RngKey` in `tree` by keys derived from `key` (fold_in by position; a stacked
-    key array gets one key per entry) and every `nnx.RngCount` by 0: RNG use (dropout) then depends on
-    `key`, not on the model's counters."""
-    counter = iter(range(1, 1 << 30))
-
-    def f(v):
-        if isinstance(v, nnx.RngKey):
-            k = jax.random.fold_in(key, next(counter))
-            old = v[...]
-            return v.replace(jax.random.split(k, old.shape) if old.ndim else k)
-        if isinstance(v, nnx.RngCount):
-            return v.replace(jnp.zeros_like(v[...]))
-        return v
-
-    return jax.tree.map(f, tree, is_leaf=lambda v: isinstance(v, nnx.Variable))
-
-
 @functools.lru_cache(maxsize=256)
 def _output_struct(program: BlockProgram, treedef, leaf_structs: tuple, x_struct: tuple):
     leaves = [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in leaf_structs]
@@ -597,27 +481,3 @@ def output_shape(program: BlockProgram, arrays: BlockArrays, x: jax.Array) -> tu
             f"`x` of shape {x.shape} does not fit the model: {type(err).__name__}: {err}"
         ) from err
     return tuple(out.shape)
-
-
-def check_x(model: contracts.BlockModel, x: Any) -> jax.Array:
-    """`x` as a jax array with a leading batch axis and, where the model states its input size
-    (`contracts.input_features`), that many features in its last axis.
-
-    Raises:
-      ValueError: no batch axis, or the wrong number of features.
-    """
-    return check_x_features(contracts.input_features(model), x)
-
-
-def check_x_features(d_in: int | None, x: Any) -> jax.Array:
-    """`check_x` given the model's input size `d_in` (None: unknown)."""
-    if not hasattr(x, "shape"):  # array-likes go to jnp.asarray as they are; lists etc. via numpy
-        x = np.asarray(x)
-    x = jnp.asarray(x)
-    if x.ndim < 1:
-        raise ValueError(f"`x` must have a leading batch axis, got shape {x.shape}.")
-    if d_in is not None and x.shape[-1] != d_in:
-        raise ValueError(
-            f"`x` must have {d_in} features in its last axis (the model's input size), got shape {x.shape}."
-        )
-    return x

@@ -10,7 +10,6 @@ number is exact to working precision at any depth, in float32. Fields are in dec
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 from collections.abc import Callable
@@ -20,8 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
-from jaxvg import checks
-from jaxvg.measure import engine, lognorm, nets, plan, validate
+from jaxvg.measure import engine, host, lognorm, nets, plan, validate
 from jaxvg.nn import contracts, losses
 
 __all__ = ["GradientFlow", "gradient_flow", "gradient_flow_from_split"]
@@ -187,10 +185,6 @@ def _tapped(piece: engine.Piece, d: jax.Array) -> nnx.Module:
     return nnx.merge(gd, jax.tree.unflatten(treedef, leaves), r, copy=True)
 
 
-def _precision_scope(precision: str | None):
-    return contextlib.nullcontext() if precision is None else jax.default_matmul_precision(precision)
-
-
 def _flow_core(
     program: engine.BlockProgram,
     arrays: engine.BlockArrays,
@@ -201,7 +195,7 @@ def _flow_core(
     loss: LossArg,
     precision: str | None = "highest",
 ) -> GradientFlow:
-    with _precision_scope(precision):
+    with host.precision_scope(precision):
         return _flow_kernel(program, arrays, x, y, key, loss=loss)
 
 
@@ -261,17 +255,6 @@ def _planned_kernel(plan_: plan.Plan, *, loss: LossArg, precision: str) -> Calla
     return jax.jit(kernel)
 
 
-def _check_loss(loss: Any, y: Any) -> None:
-    if isinstance(loss, str):
-        checks.choice("loss", loss, losses.LOSSES)
-        if y is None:
-            raise ValueError(
-                f"`y` is required for the named loss {loss!r}, got None; pass targets, or a callable `loss`."
-            )
-    elif not callable(loss):
-        raise TypeError(f"`loss` must be one of {sorted(losses.LOSSES)} or a callable, got {loss!r}.")
-
-
 def planned_flow(
     plan_: plan.Plan,
     leaves: list,
@@ -287,7 +270,7 @@ def planned_flow(
     """`gradient_flow` of the model that `leaves` and `plan_` describe (shared with `Probe`):
     host checks of x, y, loss, key, precision, then one dispatch of the cached kernel."""
     x = validate.check_x(plan_.input_features, x)
-    _check_loss(loss, y)
+    host.check_loss(loss, y)
     if not isinstance(loss, str):
         validate.check_finite("y", y)
     key = validate.check_key(key)

@@ -13,7 +13,6 @@ the results are exact to working precision at any depth. Fields are in decades (
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 from collections.abc import Callable, Sequence
@@ -25,16 +24,18 @@ import numpy as np
 from flax import struct
 
 from jaxvg import checks
-from jaxvg.measure import engine, lognorm, plan, validate
+from jaxvg.measure import engine, host, lognorm, plan, validate
 from jaxvg.nn import contracts
 
 __all__ = [
     "METHODS",
     "JacobianNorms",
     "JacobianSpectrum",
+    "hutchinson_stderr",
     "jacobian_norms",
     "jacobian_norms_from_split",
     "jacobian_spectrum",
+    "probe_cotangents",
 ]
 
 METHODS = ("exact", "hutchinson")
@@ -74,67 +75,30 @@ class JacobianSpectrum:
 # --------------------------------------------------------------------------------------------------
 
 
-def _precision_scope(precision: str | None):
-    return contextlib.nullcontext() if precision is None else jax.default_matmul_precision(precision)
+def probe_cotangents(
+    method: str, num_probes: int, key: jax.Array | None, shape: tuple[int, ...], dtype: Any
+) -> jax.Array:
+    """The starting cotangents of a Jacobian-norm chain at h of `shape` (batch, *trailing).
+
+    "exact": the dim h basis vectors, shape (dim h, batch, *trailing) (the same for every example);
+    "hutchinson": `num_probes` Rademacher probes drawn from `key`, shape (num_probes, batch,
+    *trailing). ||J||_F^2 is the sum (exact) or the mean (Hutchinson) of ||J^T c_k||^2 over axis 0.
+    """
+    batch, trailing = shape[0], tuple(shape[1:])
+    if method == "hutchinson":
+        return jax.random.rademacher(key, (num_probes, batch) + trailing, dtype=dtype)
+    dim = int(np.prod(trailing, dtype=np.int64))
+    eye = jnp.eye(dim, dtype=dtype).reshape((dim, 1) + trailing)
+    return jnp.broadcast_to(eye, (dim, batch) + trailing)
 
 
-def _normalise(c: jax.Array, want_q: bool) -> tuple[jax.Array, jax.Array, jax.Array | None]:
-    """Per example (axis 1 of c: (probes, batch, ...)), one scale over (probes, trailing):
-    (c_unit, log scale (batch,), q (probes, batch) or None), q the per-probe squared norms of c_unit
-    (summing to 1 over probes). One pass when the plain sums are exact; else the scaled path (CPU:
-    under `lax.cond`; GPU, TPU: branch-free, see `lognorm.scaled_sums`)."""
-    return jax.lax.platform_dependent(
-        c,
-        cpu=functools.partial(_normalise_cond, want_q=want_q),
-        default=functools.partial(_normalise_select, want_q=want_q),
-    )
-
-
-def _normalise_cond(c: jax.Array, want_q: bool):
-    axes = (0,) + tuple(range(2, c.ndim))
-    trailing = tuple(range(2, c.ndim))
-    dt = jnp.promote_types(c.dtype, jnp.float32)
-    cc = c.astype(dt)
-    # over the rows of (probes * batch, trailing), the layout of the vmapped VJP's dot: XLA then fuses
-    # the square into the reduction instead of writing it out
-    flat = cc.reshape((c.shape[0] * c.shape[1], -1))
-    per_probe = jnp.sum(jnp.square(flat), axis=1).reshape(c.shape[:2])  # (probes, batch)
-    total = jnp.sum(per_probe, axis=0)  # (batch,)
-    n = math.prod(c.shape[a] for a in axes)
-    ok = jnp.all(lognorm.sum_is_exact(total, n, dt))
-    bshape = (1, c.shape[1]) + (1,) * (c.ndim - 2)  # (batch,) -> broadcast against c
-
-    def fast(cc, per_probe, total):
-        b = jax.lax.rsqrt(total)
-        q = per_probe / total[None] if want_q else jnp.zeros((0,), dt)
-        return jnp.ones_like(total), b, 0.5 * jnp.log(total), q
-
-    def scaled(cc, per_probe, total):
-        a, b, log_n = lognorm.scaled_unit_scales(cc, axes)
-        q = jnp.sum(jnp.square((cc * a) * b), axis=trailing) if want_q else jnp.zeros((0,), dt)
-        return a.reshape(-1), b.reshape(-1), log_n.reshape(-1), q
-
-    a, b, log_scale, q = jax.lax.cond(ok, fast, scaled, cc, per_probe, total)
-    u = ((cc * a.reshape(bshape)) * b.reshape(bshape)).astype(c.dtype)
-    return u, log_scale, (q if want_q else None)
-
-
-def _normalise_select(c: jax.Array, want_q: bool):
-    trailing = tuple(range(2, c.ndim))
-    per_probe = lognorm.scaled_sums(c, trailing)  # 3 x (probes, batch)
-    log_a, total = lognorm.pick_scale(
-        tuple(p.sum(axis=0) for p in per_probe), c.shape[0] * math.prod(c.shape[2:])
-    )
-    zero = total == 0
-    b = jnp.where(zero, 0, jax.lax.rsqrt(jnp.where(zero, 1, total)))
-    bshape = (1, c.shape[1]) + (1,) * (c.ndim - 2)
-    dt = total.dtype
-    u = ((c.astype(dt) * lognorm.scale_of(log_a).reshape(bshape)) * b.reshape(bshape)).astype(c.dtype)
-    q = None
-    if want_q:
-        chosen = jnp.where(log_a == 0, per_probe[1], jnp.where(log_a > 0, per_probe[0], per_probe[2]))
-        q = chosen * jnp.where(zero, 0, 1 / jnp.where(zero, 1, total))[None]
-    return u, jnp.where(zero, -jnp.inf, 0.5 * jnp.log(total) - log_a), q
+def hutchinson_stderr(q: jax.Array, mean: Any, *, axis: int) -> jax.Array:
+    """Delta-method standard error, in decades, of log10 sqrt(mean_k q_k) from K probe values q_k
+    along `axis` whose mean is `mean` (broadcastable to q with `axis` kept): 0.5 * se(mean) / mean
+    / ln 10 with se(mean) = sqrt(var_k(q) / K). `axis` is removed from the result."""
+    k = q.shape[axis]
+    var = jnp.sum(jnp.square(q - mean), axis=axis, keepdims=True) / max(k - 1, 1)
+    return jnp.squeeze(0.5 * jnp.sqrt(var / k) / mean / lognorm.LN10, axis=axis)
 
 
 def _norms_core(
@@ -147,7 +111,7 @@ def _norms_core(
     num_probes: int,
     precision: str | None = "highest",
 ) -> JacobianNorms:
-    with _precision_scope(precision):
+    with host.precision_scope(precision):
         return _norms_kernel(program, arrays, x, key, method=method, num_probes=num_probes)
 
 
@@ -161,14 +125,9 @@ def _norms_kernel(program, arrays, x, key, *, method, num_probes) -> JacobianNor
     dim = int(np.prod(trailing, dtype=np.int64))
     dtype = hL.dtype
     hutch = method == "hutchinson"
-    if not hutch:
-        eye = jnp.eye(dim, dtype=dtype).reshape((dim, 1) + trailing)
-        cts = jnp.broadcast_to(eye, (dim, batch) + trailing)
-        k = dim
-    else:
-        key = jax.random.key(0) if key is None else key
-        cts = jax.random.rademacher(key, (num_probes, batch) + trailing, dtype=dtype)
-        k = num_probes
+    key = jax.random.key(0) if hutch and key is None else key
+    cts = probe_cotangents(method, num_probes, key, (batch, *trailing), dtype)
+    k = cts.shape[0]
 
     def report(log_scale, q):
         """(log10 F, stderr) from the accumulated log scales (..., batch) and, for Hutchinson, the
@@ -176,17 +135,15 @@ def _norms_kernel(program, arrays, x, key, *, method, num_probes) -> JacobianNor
         if not hutch:
             return log_scale / lognorm.LN10, jnp.zeros_like(log_scale)
         # F^2 ~ mean_k a_k with a_k = exp(2 S) q_k and sum_k q_k = 1, so F^2 = exp(2 S) / K.
-        mean = 1.0 / k
-        var = jnp.sum(jnp.square(q - mean), axis=-2) / max(k - 1, 1)
-        se = 0.5 * jnp.sqrt(var / k) / mean / lognorm.LN10
+        se = hutchinson_stderr(q, 1.0 / k, axis=-2)
         return (log_scale - 0.5 * math.log(k)) / lognorm.LN10, se
 
-    u, S, q = _normalise(cts, hutch)
+    u, S, q = lognorm.normalise_probes(cts, hutch)
 
     def body(carry, piece, vjp):
         del piece
         c, S = carry
-        c, dS, q = _normalise(jax.vmap(lambda ct: vjp(ct)[0])(c), hutch)
+        c, dS, q = lognorm.normalise_probes(jax.vmap(lambda ct: vjp(ct)[0])(c), hutch)
         S = S + dS.astype(S.dtype)
         return (c, S), (S, q)
 
@@ -348,7 +305,7 @@ def _spectrum_core(
     layers: tuple[int, ...],
     precision: str | None = "highest",
 ) -> JacobianSpectrum:
-    with _precision_scope(precision):
+    with host.precision_scope(precision):
         return _spectrum_kernel(program, arrays, x, layers=layers)
 
 

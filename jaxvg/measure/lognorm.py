@@ -42,6 +42,7 @@ __all__ = [
     "log_norm",
     "max_abs",
     "normalise",
+    "normalise_probes",
     "pick_scale",
     "renorm",
     "scale_of",
@@ -257,6 +258,63 @@ def scaled_unit_scales(v: jax.Array, axes: tuple[int, ...]) -> tuple[jax.Array, 
     b = jnp.where(w == 0, 0, b0 * jax.lax.rsqrt(jnp.where(w == 0, 1, w)))
     log_n = jnp.where(m == 0, -jnp.inf, e.astype(dt) * LN2 + 0.5 * jnp.log(w))
     return a, b, log_n
+
+
+def normalise_probes(c: jax.Array, want_q: bool) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+    """Per example (axis 1 of c: (probes, batch, ...)), one scale over (probes, trailing):
+    (c_unit, log scale (batch,), q (probes, batch) or None), q the per-probe squared norms of c_unit
+    (summing to 1 over probes). One pass when the plain sums are exact; else the scaled path (CPU:
+    under `lax.cond`; GPU, TPU: branch-free, see `scaled_sums`)."""
+    return jax.lax.platform_dependent(
+        c,
+        cpu=functools.partial(_normalise_probes_cond, want_q=want_q),
+        default=functools.partial(_normalise_probes_select, want_q=want_q),
+    )
+
+
+def _normalise_probes_cond(c: jax.Array, want_q: bool):
+    axes = (0,) + tuple(range(2, c.ndim))
+    trailing = tuple(range(2, c.ndim))
+    dt = jnp.promote_types(c.dtype, jnp.float32)
+    cc = c.astype(dt)
+    # over the rows of (probes * batch, trailing), the layout of the vmapped VJP's dot: XLA then fuses
+    # the square into the reduction instead of writing it out
+    flat = cc.reshape((c.shape[0] * c.shape[1], -1))
+    per_probe = jnp.sum(jnp.square(flat), axis=1).reshape(c.shape[:2])  # (probes, batch)
+    total = jnp.sum(per_probe, axis=0)  # (batch,)
+    n = math.prod(c.shape[a] for a in axes)
+    ok = jnp.all(sum_is_exact(total, n, dt))
+    bshape = (1, c.shape[1]) + (1,) * (c.ndim - 2)  # (batch,) -> broadcast against c
+
+    def fast(cc, per_probe, total):
+        b = jax.lax.rsqrt(total)
+        q = per_probe / total[None] if want_q else jnp.zeros((0,), dt)
+        return jnp.ones_like(total), b, 0.5 * jnp.log(total), q
+
+    def scaled(cc, per_probe, total):
+        a, b, log_n = scaled_unit_scales(cc, axes)
+        q = jnp.sum(jnp.square((cc * a) * b), axis=trailing) if want_q else jnp.zeros((0,), dt)
+        return a.reshape(-1), b.reshape(-1), log_n.reshape(-1), q
+
+    a, b, log_scale, q = jax.lax.cond(ok, fast, scaled, cc, per_probe, total)
+    u = ((cc * a.reshape(bshape)) * b.reshape(bshape)).astype(c.dtype)
+    return u, log_scale, (q if want_q else None)
+
+
+def _normalise_probes_select(c: jax.Array, want_q: bool):
+    trailing = tuple(range(2, c.ndim))
+    per_probe = scaled_sums(c, trailing)  # 3 x (probes, batch)
+    log_a, total = pick_scale(tuple(p.sum(axis=0) for p in per_probe), c.shape[0] * math.prod(c.shape[2:]))
+    zero = total == 0
+    b = jnp.where(zero, 0, jax.lax.rsqrt(jnp.where(zero, 1, total)))
+    bshape = (1, c.shape[1]) + (1,) * (c.ndim - 2)
+    dt = total.dtype
+    u = ((c.astype(dt) * scale_of(log_a).reshape(bshape)) * b.reshape(bshape)).astype(c.dtype)
+    q = None
+    if want_q:
+        chosen = jnp.where(log_a == 0, per_probe[1], jnp.where(log_a > 0, per_probe[0], per_probe[2]))
+        q = chosen * jnp.where(zero, 0, 1 / jnp.where(zero, 1, total))[None]
+    return u, jnp.where(zero, -jnp.inf, 0.5 * jnp.log(total) - log_a), q
 
 
 @jax.custom_vjp

@@ -41,7 +41,7 @@ import numpy as np
 from flax import nnx, struct
 
 from jaxvg import checks
-from jaxvg.measure import engine, lognorm
+from jaxvg.measure import engine, host, lognorm
 from jaxvg.nn import contracts, losses
 
 __all__ = ["PRECISIONS", "TimeFlow", "time_flow", "time_flow_from_split"]
@@ -375,17 +375,6 @@ def _check_xs(model: Any, xs: Any) -> jax.Array:
     return xs
 
 
-def _check_loss(loss: Any, y: Any) -> None:
-    if isinstance(loss, str):
-        checks.choice("loss", loss, losses.LOSSES)
-        if y is None:
-            raise ValueError(
-                f"`y` is required for the named loss {loss!r}, got None; pass targets, or a callable `loss`."
-            )
-    elif not callable(loss):
-        raise TypeError(f"`loss` must be one of {sorted(losses.LOSSES)} or a callable, got {loss!r}.")
-
-
 def _output_shape(program: _Program, arrays: _Arrays, xs: jax.Array) -> tuple[int, ...]:
     def out(arrays, xs):
         s_last, s_prev, _ = _forward(program, arrays, xs)
@@ -481,7 +470,7 @@ def time_flow(
     """
     contracts.check_recurrent_model(model)
     xs = _check_xs(model, xs)
-    _check_loss(loss, y)
+    host.check_loss(loss, y)
     checks.choice("precision", precision, PRECISIONS)
     program, arrays = _split(model, xs.shape[0])
     if isinstance(loss, str):

@@ -20,7 +20,13 @@ from jax import flatten_util
 
 from jaxvg import checks
 from jaxvg.measure import engine, lognorm
-from jaxvg.measure.jacobians import METHODS, JacobianNorms, JacobianSpectrum
+from jaxvg.measure.jacobians import (
+    METHODS,
+    JacobianNorms,
+    JacobianSpectrum,
+    hutchinson_stderr,
+    probe_cotangents,
+)
 from jaxvg.measure.through_time import (
     PRECISIONS,
     _apply,
@@ -43,16 +49,11 @@ def _norms_core(program: _Program, arrays: _Arrays, xs, key, *, method: str, num
         s_last, s_prev, xt = _forward(program, arrays, xs)
         rep = program.reported
         h_last = jax.tree.leaves(s_last)[rep]
-        batch, trailing = h_last.shape[0], h_last.shape[1:]
+        trailing = h_last.shape[1:]
         dim = int(np.prod(trailing, dtype=np.int64))
         dtype = h_last.dtype
-        if method == "exact":
-            eye = jnp.eye(dim, dtype=dtype).reshape((dim, 1) + trailing)
-            probes = jnp.broadcast_to(eye, (dim, batch) + trailing)
-            k = dim
-        else:
-            probes = jax.random.rademacher(key, (num_probes, batch) + trailing, dtype=dtype)
-            k = num_probes
+        probes = probe_cotangents(method, num_probes, key, h_last.shape, dtype)
+        k = probes.shape[0]
         cts = _with_leaf(jax.tree.map(lambda v: jnp.zeros((k,) + v.shape, dtype), s_last), rep, probes)
 
         def report(c, S):
@@ -62,9 +63,7 @@ def _norms_core(program: _Program, arrays: _Arrays, xs, key, *, method: str, num
             if method == "exact":
                 return S + 0.5 * jnp.log(total), jnp.zeros_like(S)
             mean = total / k
-            var = jnp.sum(jnp.square(q - mean[None]), axis=0) / max(k - 1, 1)
-            se = 0.5 * jnp.sqrt(var / k) / mean / lognorm.LN10
-            return S + 0.5 * jnp.log(mean), se
+            return S + 0.5 * jnp.log(mean), hutchinson_stderr(q, mean[None], axis=0)
 
         # one scale per example over (probes, state): move the batch axis first for _normalise
         def normalise(c):

@@ -1,6 +1,7 @@
 """Models and their parts: one activation registry, initialisers, losses, `MLP`, the block contract."""
 
 from jaxvg.nn import activations as activations
+from jaxvg.nn import cells as cells
 from jaxvg.nn import contracts as contracts
 from jaxvg.nn import initializers as initializers
 from jaxvg.nn import losses as losses

@@ -40,15 +40,18 @@ def check_param_dtype(param_dtype: Any) -> jnp.dtype:
       ValueError: not a floating dtype; float64 without x64, with how to enable it (otherwise jax
         would silently give float32 parameters).
     """
-    try:
-        if param_dtype is None or isinstance(param_dtype, bool | int | float):
+
+    def as_dtype(value):
+        if value is None or isinstance(value, bool | int | float):
             raise TypeError
-        dtype = jnp.dtype(param_dtype)
-    except (TypeError, ValueError):
-        raise checks.ArgumentTypeError(
-            f"`param_dtype` must be a floating dtype, one of {list(PARAM_DTYPES)} (a name, numpy or jax dtype), "
-            f"got {param_dtype!r} ({type(param_dtype).__name__})."
-        ) from None
+        return jnp.dtype(value)
+
+    dtype = checks.converted(
+        as_dtype,
+        param_dtype,
+        f"`param_dtype` must be a floating dtype, one of {list(PARAM_DTYPES)} (a name, numpy or jax dtype), "
+        f"got {param_dtype!r} ({type(param_dtype).__name__}).",
+    )
     if not jnp.issubdtype(dtype, jnp.floating):
         raise ValueError(
             f"`param_dtype` must be a floating dtype, one of {list(PARAM_DTYPES)}, got {param_dtype!r}."
@@ -293,23 +296,28 @@ class MLP(nnx.Module):
         self.in_features = in_features  # read by the measures and `fit` to check the input
         self.scan_blocks = scan_blocks
 
+        # the linear layers' options, the same for the blocks and the head
+        linear = {
+            "use_bias": use_bias,
+            "kernel_init": k_init,
+            "bias_init": b_init,
+            "param_dtype": param_dtype,
+        }
+
         def blocks(sizes: list[int]) -> list[Block]:
             return [
                 Block(
                     m,
                     n,
                     activation=act,
-                    kernel_init=k_init,
-                    bias_init=b_init,
-                    use_bias=use_bias,
                     residual=residual and m == n,
                     norm=norm,
-                    dropout=0.0,  # attached below
-                    param_dtype=param_dtype,
+                    dropout=0.0,
+                    **linear,
                     rngs=rngs,
                 )
                 for m, n in zip(sizes[:-1], sizes[1:], strict=True)
-            ]
+            ]  # dropout: attached below
 
         def attach_dropout(new: list[Block]) -> None:
             # Dropout forks an RNG stream ("dropout", else "default"). Forking after the weights are
@@ -322,15 +330,7 @@ class MLP(nnx.Module):
         if out_features is None:
             self.head = None
         else:
-            self.head = nnx.Linear(
-                width,
-                out_features,
-                use_bias=use_bias,
-                kernel_init=k_init,
-                bias_init=b_init,
-                param_dtype=param_dtype,
-                rngs=rngs,
-            )
+            self.head = nnx.Linear(width, out_features, **linear, rngs=rngs)
         attach_dropout(active)
         padded = blocks([width] * (max_depth - depth + 1)) if max_depth is not None else []
         attach_dropout(padded)

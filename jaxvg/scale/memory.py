@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from typing import Any
 
 import jax
@@ -164,19 +163,7 @@ def available_bytes(device: jax.Device | None = None) -> tuple[int, str]:
     Returns:
       (bytes, source), source a short description such as "GPU memory_stats" or "host MemAvailable".
     """
-    device = jax.local_devices()[0] if device is None else device
-    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
-    if stats and "bytes_limit" in stats:
-        free = int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
-        return free, f"{device.platform.upper()} memory_stats"
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024, "host MemAvailable (/proc/meminfo)"
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "host available pages (os.sysconf)"
+    return checks.available_memory(device=device)
 
 
 def check_fits(

@@ -1,7 +1,8 @@
 """Training: a validated `TrainConfig`, pure optax steps chunked under `lax.scan`, nets under `vmap`.
 
 Modules: `optimizers` (optax transformations, schedules) -> `config` (`TrainConfig`) -> `stacking`
-(stacks of nets, data-order keys) -> `step` (the pure step and chunk) -> `history` -> `trainer`
+(stacks of nets, data-order keys) -> `step` (the pure step and chunk) -> `history` -> `statics`
+(what the trainer reads from a model's structure) -> `trainer`
 (`Trainer`: compile once, run many) -> `fitting` (`fit`, `fit_stacked`); `data` holds the datasets.
 
 Example:
@@ -24,6 +25,7 @@ from jaxvg.train import fitting as fitting
 from jaxvg.train import history as history
 from jaxvg.train import optimizers as optimizers
 from jaxvg.train import stacking as stacking
+from jaxvg.train import statics as statics
 from jaxvg.train import step as step
 from jaxvg.train import trainer as trainer
 from jaxvg.train.config import ON_NONFINITE as ON_NONFINITE

@@ -28,6 +28,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 
@@ -92,11 +93,31 @@ class SequenceTask:
         )
 
 
-def _streams(name: str, seed: int) -> tuple[np.random.Generator, np.random.Generator]:
+def _task(
+    name: str,
+    length: int,
+    min_length: int,
+    why: str,
+    n_train: int,
+    n_test: int,
+    seed: int,
+    make_set: Callable[[np.random.Generator, int, int], tuple[np.ndarray, np.ndarray]],
+    loss: str,
+    num_classes: int | None,
+) -> SequenceTask:
+    """Check the sizes and the seed, then draw the train and test sets from two independent streams
+    of (seed, the task's salt) with `make_set(rng, n, length) -> (x, y)`."""
+    length = checks.positive_int("length", length)
+    if length < min_length:
+        raise ValueError(f"`length` must be >= {min_length} ({why}), got {length!r}.")
+    checks.positive_int("n_train", n_train)
+    checks.positive_int("n_test", n_test)
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= seed < 2**32:
         raise ValueError(f"`seed` must be an int in [0, 2**32), got {seed!r}.")
     train, test = np.random.SeedSequence([int(seed), _SALT[name]]).spawn(2)
-    return np.random.Generator(np.random.PCG64(train)), np.random.Generator(np.random.PCG64(test))
+    x, y = make_set(np.random.Generator(np.random.PCG64(train)), n_train, length)
+    xt, yt = make_set(np.random.Generator(np.random.PCG64(test)), n_test, length)
+    return SequenceTask(name, x, y, xt, yt, loss, num_classes, length)
 
 
 def _adding_set(rng: np.random.Generator, n: int, length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -129,15 +150,8 @@ def adding(length: int, *, n_train: int = 10_000, n_test: int = 1_000, seed: int
     Raises:
       ValueError: `length` < 2, a set size < 1, a bad seed.
     """
-    length = checks.positive_int("length", length)
-    if length < 2:
-        raise ValueError(f"`length` must be >= 2 (one marker in each half), got {length!r}.")
-    checks.positive_int("n_train", n_train)
-    checks.positive_int("n_test", n_test)
-    rng_train, rng_test = _streams("adding", seed)
-    x, y = _adding_set(rng_train, n_train, length)
-    xt, yt = _adding_set(rng_test, n_test, length)
-    return SequenceTask("adding", x, y, xt, yt, "mse", None, length)
+    sizes = (length, 2, "one marker in each half", n_train, n_test)
+    return _task("adding", *sizes, seed, _adding_set, "mse", None)
 
 
 def _order_set(rng: np.random.Generator, n: int, length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -172,12 +186,5 @@ def temporal_order(length: int, *, n_train: int = 10_000, n_test: int = 1_000, s
     Raises:
       ValueError: `length` < 10, a set size < 1, a bad seed.
     """
-    length = checks.positive_int("length", length)
-    if length < 10:
-        raise ValueError(f"`length` must be >= 10 (the marked windows are T/10 wide), got {length!r}.")
-    checks.positive_int("n_train", n_train)
-    checks.positive_int("n_test", n_test)
-    rng_train, rng_test = _streams("temporal_order", seed)
-    x, y = _order_set(rng_train, n_train, length)
-    xt, yt = _order_set(rng_test, n_test, length)
-    return SequenceTask("temporal_order", x, y, xt, yt, "cross_entropy", TEMPORAL_ORDER_CLASSES, length)
+    sizes = (length, 10, "the marked windows are T/10 wide", n_train, n_test)
+    return _task("temporal_order", *sizes, seed, _order_set, "cross_entropy", TEMPORAL_ORDER_CLASSES)

@@ -29,7 +29,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -42,8 +41,9 @@ from flax import nnx
 from tqdm import tqdm
 
 from jaxvg import checks
-from jaxvg.nn import contracts, losses, models
+from jaxvg.nn import losses
 from jaxvg.train import history as history_lib
+from jaxvg.train import statics as statics_lib
 from jaxvg.train.config import TrainConfig, check_learning_rate
 from jaxvg.train.packing import Packing
 from jaxvg.train.step import (
@@ -58,6 +58,9 @@ from jaxvg.train.step import (
 __all__ = ["MONITOR_BATCH", "Run", "StackedFit", "Trainer", "evaluate_stacked"]
 
 MONITOR_BATCH = 256  # the monitor batch: the first min(MONITOR_BATCH, n) training examples
+
+# the `TrainConfig` fields that the `StepSpec` takes as they are
+_CONFIG_AS_IS = ("optimizer", "schedule", "warmup_steps", "steps", "clip_norm", "monitor_every")
 
 
 class StackedFit(NamedTuple):
@@ -149,13 +152,12 @@ class Trainer:
         Returns:
           A `Run`; with on_nonfinite="raise" it stops after the chunk in which a net diverged.
         """
-        try:
-            keys = jnp.asarray(keys)
-        except (TypeError, ValueError):
-            raise checks.ArgumentTypeError(
-                f"`keys` must be {self.n_nets} PRNG keys (jax.random.key, e.g. `data_keys(seeds)`), got "
-                f"{type(keys).__name__}."
-            ) from None
+        keys = checks.converted(
+            jnp.asarray,
+            keys,
+            f"`keys` must be {self.n_nets} PRNG keys (jax.random.key, e.g. `data_keys(seeds)`), got "
+            f"{type(keys).__name__}.",
+        )
         if keys.shape != (self.n_nets,) or not jnp.issubdtype(keys.dtype, jax.dtypes.prng_key):
             raise ValueError(
                 f"`keys` must be {self.n_nets} PRNG keys (jax.random.key), shape ({self.n_nets},), got shape "
@@ -371,7 +373,7 @@ def _build_spec(
         )
 
     one = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), (params, rest))
-    statics = _model_statics(graphdef, one)
+    statics = statics_lib.model_statics(graphdef, one)
     if isinstance(statics.in_features, int) and x.shape[1:] != (statics.in_features,):
         raise ValueError(
             f"`data` inputs have shape {x.shape} (features {x.shape[1:]}), but the model's in_features is "
@@ -380,7 +382,9 @@ def _build_spec(
     if config.monitor_every is not None and statics.monitor_problem:
         raise ValueError(f"`monitor_every` needs a model the measures can read: {statics.monitor_problem}")
     try:
-        out = _eval_forward(statics.eval_graphdef).eval_shape(*one, jax.ShapeDtypeStruct(x.shape, x.dtype))
+        out = statics_lib.eval_forward(statics.eval_graphdef).eval_shape(
+            *one, jax.ShapeDtypeStruct(x.shape, x.dtype)
+        )
     except Exception as e:  # the user's model code: any error, reported with the shapes, before training
         raise ValueError(
             f"`data` inputs of shape {x.shape} ({x.dtype}) do not fit the model: its forward pass (evaluation "
@@ -399,20 +403,15 @@ def _build_spec(
         graphdef=graphdef,
         eval_graphdef=statics.eval_graphdef,
         loss=loss,
-        optimizer=config.optimizer,
-        schedule=config.schedule,
-        warmup_steps=config.warmup_steps,
-        steps=config.steps,
-        clip_norm=config.clip_norm,
         batch_size=batch_size,
         log_every=config.chunk_steps,
-        monitor_every=config.monitor_every,
         kernel_index=statics.kernel_index,
         leaf_group=statics.leaf_group,
         group_names=statics.group_names,
         has_test=has_test,
         params_packing=Packing.of(one[0]),
         rest_packing=Packing.of(one[1]),
+        **{name: getattr(config, name) for name in _CONFIG_AS_IS},
     )
     m = min(MONITOR_BATCH, n)
     arrays = {"x": jnp.asarray(x), "y": jnp.asarray(y), "xm": jnp.asarray(x[:m]), "ym": jnp.asarray(y[:m])}
@@ -449,109 +448,3 @@ def _check_history_memory(config: TrainConfig, n_nets: int, n_blocks: int, batch
         "`monitor_every`",
         host=True,
     )
-
-
-class _Statics(NamedTuple):
-    in_features: int | None  # `contracts.input_features`
-    eval_graphdef: Any  # graphdef of the evaluation-mode view
-    kernel_index: tuple[int, ...]
-    leaf_group: tuple[int, ...]
-    group_names: tuple[str, ...]
-    monitor_problem: str  # why the measures cannot read the model ("" when they can)
-
-
-_MODEL_STATICS: dict[Any, _Statics] = {}  # (graphdef, leaf shapes) -> statics
-_MODEL_STATICS_SIZE = 32
-
-
-def _model_statics(graphdef: Any, one: Any) -> _Statics:
-    """What the trainer reads from one net's module, cached on the graphdef and the shapes and
-    dtypes of one net's state (`one`, abstract): merging and viewing costs milliseconds per call."""
-    key = (graphdef, jax.tree.structure(one), tuple((a.shape, a.dtype) for a in jax.tree.leaves(one)))
-    try:
-        hit = _MODEL_STATICS.get(key)
-    except TypeError:  # a static attribute that cannot be hashed: jit cannot cache the program either
-        raise checks.ArgumentTypeError(_unhashable_message(nnx.merge(graphdef, *one))) from None
-    if hit is None:
-        model = nnx.merge(graphdef, *one)
-        view = nnx.view(model, deterministic=True, use_running_average=True, raise_if_not_found=False)
-        eval_graphdef, _, _ = nnx.split(view, nnx.Param, ...)
-        problem = ""
-        try:
-            contracts.check_block_model(model)
-        except TypeError as e:
-            problem = str(e)
-        is_block_model = not problem  # a `blocks` attribute that breaks the contract: not a block model
-        if not problem and nnx.state(model, models.ActiveBlocks):
-            problem = "a depth-masked model (`max_depth`): the measures would see every block as active."
-        hit = _Statics(
-            contracts.input_features(model) if is_block_model else getattr(model, "in_features", None),
-            eval_graphdef,
-            *_block_layout(model, one[0], is_block_model),
-            problem,
-        )
-        if len(_MODEL_STATICS) >= _MODEL_STATICS_SIZE:
-            _MODEL_STATICS.pop(next(iter(_MODEL_STATICS)))
-        _MODEL_STATICS[key] = hit
-    return hit
-
-
-def _unhashable_message(model: nnx.Module) -> str:
-    """Why a model's graphdef cannot be hashed: the first static attribute that cannot be."""
-    where = "an attribute"
-    for path, node in nnx.iter_graph(model):
-        if not isinstance(node, nnx.Module):
-            continue
-        for name, value in vars(node).items():
-            if name.startswith("_") or isinstance(value, nnx.Module | nnx.Variable | nnx.List | jax.Array):
-                continue
-            try:
-                hash(value)
-            except TypeError:
-                dotted = ".".join(str(p) for p in (*path, name))
-                where = f"`model.{dotted}` = {value!r:.60} ({type(value).__name__})"
-                break
-        else:
-            continue
-        break
-    return (
-        f"`model` has a static attribute that cannot be hashed: {where}. jax compiles one program per "
-        "model structure and needs the structure hashable: store modules in an nnx.List, arrays in "
-        "nnx.Variable/nnx.data, and other static values as tuples, not lists, dicts or sets."
-    )
-
-
-def _block_layout(
-    model: nnx.Module, params: Any, is_block_model: bool
-) -> tuple[tuple[int, ...], tuple[int, ...], tuple[str, ...]]:
-    """(per block: index of its kernel among the params leaves (`contracts.kernel_path`) or -1;
-    per params leaf: the block it belongs to, or L outside the blocks; per group: its name)."""
-    paths = [path for path, _ in nnx.to_flat_state(params)]  # the order of jax.tree.leaves(params)
-    index = {path: j for j, path in enumerate(paths)}
-    blocks = list(model.blocks) if is_block_model else []
-    leaf_group = [len(blocks)] * len(paths)
-    kernel_index = []
-    for i, block in enumerate(blocks):
-        for path, _ in nnx.to_flat_state(nnx.state(block, nnx.Param)):
-            if ("blocks", i, *path) in index:
-                leaf_group[index[("blocks", i, *path)]] = i
-        kernel = contracts.kernel_path(block)
-        kernel_index.append(-1 if kernel is None else index.get(("blocks", i, *kernel), -1))
-    others = []
-    for path, group in zip(paths, leaf_group, strict=True):
-        if group == len(blocks) and str(path[0]) not in others:
-            others.append(str(path[0]))
-    names = tuple(f"blocks[{i}]" for i in range(len(blocks))) + (
-        " / ".join(others) if others else "non-block parameters",
-    )
-    return tuple(kernel_index), tuple(leaf_group), names
-
-
-@functools.lru_cache(maxsize=32)
-def _eval_forward(eval_graphdef: Any) -> Callable:
-    """jit(forward) for the shape check; its `eval_shape` is cached per shape by jit."""
-
-    def forward(p, r, xb):
-        return nnx.merge(eval_graphdef, p, r, copy=True)(xb)
-
-    return jax.jit(forward)

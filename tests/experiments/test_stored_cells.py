@@ -109,60 +109,48 @@ def _first_entry(field, value):
     return corrupt
 
 
+def _missing(name, key, field):
+    return (name, key, _drop(field), rf"lacks the field '{field}'")
+
+
+def _not_float(name, key, field, tail=""):
+    return (name, key, _set(field, [0.137]), rf"cell\['{field}'\] must be float, got list{tail}")
+
+
+def _too_short(name, key, field, n, tail=""):
+    return (name, key, _set(field, []), rf"cell\['{field}'\] must be a list of length {n}{tail}")
+
+
+def _bad_entry(name, key, field, depth):
+    """[0.137] as the first entry of a nested per-seed list `depth` levels down."""
+    where = r"\[0\]" * depth
+    return (name, key, _first_entry(field, [0.137]), rf"cell\['{field}'\]{where} must be float \| None")
+
+
 _PD0, _PD1 = phase_diagram.cell_key(3, 1.0), phase_diagram.cell_key(36, 1.75)
 CORRUPTIONS = [
-    ("xor", "deep", _drop("solved"), r"lacks the field 'solved'"),
-    ("xor", "shallow", _set("seconds", [0.137]), r"cell\['seconds'\] must be float, got list \[0.137\]"),
-    (
-        "xor",
-        "deep",
-        _set("final_loss", []),
-        r"cell\['final_loss'\] must be a list of length 8 .*got a list of length 0",
-    ),
-    ("vanishing", "tanh", _drop("log10_act_grad"), r"lacks the field 'log10_act_grad'"),
-    (
-        "vanishing",
-        "relu",
-        _set("log10_max_dphi", [0.137]),
-        r"cell\['log10_max_dphi'\] must be float, got list",
-    ),
-    ("vanishing", "sigmoid", _set("loss", []), r"cell\['loss'\] must be a list of length 2"),
-    (
-        "vanishing",
-        "tanh",
-        _first_entry("log10_gain", [0.137]),
-        r"cell\['log10_gain'\]\[0\]\[0\] must be float \| None",
-    ),
-    ("remedies", "baseline", _drop("final_test_accuracy"), r"lacks the field 'final_test_accuracy'"),
-    ("remedies", "adam", _set("seconds", [0.137]), r"cell\['seconds'\] must be float, got list"),
-    (
-        "remedies",
-        "relu_he",
-        _set("steps_to_target", []),
-        r"cell\['steps_to_target'\] must be a list of length 2",
-    ),
-    ("phase_diagram", _PD0, _drop("train_accuracy"), r"lacks the field 'train_accuracy'"),
-    ("phase_diagram", _PD0, _set("sigma_w2", [0.137]), r"cell\['sigma_w2'\] must be float, got list"),
+    _missing("xor", "deep", "solved"),
+    _not_float("xor", "shallow", "seconds", r" \[0.137\]"),
+    _too_short("xor", "deep", "final_loss", 8, r" .*got a list of length 0"),
+    _missing("vanishing", "tanh", "log10_act_grad"),
+    _not_float("vanishing", "relu", "log10_max_dphi"),
+    _too_short("vanishing", "sigmoid", "loss", 2),
+    _bad_entry("vanishing", "tanh", "log10_gain", 2),
+    _missing("remedies", "baseline", "final_test_accuracy"),
+    _not_float("remedies", "adam", "seconds"),
+    _too_short("remedies", "relu_he", "steps_to_target", 2),
+    _missing("phase_diagram", _PD0, "train_accuracy"),
+    _not_float("phase_diagram", _PD0, "sigma_w2"),
     (
         "phase_diagram",
         _PD1,
         _set("train_accuracy", [[0.137]]),
         r"cell\['train_accuracy'\]\[0\] must be float \| None",
     ),
-    (
-        "phase_diagram",
-        _PD1,
-        _set("final_batch_loss", []),
-        r"cell\['final_batch_loss'\] must be a list of length 1",
-    ),
-    ("isometry", "isometry", _drop("log_sv"), r"lacks the field 'log_sv'"),
-    ("isometry", "isometry", _set("lyapunov", []), r"cell\['lyapunov'\] must be a list of length 24"),
-    (
-        "isometry",
-        "isometry",
-        _first_entry("log_sv", [0.137]),
-        r"cell\['log_sv'\]\[0\]\[0\]\[0\] must be float \| None",
-    ),
+    _too_short("phase_diagram", _PD1, "final_batch_loss", 1),
+    _missing("isometry", "isometry", "log_sv"),
+    _too_short("isometry", "isometry", "lyapunov", 24),
+    _bad_entry("isometry", "isometry", "log_sv", 3),
 ]
 
 
