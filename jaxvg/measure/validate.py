@@ -20,12 +20,11 @@ forward pass went non-finite (`GradientFlow.forward_nonfinite_block`).
 
 Example:
   >>> import jax.numpy as jnp
-  >>> from flax import nnx
   >>> import jaxvg
-  >>> from jaxvg import measure
-  >>> model = jaxvg.MLP(3, 4, 2, 1, rngs=nnx.Rngs(0))
+  >>> from flax import nnx
+  >>> one_example = jnp.ones(3)  # no batch axis
   >>> try:
-  ...     measure.gradient_flow(model, jnp.ones(3), jnp.zeros(1))
+  ...     jaxvg.gradient_flow(jaxvg.MLP(3, 4, 2, 1, rngs=nnx.Rngs(0)), one_example, jnp.zeros(1))
   ... except ValueError as err:
   ...     print(str(err)[:72])
   `x` of shape (3,) is one example without a batch axis: the model takes (
