@@ -258,11 +258,11 @@ def time_jacobian_spectrum(
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import jaxvg
       >>> from flax import nnx
-      >>> from jaxvg import measure
-      >>> from jaxvg.nn import rnn
-      >>> model = rnn.RNN(1, 6, None, cell="linear", init="orthogonal", sigma_w2=0.01, rngs=nnx.Rngs(0))
-      >>> spec = measure.time_jacobian_spectrum(model, jnp.ones((20, 1)))
+      >>> xs = jnp.ones((20, 1))  # one sequence of 20 steps, no batch axis
+      >>> model = jaxvg.nn.rnn.RNN(1, 6, None, cell="linear", init="orthogonal", sigma_w2=0.01, rngs=nnx.Rngs(0))
+      >>> spec = jaxvg.measure.time_jacobian_spectrum(model, xs)
       >>> [round(float(v), 4) for v in spec.log10_lyapunov[:2]], round(float(spec.log10_sv[0][0]), 4)
       ([-1.0, -1.0], -20.0)
     """
