@@ -35,6 +35,7 @@ from jaxvg.measure import tapped_gradients as tapped_gradients
 from jaxvg.measure import time_flow as time_flow
 from jaxvg.nn import MLP as MLP
 from jaxvg.nn import RNN as RNN
+from jaxvg.nn import Transformer as Transformer
 from jaxvg.train import FitResult as FitResult
 from jaxvg.train import TrainConfig as TrainConfig
 from jaxvg.train import Trainer as Trainer
