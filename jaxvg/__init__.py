@@ -25,11 +25,13 @@ from jaxvg import train as train
 from jaxvg.measure import GradientFlow as GradientFlow
 from jaxvg.measure import JacobianNorms as JacobianNorms
 from jaxvg.measure import JacobianSpectrum as JacobianSpectrum
+from jaxvg.measure import SignalFlow as SignalFlow
 from jaxvg.measure import TimeFlow as TimeFlow
 from jaxvg.measure import flow_table as flow_table
 from jaxvg.measure import gradient_flow as gradient_flow
 from jaxvg.measure import jacobian_norms as jacobian_norms
 from jaxvg.measure import jacobian_spectrum as jacobian_spectrum
+from jaxvg.measure import signal_propagation as signal_propagation
 from jaxvg.measure import tap as tap
 from jaxvg.measure import tapped_gradients as tapped_gradients
 from jaxvg.measure import time_flow as time_flow
