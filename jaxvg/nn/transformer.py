@@ -33,8 +33,11 @@ every block (Fixup/T-Fixup-style: every pre-LN or no-norm block is the identity 
 
 Measure hooks: each block exposes `activation` (the FFN's) and `preactivation(h)` (the FFN's first
 Linear output, the activation's argument, computed from the block input h through the attention
-sublayer), and `kernel_path = ("ffn", "linear", "kernel")`, so `gradient_flow`'s
-`log10_kernel_grad`, `log10_dphi` and `dead_fraction` columns are those of the FFN's first kernel.
+sublayer), so `gradient_flow`'s `log10_dphi` and `dead_fraction` columns are the FFN's; and
+`kernel_path = ("ffn", "out", "kernel")`, the FFN's second kernel W^2, so `log10_kernel_grad` is
+the gradient whose scale Xiong et al. 2020 (Theorem 1) derive: O(d sqrt(ln d)) for post-LN at the
+last layer, O(d sqrt(ln d / L)) for pre-LN. The branch scale a is a `BranchScale` variable (not a
+parameter), so nets that differ only in a share one compiled program.
 
 Example:
   >>> import jax.numpy as jnp
@@ -113,13 +116,18 @@ def sinusoidal_positions(seq: int, d_model: int, dtype: Any = jnp.float32) -> ja
 
 def _linear(m: int, n: int, gain: float, zero: bool, param_dtype, rngs: nnx.Rngs) -> nnx.Linear:
     kernel_init = nnx.initializers.zeros if zero else glorot_normal(gain)
-    return nnx.Linear(m, n, kernel_init=kernel_init, bias_init=nnx.initializers.zeros,
-                      param_dtype=param_dtype, rngs=rngs)  # fmt: skip
+    return nnx.Linear(
+        m, n, kernel_init=kernel_init, bias_init=nnx.initializers.zeros, param_dtype=param_dtype, rngs=rngs
+    )
 
 
 def _layer_norm(d: int, param_dtype) -> nnx.LayerNorm:
     # scale/offset start at ones/zeros: a throwaway key keeps every later kernel the same whatever `norm` is
     return nnx.LayerNorm(d, epsilon=LAYER_NORM_EPSILON, param_dtype=param_dtype, rngs=nnx.Rngs(0))
+
+
+class BranchScale(nnx.Variable):
+    """The fixed branch scale a of a block (a scalar in the parameter dtype; not trained)."""
 
 
 class Embed(nnx.Module):
@@ -138,12 +146,19 @@ class Embed(nnx.Module):
             self.token = _linear(vocab_or_in[0], d_model, 1.0, False, param_dtype, rngs)
         else:
             self.vocab_size = vocab_or_in
-            self.token = nnx.Embed(vocab_or_in, d_model, embedding_init=nnx.initializers.normal(1.0),
-                                   param_dtype=param_dtype, rngs=rngs)  # fmt: skip
+            self.token = nnx.Embed(
+                vocab_or_in,
+                d_model,
+                embedding_init=nnx.initializers.normal(1.0),
+                param_dtype=param_dtype,
+                rngs=rngs,
+            )
         self.max_len = max_len
         self.positional = positional
         if positional == "learned":
-            self.position = nnx.Param(0.02 * jax.random.normal(rngs.params(), (max_len, d_model), param_dtype))
+            self.position = nnx.Param(
+                0.02 * jax.random.normal(rngs.params(), (max_len, d_model), param_dtype)
+            )
         else:
             self.position = None
 
@@ -166,7 +181,9 @@ class Embed(nnx.Module):
             h = self.token(x)
         seq = x.shape[1]
         if seq > self.max_len:
-            raise ValueError(f"`x` has {seq} tokens per sequence, more than the model's `max_len`={self.max_len}.")
+            raise ValueError(
+                f"`x` has {seq} tokens per sequence, more than the model's `max_len`={self.max_len}."
+            )
         if self.position is None:
             return h + sinusoidal_positions(seq, h.shape[-1], h.dtype)[None]
         return h + self.position[...][None, :seq]
@@ -217,24 +234,48 @@ class TransformerBlock(nnx.Module):
     `norm` and the residual scaling (see the module docstring).
 
     Attributes:
-      attention: `Attention`.   ffn: `FFN` (its `linear` is the block's kernel for the measures).
+      attention: `Attention`.   ffn: `FFN` (its `out` kernel is the block's kernel for the measures).
       norm_attention, norm_ffn: `nnx.LayerNorm` (norm "pre"/"post") or None.
       alpha: ReZero's learned scalar `nnx.Param` (shape ()), or None.
-      norm: "pre" | "post" | "none" (static).   branch_scale: a (static float).
+      norm: "pre" | "post" | "none" (static).   branch_scale: a, a `BranchScale` scalar.
       residual_alpha: the weight of h inside a post-LN (DeepNorm's alpha; 1 otherwise).
-      activation: the FFN's registry activation.   kernel_path: ("ffn", "linear", "kernel").
+      activation: the FFN's registry activation.   kernel_path: ("ffn", "out", "kernel").
     """
 
-    kernel_path = ("ffn", "linear", "kernel")
+    kernel_path = ("ffn", "out", "kernel")
 
-    def __init__(self, d_model, heads, *, norm, branch_scale, residual_alpha, rezero, gain, zero_out,
-                 causal, hidden, activation, param_dtype, rngs):  # fmt: skip
+    def __init__(
+        self,
+        d_model,
+        heads,
+        *,
+        norm,
+        branch_scale,
+        residual_alpha,
+        rezero,
+        gain,
+        zero_out,
+        causal,
+        hidden,
+        activation,
+        param_dtype,
+        rngs,
+    ):
         self.norm = norm
-        self.branch_scale = branch_scale
+        self.branch_scale = BranchScale(jnp.asarray(branch_scale, param_dtype))
         self.residual_alpha = residual_alpha
-        self.attention = Attention(d_model, heads, causal=causal, value_gain=gain, zero_out=zero_out,
-                                   param_dtype=param_dtype, rngs=rngs)  # fmt: skip
-        self.ffn = FFN(d_model, hidden, activation, gain=gain, zero_out=zero_out, param_dtype=param_dtype, rngs=rngs)
+        self.attention = Attention(
+            d_model,
+            heads,
+            causal=causal,
+            value_gain=gain,
+            zero_out=zero_out,
+            param_dtype=param_dtype,
+            rngs=rngs,
+        )
+        self.ffn = FFN(
+            d_model, hidden, activation, gain=gain, zero_out=zero_out, param_dtype=param_dtype, rngs=rngs
+        )
         self.activation = activation
         with_norm = norm in ("pre", "post")
         self.norm_attention = _layer_norm(d_model, param_dtype) if with_norm else None
@@ -242,7 +283,7 @@ class TransformerBlock(nnx.Module):
         self.alpha = nnx.Param(jnp.zeros((), param_dtype)) if rezero else None
 
     def _sublayer(self, f, norm_layer, h: jax.Array) -> jax.Array:
-        scale = self.branch_scale if self.alpha is None else self.alpha[...]
+        scale = self.branch_scale[...] if self.alpha is None else self.alpha[...]
         if self.norm == "pre":
             return h + scale * f(norm_layer(h))
         if self.norm == "post":
@@ -387,20 +428,34 @@ class Transformer(nnx.Module):
         alpha, gain = deepnorm_constants(depth) if residual_scale == "deepnorm" else (1.0, 1.0)
         scale = residual_scale if isinstance(residual_scale, float) else 1.0
         self.d_model, self.depth, self.heads = d_model, depth, heads
-        self.norm, self.residual_scale = norm, residual_scale
-        self.embed = Embed(vocab_or_in, d_model, positional=positional, max_len=max_len,
-                           param_dtype=param_dtype, rngs=rngs)  # fmt: skip
+        self.norm = norm  # the branch scale lives in the blocks (data, so scaled nets share a graphdef)
+        self.embed = Embed(
+            vocab_or_in, d_model, positional=positional, max_len=max_len, param_dtype=param_dtype, rngs=rngs
+        )
         self.blocks = nnx.List(
             [
-                TransformerBlock(d_model, heads, norm=norm, branch_scale=scale, residual_alpha=alpha,
-                                 rezero=residual_scale == "rezero", gain=gain, zero_out=zero_init_branches,
-                                 causal=causal, hidden=ffn_mult * d_model, activation=act,
-                                 param_dtype=param_dtype, rngs=rngs)  # fmt: skip
+                TransformerBlock(
+                    d_model,
+                    heads,
+                    norm=norm,
+                    branch_scale=scale,
+                    residual_alpha=alpha,
+                    rezero=residual_scale == "rezero",
+                    gain=gain,
+                    zero_out=zero_init_branches,
+                    causal=causal,
+                    hidden=ffn_mult * d_model,
+                    activation=act,
+                    param_dtype=param_dtype,
+                    rngs=rngs,
+                )
                 for _ in range(depth)
             ]
         )
         self.head = (
-            None if out is None else Head(d_model, out, final_norm=norm == "pre", param_dtype=param_dtype, rngs=rngs)
+            None
+            if out is None
+            else Head(d_model, out, final_norm=norm == "pre", param_dtype=param_dtype, rngs=rngs)
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:

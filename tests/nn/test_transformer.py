@@ -32,12 +32,17 @@ def _params(model):
         a = b.attention
         blocks.append(
             {
-                "q": lin(a.query), "k": lin(a.key), "v": lin(a.value), "o": lin(a.out),
-                "f1": lin(b.ffn.linear), "f2": lin(b.ffn.out),
-                "ln1": ln(b.norm_attention), "ln2": ln(b.norm_ffn),
+                "q": lin(a.query),
+                "k": lin(a.key),
+                "v": lin(a.value),
+                "o": lin(a.out),
+                "f1": lin(b.ffn.linear),
+                "f2": lin(b.ffn.out),
+                "ln1": ln(b.norm_attention),
+                "ln2": ln(b.norm_ffn),
                 "alpha": None if b.alpha is None else b.alpha[...],
             }
-        )  # fmt: skip
+        )
     emb = model.embed
     token = {"table": emb.token.embedding[...]} if emb.vocab_size is not None else lin(emb.token)
     head = None if model.head is None else {"lin": lin(model.head.linear), "ln": ln(model.head.norm)}
@@ -74,7 +79,10 @@ def _ref_ffn(p, h):
 
 def _ref_block(p, h, *, norm, scale, alpha_res, heads, causal):
     a = scale if p["alpha"] is None else p["alpha"]
-    for f, ln in ((lambda u: _ref_attention(p, u, heads, causal), p["ln1"]), (lambda u: _ref_ffn(p, u), p["ln2"])):
+    for f, ln in (
+        (lambda u: _ref_attention(p, u, heads, causal), p["ln1"]),
+        (lambda u: _ref_ffn(p, u), p["ln2"]),
+    ):
         if norm == "pre":
             h = h + a * f(_ref_ln(ln, h))
         elif norm == "post":
@@ -106,7 +114,10 @@ def _ref_ce(logits, y):
 
 CASES = {
     "pre_causal_tokens": ({"norm": "pre"}, "tokens"),
-    "post_deepnorm_bidirectional": ({"norm": "post", "residual_scale": "deepnorm", "causal": False}, "tokens"),
+    "post_deepnorm_bidirectional": (
+        {"norm": "post", "residual_scale": "deepnorm", "causal": False},
+        "tokens",
+    ),
     "rezero_real_inputs": ({"norm": "none", "residual_scale": "rezero"}, "real"),
     "none_scaled_branches": ({"norm": "none", "residual_scale": 0.5}, "tokens"),
 }
@@ -120,8 +131,9 @@ def test_output_and_gradient_flow_match_float64_reference(x64, case):
 
 def _compare_with_reference(kw, inputs):
     V, d, L, H = 7, 8, 3, 2
-    model = jaxvg.Transformer(V if inputs == "tokens" else (3,), d, L, H, V, param_dtype=jnp.float64,
-                              rngs=nnx.Rngs(1), **kw)  # fmt: skip
+    model = jaxvg.Transformer(
+        V if inputs == "tokens" else (3,), d, L, H, V, param_dtype=jnp.float64, rngs=nnx.Rngs(1), **kw
+    )
     for i, b in enumerate(model.blocks):  # ReZero's alpha = 0 would hide the branches
         if b.alpha is not None:
             b.alpha[...] = jnp.asarray(0.3 + 0.2 * i, jnp.float64)
@@ -133,23 +145,34 @@ def _compare_with_reference(kw, inputs):
     p = _params(model)
     alpha_res = (2 * L) ** 0.25 if kw.get("residual_scale") == "deepnorm" else 1.0
     scale = kw["residual_scale"] if isinstance(kw.get("residual_scale"), float) else 1.0
-    opts = {"norm": kw["norm"], "scale": scale, "alpha_res": alpha_res, "heads": H, "causal": kw.get("causal", True)}
+    opts = {
+        "norm": kw["norm"],
+        "scale": scale,
+        "alpha_res": alpha_res,
+        "heads": H,
+        "causal": kw.get("causal", True),
+    }
 
-    def from_layer(l, h, blocks):
-        for bp in blocks[l:]:
+    def from_layer(k, h, blocks):
+        for bp in blocks[k:]:
             h = _ref_block(bp, h, **opts)
         return _ref_ce(_ref_head(p["head"], h), y)
 
     hs = [_ref_embed(p["token"], x, d)]
     for bp in p["blocks"]:
         hs.append(_ref_block(bp, hs[-1], **opts))
-    np.testing.assert_allclose(np.asarray(model(x)), np.asarray(_ref_head(p["head"], hs[-1])), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        np.asarray(model(x)), np.asarray(_ref_head(p["head"], hs[-1])), rtol=1e-12, atol=1e-12
+    )
 
     flow = jaxvg.gradient_flow(model, x, y, loss="cross_entropy")
-    act = [math.log10(float(jnp.linalg.norm(jax.grad(from_layer, 1)(l, hs[l], p["blocks"])))) for l in range(L + 1)]
+    act = [
+        math.log10(float(jnp.linalg.norm(jax.grad(from_layer, 1)(k, hs[k], p["blocks"]))))
+        for k in range(L + 1)
+    ]
     blk = jax.grad(lambda bl: from_layer(0, hs[0], bl))(p["blocks"])
     par = [0.5 * math.log10(sum(float(jnp.sum(g**2)) for g in jax.tree.leaves(b))) for b in blk]
-    ker = [math.log10(float(jnp.linalg.norm(b["f1"]["w"]))) for b in blk]
+    ker = [math.log10(float(jnp.linalg.norm(b["f2"]["w"]))) for b in blk]
     np.testing.assert_allclose(np.asarray(flow.log10_act_grad), act, atol=1e-12)
     np.testing.assert_allclose(np.asarray(flow.log10_param_grad), par, atol=1e-12)
     np.testing.assert_allclose(np.asarray(flow.log10_kernel_grad), ker, atol=1e-12)
@@ -162,8 +185,12 @@ def _compare_with_reference(kw, inputs):
 
 
 @pytest.mark.parametrize(
-    "kw", [{"norm": "none", "residual_scale": "rezero"}, {"norm": "pre", "zero_init_branches": True},
-           {"norm": "none", "zero_init_branches": True}],  # fmt: skip
+    "kw",
+    [
+        {"norm": "none", "residual_scale": "rezero"},
+        {"norm": "pre", "zero_init_branches": True},
+        {"norm": "none", "zero_init_branches": True},
+    ],
     ids=["rezero", "zero_init_pre", "zero_init_none"],
 )
 def test_blocks_are_the_identity_at_init(kw):
@@ -209,7 +236,7 @@ def test_block_contract_and_measure_hooks():
     model = jaxvg.Transformer(7, 8, 2, 2, 7, positional="learned", rngs=nnx.Rngs(0))
     assert isinstance(model, contracts.BlockModel)
     block = model.blocks[0]
-    assert contracts.kernel_path(block) == ("ffn", "linear", "kernel")
+    assert contracts.kernel_path(block) == ("ffn", "out", "kernel")
     z_of, dphi = contracts.preactivation_fn(block)
     h = model.embed(jnp.array([[1, 2, 3]]))
     assert z_of(h).shape == (1, 3, 32) and dphi is jaxvg.nn.activations.get("gelu").dfn
@@ -227,10 +254,18 @@ def test_block_contract_and_measure_hooks():
     [
         ((7, 10, 2, 3, 7), {}, r"`d_model`=10 must be divisible by `heads`=3"),
         ((7, 8, 2, 2, 7), {"norm": "layer"}, r"`norm` must be one of .* got 'layer'"),
-        ((7, 8, 2, 2, 7), {"residual_scale": "deepnorm"}, r"`residual_scale='deepnorm'` needs `norm=\"post\"`"),
+        (
+            (7, 8, 2, 2, 7),
+            {"residual_scale": "deepnorm"},
+            r"`residual_scale='deepnorm'` needs `norm=\"post\"`",
+        ),
         ((7, 8, 2, 2, 7), {"norm": "post", "residual_scale": "rezero"}, r"needs `norm=\"none\"`"),
         ((7, 8, 2, 2, 7), {"residual_scale": "fixup"}, r"`residual_scale` must be one of"),
-        ((7, 8, 2, 2, 7), {"residual_scale": -0.5}, r"`residual_scale` must be a finite number > 0, got -0.5"),
+        (
+            (7, 8, 2, 2, 7),
+            {"residual_scale": -0.5},
+            r"`residual_scale` must be a finite number > 0, got -0.5",
+        ),
         ((7, 8, 2, 2, 7), {"residual_scale": True}, r"`residual_scale` must be None"),
         (((3, 4), 8, 2, 2, 7), {}, r"`vocab_or_in` as a tuple must be \(in_features,\)"),
         ((7.0, 8, 2, 2, 7), {}, r"`vocab_or_in` must be an int vocabulary size"),
@@ -248,7 +283,9 @@ def test_bad_arguments_are_named(args, kw, match):
 
 def test_bad_inputs_are_named():
     model = jaxvg.Transformer(7, 8, 1, 2, 7, max_len=4, rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match=r"integer token ids of shape \(batch, seq\).*vocab_or_in=\(in_features,\)"):
+    with pytest.raises(
+        ValueError, match=r"integer token ids of shape \(batch, seq\).*vocab_or_in=\(in_features,\)"
+    ):
         model(jnp.ones((2, 3)))
     with pytest.raises(ValueError, match=r"5 tokens per sequence, more than the model's `max_len`=4"):
         model(jnp.zeros((2, 5), jnp.int32))
