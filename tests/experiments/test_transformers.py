@@ -43,7 +43,11 @@ def test_quick_run_numbers(quick):
     assert scaled["c_L"] < collapsed["c_L"] - 0.2 and scaled["rank_L"] > collapsed["rank_L"]
     c = np.mean(np.asarray(cells["rank/none/a=1"]["c"], float), axis=0)
     assert c[-1] > c[len(c) // 2] > c[0]  # c_l rises with depth
-    assert collapsed["query_minus_value"] < 0 and collapsed["key_minus_value"] < 0
+    # post-LN, unscaled: collapsed too (c_L = 0.99), and the query/key kernels get about 1.2 decades
+    # less gradient than the value kernels; 0.5 decades less with 1/sqrt(L) branches
+    post, post_scaled = rank[("post", "1")], rank[("post", "1/sqrt(L)")]
+    assert post["c_L"] > 0.9 and post["query_minus_value"] < -0.5 and post["key_minus_value"] < -0.5
+    assert post_scaled["query_minus_value"] > post["query_minus_value"] + 0.3
     # training: every cell ran its seeds; accuracies are accuracies; nothing diverged at L = 2
     assert len(res["train_rows"]) == 5
     for row in res["train_rows"]:
