@@ -94,3 +94,19 @@ def test_reversal_data():
 def test_bad_config_is_named(kw, match):
     with pytest.raises(ValueError, match=match):
         transformers.Config(**kw)
+
+
+@pytest.mark.slow
+def test_schema_rejects_a_broken_stored_cell(quick):
+    from jaxvg.report import cells as cell_store
+    from jaxvg.report import experiment
+
+    _, _, stored = quick
+    for key, field, value in (("rank/post/a=1", "c", None), ("init/pre/L=8", "log10_kernel_grad", [[0.1]])):
+        cell = {k: v for k, v in stored[key].items() if k != field}
+        if value is not None:
+            cell[field] = value
+        store = experiment.Cells({key: cell}, schema=transformers.CELL_SCHEMA)
+        with pytest.warns(cell_store.CellWarning, match=key):
+            assert not store.reuse(key, stored[key]["setup"])
+        assert experiment.Cells(stored, schema=transformers.CELL_SCHEMA).reuse(key, stored[key]["setup"])
