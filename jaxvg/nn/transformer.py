@@ -314,6 +314,24 @@ class Head(nnx.Module):
         return self.linear(h if self.norm is None else self.norm(h))
 
 
+def parameter_count(
+    vocab_or_in, d_model: int, depth: int, out: int | None, *, ffn_mult: int = 4, max_len: int = 512
+) -> int:
+    """Parameter entries of a `Transformer`, an upper bound (it counts the learned positional table,
+    both LayerNorms of every block, ReZero's scalar and the final LayerNorm, whichever the model has):
+    embedding + depth x (4 d^2 + 2 ffn_mult d^2 + biases + norms) + head.
+
+    Example:
+      >>> parameter_count(10, 8, 2, 10, max_len=16)
+      2060
+    """
+    d, h = d_model, ffn_mult * d_model
+    n_in = vocab_or_in[0] + 1 if isinstance(vocab_or_in, tuple) else vocab_or_in
+    block = 4 * (d * d + d) + (d * h + h) + (h * d + d) + 4 * d + 1
+    head = 0 if out is None else 2 * d + d * out + out
+    return n_in * d + max_len * d + depth * block + head
+
+
 def _check_vocab_or_in(value: Any) -> int | tuple[int]:
     if isinstance(value, tuple):
         if len(value) != 1:
@@ -422,6 +440,13 @@ class Transformer(nnx.Module):
         checks.choice("positional", positional, POSITIONAL)
         max_len = checks.positive_int("max_len", max_len)
         param_dtype = check_param_dtype(param_dtype)
+        count = parameter_count(vocab_or_in, d_model, depth, out, ffn_mult=ffn_mult, max_len=max_len)
+        checks.check_memory(
+            count * param_dtype.itemsize,
+            f"Transformer(`d_model`={d_model}, `depth`={depth}, `ffn_mult`={ffn_mult}, vocab_or_in={vocab_or_in}) "
+            f"with {param_dtype.name} parameters ({count:.3g} entries)",
+            "pass a smaller `d_model` or `depth` (parameters grow as (4 + 2 ffn_mult) d_model^2 x depth)",
+        )
         if not isinstance(rngs, nnx.Rngs):
             raise checks.ArgumentTypeError(f"`rngs` must be an nnx.Rngs, got {type(rngs).__name__}.")
 

@@ -281,6 +281,16 @@ def test_bad_arguments_are_named(args, kw, match):
         jaxvg.Transformer(*args, rngs=nnx.Rngs(0), **kw)
 
 
+def test_parameter_count_and_memory_check():
+    model = jaxvg.Transformer(7, 8, 2, 2, 5, norm="pre", positional="learned", max_len=6, rngs=nnx.Rngs(0))
+    n = sum(v.size for v in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    assert transformer.parameter_count(7, 8, 2, 5, max_len=6) == n + 2  # counts ReZero's scalar per block
+    with pytest.raises(
+        ValueError, match=r"Transformer\(`d_model`=1000000, `depth`=1000.*pass a smaller `d_model`"
+    ):
+        jaxvg.Transformer(7, 1_000_000, 1000, 2, 5, rngs=nnx.Rngs(0))
+
+
 def test_bad_inputs_are_named():
     model = jaxvg.Transformer(7, 8, 1, 2, 7, max_len=4, rngs=nnx.Rngs(0))
     with pytest.raises(
