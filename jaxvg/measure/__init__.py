@@ -20,6 +20,8 @@ Modules, one concern each:
   (`tap_layers`: one entry per layer for taps inside a scan over layers);
 - `validate`: the checks every measure runs before tracing (finite inputs with a batch axis, the
   key, tied blocks, the block contract block by block, `model(x)` against the contract forward);
+- `signal`: `SignalFlow`, `signal_propagation(_from_split)`: the forward signal per layer (second
+  moment, cosine similarity, branch ratio, effective rank);
 - `structure`: the model's parts are modules, no block shares parameters (`check_model`,
   `check_untied`; run and re-exported by `validate`);
 - `table`: `flow_table`;
@@ -41,6 +43,7 @@ from jaxvg.measure import lognorm as lognorm
 from jaxvg.measure import nets as nets
 from jaxvg.measure import plan as plan
 from jaxvg.measure import probe as probe
+from jaxvg.measure import signal as signal
 from jaxvg.measure import structure as structure
 from jaxvg.measure import table as table
 from jaxvg.measure import tap_layers as tap_layers
@@ -57,6 +60,9 @@ from jaxvg.measure.jacobians import jacobian_norms as jacobian_norms
 from jaxvg.measure.jacobians import jacobian_norms_from_split as jacobian_norms_from_split
 from jaxvg.measure.jacobians import jacobian_spectrum as jacobian_spectrum
 from jaxvg.measure.probe import Probe as Probe
+from jaxvg.measure.signal import SignalFlow as SignalFlow
+from jaxvg.measure.signal import signal_propagation as signal_propagation
+from jaxvg.measure.signal import signal_propagation_from_split as signal_propagation_from_split
 from jaxvg.measure.table import flow_table as flow_table
 from jaxvg.measure.taps import TapGradient as TapGradient
 from jaxvg.measure.taps import tap as tap
@@ -72,6 +78,7 @@ __all__ = [
     "JacobianNorms",
     "JacobianSpectrum",
     "Probe",
+    "SignalFlow",
     "TapGradient",
     "TimeFlow",
     "engine",
@@ -88,6 +95,9 @@ __all__ = [
     "nets",
     "plan",
     "probe",
+    "signal",
+    "signal_propagation",
+    "signal_propagation_from_split",
     "structure",
     "table",
     "tap",

@@ -275,13 +275,7 @@ def planned_flow(
         validate.check_finite("y", y)
     key = validate.check_key(key)
     precision = engine.check_precision(precision)
-    if not isinstance(train, bool):
-        raise TypeError(f"`train` must be a bool, got {train!r}.")
-    if train and key is None and plan_.has_active_dropout:
-        raise ValueError(
-            "`key` is required with `train=True` on a model with dropout, got key=None; pass e.g. "
-            "key=jax.random.key(0) (or use train=False)."
-        )
+    validate.check_mode(train, key, plan_.has_active_dropout)
     validate.check_forward(plan_, leaves, x, compare=check_forward, precision=precision)
     out_shape = plan_.output_shape(leaves, x)
     if isinstance(loss, str):

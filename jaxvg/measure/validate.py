@@ -56,10 +56,12 @@ __all__ = [
     "check_finite",
     "check_forward",
     "check_key",
+    "check_mode",
     "check_model",
     "check_untied",
     "check_x",
     "contract_forward",
+    "first_nonfinite",
     "mark_nonfinite_forward",
     "shared_parameters",
 ]
@@ -168,6 +170,22 @@ def check_key(key: Any) -> Any:
         f"`key` must be a jax.random.key (e.g. key=jax.random.key(0)) or a raw uint32[2] "
         f"jax.random.PRNGKey, got {key!r} ({type(key).__name__}){hint}."
     )
+
+
+def check_mode(train: Any, key: Any, has_active_dropout: bool) -> None:
+    """Check the measure's mode: `train` a bool, and a `key` when `train=True` meets active dropout.
+
+    Raises:
+      TypeError: `train` is not a bool.
+      ValueError: `train=True`, `has_active_dropout` and `key` is None (the message says what to pass).
+    """
+    if not isinstance(train, bool):
+        raise TypeError(f"`train` must be a bool, got {train!r}.")
+    if train and key is None and has_active_dropout:
+        raise ValueError(
+            "`key` is required with `train=True` on a model with dropout, got key=None; pass e.g. "
+            "key=jax.random.key(0) (or use train=False)."
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -381,6 +399,20 @@ def all_finite(h: Any) -> jax.Array:
     return jnp.all(jnp.stack(flags)) if flags else jnp.ones((), bool)
 
 
+def first_nonfinite(embed_ok: jax.Array, block_ok: jax.Array, out_ok: jax.Array | bool = True) -> jax.Array:
+    """() int32: the first forward stage whose output has a NaN or an infinity, numbered as the
+    blocks (0-based): i for block i (0 also when the embed's output h_0 is non-finite), L for the
+    head (`out_ok` False with h_L finite), -1 when every stage is finite (traceable).
+
+    Args:
+      embed_ok: () bool, h_0 finite.   block_ok: (L,) bool, h_1..h_L finite.   out_ok: () bool.
+    """
+    depth = block_ok.shape[0]
+    bad = ~block_ok
+    first = jnp.where(jnp.any(bad), jnp.argmax(bad), jnp.where(out_ok, -1, depth))
+    return jnp.where(embed_ok, first, 0).astype(jnp.int32)
+
+
 def mark_nonfinite_forward(flow: Any, embed_ok: jax.Array, block_ok: jax.Array, out_ok: jax.Array) -> Any:
     """`flow` (a `GradientFlow` of one model, inside the kernel) with `forward_nonfinite_block` set and
     the fields that a non-finite forward pass makes meaningless set to NaN.
@@ -398,9 +430,7 @@ def mark_nonfinite_forward(flow: Any, embed_ok: jax.Array, block_ok: jax.Array, 
       embed_ok: () bool, h_0 finite.   block_ok: (L,) bool, h_1..h_L finite.   out_ok: () bool.
     """
     depth = block_ok.shape[0]
-    bad = ~block_ok
-    first = jnp.where(jnp.any(bad), jnp.argmax(bad), jnp.where(out_ok, -1, depth))
-    first = jnp.where(embed_ok, first, 0).astype(jnp.int32)
+    first = first_nonfinite(embed_ok, block_ok, out_ok)
     broken = first >= 0
     after = broken & (jnp.arange(depth) >= first)
 

@@ -13,7 +13,7 @@ from jaxvg.report import cli
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXPERIMENTS = ["experiments.xor", "experiments.vanishing", "experiments.remedies", "experiments.phase_diagram",
-               "experiments.isometry"]  # fmt: skip
+               "experiments.isometry", "experiments.transformers"]  # fmt: skip
 BENCHMARKS = ["benchmarks.training", "benchmarks.seeds", "benchmarks.analysis", "benchmarks.run"]
 CLIS = EXPERIMENTS + BENCHMARKS
 # files that do not ship with jaxvg, and the tracker: docstrings and --help must not point at them
