@@ -210,6 +210,14 @@ def mean_field_signal(act, sigma_w2, sigma_b2, q0, c0, depth):
 PHASES = {"ordered": (1.0, 0.05, 0.2), "chaotic": (4.0, 0.05, 0.9)}
 
 
+@pytest.mark.parametrize("phase", list(PHASES))
+def test_signal_profile_iterates_the_q_and_c_maps(phase):
+    sigma_w2, sigma_b2, c0 = PHASES[phase]
+    got = theory.signal_profile("tanh", sigma_w2, sigma_b2, depth=20, q0=1.0, c0=c0)
+    for a, b in zip(got, mean_field_signal("tanh", sigma_w2, sigma_b2, 1.0, c0, 20), strict=True):
+        np.testing.assert_allclose(np.asarray(a), b, rtol=2e-5, atol=1e-6)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("phase", list(PHASES))
 def test_wide_tanh_follows_the_q_and_c_maps(phase):
@@ -225,7 +233,7 @@ def test_wide_tanh_follows_the_q_and_c_maps(phase):
     x = jnp.broadcast_to(jnp.asarray(_inputs(64, width, 1.0, c0), jnp.float32), (seeds, 64, width))
     fn = jax.jit(jax.vmap(lambda s, x: measure.signal_propagation_from_split(graphdef, s, x)))
     sig = fn(stacked, x)
-    q, c, pre = mean_field_signal("tanh", sigma_w2, sigma_b2, 1.0, c0, depth)
+    q, c, pre = (np.asarray(v) for v in theory.signal_profile("tanh", sigma_w2, sigma_b2, depth=depth, q0=1.0, c0=c0))
     got_q = np.mean(np.asarray(sig.q), axis=0)
     got_pre = np.mean(np.asarray(sig.q_preact), axis=0)
     got_c = np.mean(np.asarray(sig.c), axis=0)
