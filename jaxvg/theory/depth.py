@@ -263,7 +263,14 @@ def signal_profile(
     inputs.check_real("c0", c0, lambda a: (a >= -1) & (a <= 1), "a cosine similarity in [-1, 1]")
     depth = inputs.bounded_int("depth", depth, inputs.MAX_DEPTH)
     inputs.check_entries(
-        "depth", depth, sigma_w2, sigma_b2, q0, c0, per_entry=3 * depth + 2, maximum=inputs.MAX_PROFILE_ENTRIES
+        "depth",
+        depth,
+        sigma_w2,
+        sigma_b2,
+        q0,
+        c0,
+        per_entry=3 * depth + 2,
+        maximum=inputs.MAX_PROFILE_ENTRIES,
     )
     return _signal_jit(act, depth, *inputs.float_args(sigma_w2, sigma_b2, q0, c0))
 

@@ -163,7 +163,9 @@ def test_signal_of_other_shapes_matches_brute_force_float64(x64, make, x):
 
 
 def test_scanned_blocks_give_the_unrolled_numbers(x64):
-    model = jaxvg.MLP(4, 8, 6, None, activation="tanh", residual=True, param_dtype=jnp.float64, rngs=nnx.Rngs(3))
+    model = jaxvg.MLP(
+        4, 8, 6, None, activation="tanh", residual=True, param_dtype=jnp.float64, rngs=nnx.Rngs(3)
+    )
     x, _ = data(4, 5, 4, 1, jnp.float64)
     scanned = measure.signal_propagation(model, x, scan=True)
     unrolled = measure.signal_propagation(model, x, scan=False)
@@ -233,7 +235,9 @@ def test_wide_tanh_follows_the_q_and_c_maps(phase):
     x = jnp.broadcast_to(jnp.asarray(_inputs(64, width, 1.0, c0), jnp.float32), (seeds, 64, width))
     fn = jax.jit(jax.vmap(lambda s, x: measure.signal_propagation_from_split(graphdef, s, x)))
     sig = fn(stacked, x)
-    q, c, pre = (np.asarray(v) for v in theory.signal_profile("tanh", sigma_w2, sigma_b2, depth=depth, q0=1.0, c0=c0))
+    q, c, pre = (
+        np.asarray(v) for v in theory.signal_profile("tanh", sigma_w2, sigma_b2, depth=depth, q0=1.0, c0=c0)
+    )
     got_q = np.mean(np.asarray(sig.q), axis=0)
     got_pre = np.mean(np.asarray(sig.q_preact), axis=0)
     got_c = np.mean(np.asarray(sig.c), axis=0)
@@ -262,7 +266,9 @@ def test_huge_activations_are_exact_until_h_itself_overflows(x64):
     ref = brute_force_signal(model64, x.astype(jnp.float64))
     assert int(sig.forward_nonfinite_block) == 2
     assert float(sig.log10_q[2]) > 55
-    for name, want in zip(("log10_q", "c", "log10_branch_ratio", "effective_rank", "log10_q_preact"), ref, strict=True):
+    for name, want in zip(
+        ("log10_q", "c", "log10_branch_ratio", "effective_rank", "log10_q_preact"), ref, strict=True
+    ):
         got = np.asarray(getattr(sig, name))
         n = 3 if got.shape[0] == 5 else 2  # h_0..h_2 and blocks 1, 2 finite
         np.testing.assert_allclose(got[:n], want[:n], rtol=1e-5, atol=1e-5, err_msg=name)
@@ -272,7 +278,9 @@ def test_huge_activations_are_exact_until_h_itself_overflows(x64):
 def test_tiny_activations_do_not_underflow(x64):
     # a linear net with sigma_w2 = 1e-20 loses 20 decades of q per block: at depth 3, h ~ 1e-30 is
     # a normal float32 but mean(h^2) ~ 1e-60 is far below float32's 1e-38
-    model32 = jaxvg.MLP(16, 16, 3, None, activation="linear", init="gaussian", sigma_w2=1e-20, rngs=nnx.Rngs(0))
+    model32 = jaxvg.MLP(
+        16, 16, 3, None, activation="linear", init="gaussian", sigma_w2=1e-20, rngs=nnx.Rngs(0)
+    )
     x, _ = data(6, 8, 16, 1, jnp.float32)
     sig = measure.signal_propagation(model32, x)
     model64 = nnx.merge(*jax.tree.map(lambda v: v.astype(jnp.float64), nnx.split(model32)))
