@@ -377,3 +377,19 @@ def test_train_mode_dropout_without_key_and_bad_models_are_refused():
 def test_reexported_at_the_top():
     assert jaxvg.signal_propagation is measure.signal_propagation
     assert jaxvg.SignalFlow is measure.SignalFlow
+
+
+def test_probe_reads_the_trained_arrays():
+    model = jaxvg.MLP(3, 8, 3, None, rngs=nnx.Rngs(0))
+    x, _ = data(9, 5, 3, 1, jnp.float32)
+    probe = measure.Probe(model)
+    np.testing.assert_array_equal(
+        np.asarray(probe.signal_propagation(x).log10_q),
+        np.asarray(measure.signal_propagation(model, x).log10_q),
+    )
+    model.blocks[0].linear.kernel[...] = 2 * model.blocks[0].linear.kernel[...]  # in place
+    np.testing.assert_allclose(
+        np.asarray(probe.signal_propagation(x).log10_q),
+        np.asarray(measure.signal_propagation(nnx.merge(*nnx.split(model)), x).log10_q),
+        rtol=1e-6,
+    )
