@@ -61,9 +61,10 @@ layer, mean over seeds (± their std), and decades lost over the 50 layers:
   against ½·log10 χ₁ = -0.0138.
 - Forward panel (`--quick`): sigmoid is ordered, c_l = 1.000 by layer 3 as predicted (within 0.001;
   q within 0.025 decades). relu and tanh are critical: relu's c_l nears 1 as its c map says (0.985 vs
-  0.989); tanh's q_l falls like 1/l as predicted, but its c_l drifts to 0.31 against 0.46: the c map is
-  neutral at q -> 0, so width-256 fluctuations accumulate. Chaotic (`--activations tanh --init
-  gaussian --sigma-w2 4 --sigma-b2 0.05`): c_l falls from 0.5 towards c* = 0.146 (0.21 at depth 12).
+  0.989); tanh's q_l falls like 1/l as predicted, but its c_l random-walks (default run: seeds 0.2-0.6
+  at l = 50, mean 0.37 vs 0.44): the c map is neutral at q -> 0, so width-256 fluctuations add up.
+  Chaotic (`--activations tanh --init gaussian --sigma-w2 4 --sigma-b2 0.05`): c_l falls from 0.5
+  towards c* = 0.146 (0.21 at depth 12).
 """
 
 from __future__ import annotations
