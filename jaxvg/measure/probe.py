@@ -114,11 +114,17 @@ class Probe:
         )
 
     def signal_propagation(
-        self, x: jax.Array, *, train: bool = False, key: jax.Array | None = None, precision: Any = "highest"
+        self,
+        x: jax.Array,
+        *,
+        train: bool = False,
+        key: jax.Array | None = None,
+        precision: Any = "highest",
+        rank: bool = True,
     ) -> signal.SignalFlow:
         """`jaxvg.measure.signal_propagation(model, x, ...)` of the probe's model (same arguments)."""
         validate.check_mode(train, key, False)
         leaves = self._leaves()
         return signal.planned_signal(
-            self._plan(train, leaves), leaves, x, train=train, key=key, precision=precision
+            self._plan(train, leaves), leaves, x, train=train, key=key, precision=precision, rank=rank
         )

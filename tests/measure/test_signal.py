@@ -11,7 +11,7 @@ import pytest
 from flax import nnx
 
 import jaxvg
-from jaxvg import measure, theory
+from jaxvg import checks, measure, theory
 from jaxvg.measure import engine, plan
 from jaxvg.nn import activations
 from jaxvg.theory import expectations
@@ -319,7 +319,7 @@ def test_second_call_does_not_retrace_or_replan(monkeypatch):
     x, _ = data(8, 5, 3, 1, jnp.float32)
     first = measure.signal_propagation(model, x)
     p, _ = plan.lookup(model, train=False, scan="auto")
-    kernel = p.kernel(("signal", "highest"), None)
+    kernel = p.kernel(("signal", "highest", True), None)
     assert kernel._cache_size() == 1
     calls = []
     monkeypatch.setattr(engine, "split_pieces", lambda *a: calls.append(a))  # would break a re-plan
@@ -393,3 +393,14 @@ def test_probe_reads_the_trained_arrays():
         np.asarray(measure.signal_propagation(nnx.merge(*nnx.split(model)), x).log10_q),
         rtol=1e-6,
     )
+
+
+def test_rank_false_skips_only_the_effective_rank():
+    model = jaxvg.MLP(3, 8, 3, None, rngs=nnx.Rngs(0))
+    x, _ = data(10, 5, 3, 1, jnp.float32)
+    full, cheap = measure.signal_propagation(model, x), measure.signal_propagation(model, x, rank=False)
+    assert np.isnan(np.asarray(cheap.effective_rank)).all()
+    for name in ("log10_q", "c", "log10_branch_ratio", "log10_q_preact"):
+        np.testing.assert_array_equal(np.asarray(getattr(full, name)), np.asarray(getattr(cheap, name)))
+    with pytest.raises(checks.ArgumentTypeError, match="`rank`"):
+        measure.signal_propagation(model, x, rank="no")
