@@ -11,6 +11,10 @@ of one block, ‖δ_{l-1}‖/‖δ_l‖; negative = the gradient shrinks towards
   `log10_dphi` = ½·log10 mean φ'(z_l)², summed over the layers; and the textbook bound
   log10 max φ' ("the sigmoid derivative is at most 1/4, so the gradient shrinks by 4 per layer").
 
+Forward panel (figure rows 2-3): `jaxvg.signal_propagation` on a second batch per seed (pairwise
+input cosine `c0`) gives log10 q_l = log10 mean h_l² and the mean cosine c_l against
+`theory.signal_profile`; the phase (ordered: c_l -> 1, critical, chaotic: c_l -> c* < 1) is read from chi_1.
+
 Reproduces: Schoenholz, Gilmer, Ganguli & Sohl-Dickstein, Deep Information Propagation, ICLR 2017
 (arXiv:1611.01232), the gradient depth scale; Glorot & Bengio 2010 (the sigmoid failure).
 
@@ -55,6 +59,12 @@ layer, mean over seeds (± their std), and decades lost over the 50 layers:
   tanh -0.0190, relu +0.0053. Inputs at the fixed point (`--activations tanh --width 1024 --init
   gaussian --sigma-w2 1.5 --sigma-b2 0.05 --q0 none --quick`): measured -0.0144 decades/layer
   against ½·log10 χ₁ = -0.0138.
+- Forward panel (`--quick`): sigmoid is ordered, c_l = 1.000 by layer 3 as predicted (within 0.001;
+  q within 0.025 decades). relu and tanh are critical: relu's c_l nears 1 as its c map says (0.985 vs
+  0.989); tanh's q_l falls like 1/l as predicted, but its c_l random-walks (default run: seeds 0.2-0.6
+  at l = 50, mean 0.37 vs 0.44): the c map is neutral at q -> 0, so width-256 fluctuations add up.
+  Chaotic (`--activations tanh --init gaussian --sigma-w2 4 --sigma-b2 0.05`): c_l falls from 0.5
+  towards c* = 0.146 (0.21 at depth 12).
 """
 
 from __future__ import annotations
@@ -101,6 +111,7 @@ class Config:
     sigma_w2: float = 1.0  # weight variance x fan_in (only with --init gaussian or orthogonal)
     sigma_b2: float = 0.0  # bias variance (only with --init gaussian or orthogonal)
     q0: float | None = 1.0  # input second moment ||x||^2/d0 per example; none: first pre-activations at q*
+    c0: float = 0.5  # cosine similarity between the inputs of the forward panel's batch, in [0, 1)
     batch: int = 64  # examples per net
     seeds: int = 8  # nets (and batches) per activation
     out_dir: str = "results/vanishing"  # where main() writes
@@ -122,6 +133,7 @@ class Config:
         checks.choice("init", self.init, ("auto", *initializers.SCHEMES))
         if self.q0 is not None:
             checks.positive("q0", self.q0)
+        checks.in_range("c0", self.c0, 0.0, 1.0)
         for act in names:
             initializers.check_scale(
                 init_for(self, act), self.sigma_w2, self.sigma_b2, fan_ins=(self.width,), dtype="float32"
@@ -145,6 +157,11 @@ CELL_SCHEMA = experiment.cell_schema(
         "log10_dphi": _ROWS,
         "dead_fraction": _ROWS,
         "loss": list[float | None],
+        "c0": float,
+        "log10_q": _ROWS,
+        "cosine": _ROWS,
+        "predicted_log10_q": list[float | None],
+        "predicted_c": list[float | None],
         "setup": {"depth": int, "seeds": int},
     },
     shapes=lambda cell: {
@@ -154,6 +171,10 @@ CELL_SCHEMA = experiment.cell_schema(
         "log10_dphi": (cell["setup"]["seeds"], cell["setup"]["depth"]),
         "dead_fraction": (cell["setup"]["seeds"], cell["setup"]["depth"]),
         "loss": (cell["setup"]["seeds"],),
+        "log10_q": (cell["setup"]["seeds"], cell["setup"]["depth"] + 1),
+        "cosine": (cell["setup"]["seeds"], cell["setup"]["depth"] + 1),
+        "predicted_log10_q": (cell["setup"]["depth"] + 1,),
+        "predicted_c": (cell["setup"]["depth"] + 1,),
     },
 )
 
@@ -184,7 +205,7 @@ def max_derivative(activation: str) -> float:
 
 def _setup(config: Config, activation: str) -> dict[str, Any]:
     """What one activation's cell depends on; a stored cell is reused only if this matches."""
-    keys = ("depth", "width", "init", "sigma_w2", "sigma_b2", "q0", "batch", "seeds")
+    keys = ("depth", "width", "init", "sigma_w2", "sigma_b2", "q0", "c0", "batch", "seeds")
     setup = {k: getattr(config, k) for k in keys}
     setup["activation"] = activation
     return files.to_jsonable(setup)
@@ -197,6 +218,16 @@ def _batch(seed: int, batch: int, width: int, q0: float) -> tuple[jax.Array, jax
     x = x * jnp.sqrt(q0 / jnp.mean(x**2, axis=1, keepdims=True))
     y = jax.random.normal(ky, (batch, OUT_FEATURES))
     return x, y
+
+
+def _forward_batch(seed: int, batch: int, width: int, q0: float, c0: float) -> jax.Array:
+    """The forward panel's inputs: sqrt(c0) g + sqrt(1 - c0) z_a with g shared and z_a per example
+    (N(0, 1) vectors), rescaled to ||x||²/d0 = q0 exactly: pairwise cosines c0 ± O(1/sqrt(width))."""
+    kg, kz = jax.random.split(jax.random.key(2_000_003 + seed))
+    x = math.sqrt(c0) * jax.random.normal(kg, (1, width)) + math.sqrt(1 - c0) * jax.random.normal(
+        kz, (batch, width)
+    )
+    return x * jnp.sqrt(q0 / jnp.mean(x**2, axis=1, keepdims=True))
 
 
 def _input_q0(config: Config, activation: str, sigma_w2: float, sigma_b2: float) -> float:
@@ -223,6 +254,15 @@ def _seeds_kernel(graphdef: Any) -> Callable[..., jaxvg.GradientFlow]:
     return jax.jit(jax.vmap(flow))
 
 
+@functools.cache
+def _signal_kernel(graphdef: Any) -> Callable[..., jaxvg.SignalFlow]:
+    """`jaxvg.measure.signal_propagation_from_split` vmapped over stacked seeds, jitted once (no
+    effective rank: its SVDs would cost 40x the rest on CPU, and the panel does not show it)."""
+    return jax.jit(
+        jax.vmap(functools.partial(jaxvg.measure.signal_propagation_from_split, graphdef, rank=False))
+    )
+
+
 def _measure_cell(config: Config, activation: str) -> dict[str, Any]:
     """All seeds of one activation: gradient flows, the mean-field profile, the story's numbers."""
     init = init_for(config, activation)
@@ -244,6 +284,14 @@ def _measure_cell(config: Config, activation: str) -> dict[str, Any]:
         ys.append(y)
     stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
     flow = jax.device_get(_seeds_kernel(graphdef)(stacked, jnp.stack(xs), jnp.stack(ys)))
+    x_fwd = jnp.stack(
+        [_forward_batch(s, config.batch, config.width, q0, config.c0) for s in range(config.seeds)]
+    )
+    sig = jax.device_get(_signal_kernel(graphdef)(stacked, x_fwd))
+    c0 = float(np.mean(sig.c[:, 0]))  # the batch's own input cosine, mean over seeds
+    q_pred, c_pred, _ = theory.signal_profile(
+        activation, sigma_w2, sigma_b2, depth=config.depth, q0=q0, c0=c0
+    )
     stack = {
         field: np.asarray(getattr(flow, field), dtype=np.float64)
         for field in ("log10_act_grad", "log10_gain", "log10_dphi", "dead_fraction", "loss")
@@ -259,6 +307,11 @@ def _measure_cell(config: Config, activation: str) -> dict[str, Any]:
             "log10_max_dphi": math.log10(max_derivative(activation)),
             "predicted_profile": profile,  # (L+1,) log10||δ_l|| - log10||δ_L||
             **stack,  # per seed: (S, L+1), (S, L), (S, L), (S, L), (S,)
+            "c0": c0,
+            "log10_q": np.asarray(sig.log10_q, np.float64),  # (S, L+1), forward batch
+            "cosine": np.asarray(sig.c, np.float64),  # (S, L+1)
+            "predicted_log10_q": np.log10(np.asarray(q_pred, np.float64)),  # (L+1,)
+            "predicted_c": np.asarray(c_pred, np.float64),  # (L+1,)
         }
     )
 
@@ -275,13 +328,18 @@ def summarise(cell: Mapping[str, Any]) -> dict[str, Any]:
     seeds), `mean_field` (predicted profile[0]/L), `dphi_product` (mean of log10_dphi: the RMS
     activation derivative per layer), `story_max_dphi` (log10 max φ'), `lost_decades` (measured
     log10‖δ_L‖ - log10‖δ_0‖, mean over seeds), `predicted_lost` and `dphi_lost` (the same over the
-    depth for the mean field and for the derivative product), `dead_fraction` (mean).
+    depth for the mean field and for the derivative product), `dead_fraction` (mean); forward
+    panel: `phase` ("ordered", "critical" or "chaotic": chi_1 at q* below, at or above 1), `c_last`
+    and `c_last_mean_field` (cosine of h_L, seed mean and `theory.signal_profile`), `c_max_error`
+    and `log10_q_max_error` (largest |measured - predicted| over l = 0..L of the seed means).
     """
     act = _nan(cell["log10_act_grad"])  # (S, L+1)
     depth = act.shape[1] - 1
     per_seed = (act[:, 0] - act[:, -1]) / depth
     profile = _nan(cell["predicted_profile"])
     dphi = _nan(cell["log10_dphi"])
+    chi = float(theory.chi_1(cell["activation"], cell["sigma_w2"], cell["sigma_b2"]))
+    c, log10_q = _nan(cell["cosine"]).mean(axis=0), _nan(cell["log10_q"]).mean(axis=0)
     return {
         "activation": cell["activation"],
         "init": cell["init"],
@@ -296,6 +354,11 @@ def summarise(cell: Mapping[str, Any]) -> dict[str, Any]:
         "predicted_lost": float(-profile[0]) + 0.0,  # + 0.0: no "-0.0000" in tables
         "dphi_lost": float(-np.nansum(dphi, axis=1).mean()),
         "dead_fraction": float(np.nanmean(_nan(cell["dead_fraction"]))),
+        "phase": "ordered" if chi < 1 - 1e-6 else "chaotic" if chi > 1 + 1e-6 else "critical",
+        "c_last": float(c[-1]),
+        "c_last_mean_field": float(cell["predicted_c"][-1]),
+        "c_max_error": float(np.max(np.abs(c - _nan(cell["predicted_c"])))),
+        "log10_q_max_error": float(np.max(np.abs(log10_q - _nan(cell["predicted_log10_q"])))),
     }
 
 
@@ -306,7 +369,9 @@ def profiles(cell: Mapping[str, Any]) -> dict[str, Any]:
     Keys: `measured_seeds` (S, L+1); `measured` and `measured_std` (L+1,), mean and std over seeds;
     `mean_field` (L+1,), `theory.gradient_profile`; `dphi_product` (L+1,), the summed log10_dphi
     of the blocks above l (the product of RMS activation derivatives), seed mean; `story` (L+1,),
-    (L - l)·log10 max φ'.
+    (L - l)·log10 max φ'. Forward panel, l = 0..L: `log10_q` and `c` (seed means of the forward
+    batch's log10 mean h_l² and mean pairwise cosine), `c_seeds` (S, L+1), `log10_q_mean_field`
+    and `c_mean_field` (`theory.signal_profile` from the batch's q0 and c0).
     """
     act = _nan(cell["log10_act_grad"])  # (S, L+1)
     depth = act.shape[1] - 1
@@ -320,6 +385,11 @@ def profiles(cell: Mapping[str, Any]) -> dict[str, Any]:
         "mean_field": _nan(cell["predicted_profile"]),
         "dphi_product": above.mean(axis=0),
         "story": (depth - np.arange(depth + 1)) * float(cell["log10_max_dphi"]),
+        "log10_q": _nan(cell["log10_q"]).mean(axis=0),
+        "log10_q_mean_field": _nan(cell["predicted_log10_q"]),
+        "c_seeds": _nan(cell["cosine"]),
+        "c": _nan(cell["cosine"]).mean(axis=0),
+        "c_mean_field": _nan(cell["predicted_c"]),
     }
 
 
@@ -332,7 +402,8 @@ def layer_rows(cell: Mapping[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for l in range(len(curves["measured"])):  # noqa: E741 - the layer index of the maths
         row: dict[str, Any] = {"activation": cell["activation"], "layer": l}
-        for name in ("measured", "measured_std", "mean_field", "dphi_product", "story"):
+        for name in ("measured", "measured_std", "mean_field", "dphi_product", "story", "log10_q",
+                     "log10_q_mean_field", "c", "c_mean_field"):  # fmt: skip
             row[name] = float(curves[name][l])
         row["log10_gain"] = float(gain[l - 1]) if l > 0 else math.nan
         row["log10_dphi"] = float(dphi[l - 1]) if l > 0 else math.nan
@@ -393,7 +464,7 @@ def report(config: Config, res: dict[str, Any]) -> experiment.Outputs:
 
 TABLE_COLUMNS = (
     "activation", "init", "sigma_w2", "measured", "seed_std", "mean_field", "dphi_product",
-    "story_max_dphi", "lost_decades", "predicted_lost", "dphi_lost",
+    "story_max_dphi", "lost_decades", "predicted_lost", "dphi_lost", "phase", "c_last", "c_last_mean_field",
 )  # fmt: skip
 
 
@@ -421,6 +492,13 @@ def summary_text(config: Config, res: Mapping[str, Any]) -> str:
             f"the derivative product says {s['dphi_product']:+.4f} and the max-phi' story {s['story_max_dphi']:+.4f}. "
             f"Over {config.depth} layers: {s['lost_decades']:.2f} decades lost (mean field {s['predicted_lost']:.2f}, "
             f"derivative product {s['dphi_lost']:.2f})."
+        )
+    lines += ["", f"Forward signal (inputs with pairwise cosine {config.c0:g}; `theory.signal_profile`):", ""]
+    for s in res["rows"]:
+        lines.append(
+            f"- {s['activation']}: {s['phase']} (chi_1 at q*); cosine of h_L {s['c_last']:.4f} vs mean field "
+            f"{s['c_last_mean_field']:.4f}; largest deviation over the layers: c {s['c_max_error']:.4f}, "
+            f"log10 q {s['log10_q_max_error']:.4f} decades."
         )
     return "\n".join(lines) + "\n"
 

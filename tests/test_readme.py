@@ -112,3 +112,9 @@ def test_readme_points_only_inside_the_repository():
         assert anchor in slugs, anchor
     for unshipped in ("../", "shared/", "DESIGN.md", "STYLE.md", "SOURCE.md", "seed.txt"):
         assert unshipped not in README, unshipped
+
+
+def test_readme_forward_signal_example_prints_what_it_says(capsys):
+    code = next(b for b in _python_blocks() if "signal_propagation" in b)
+    exec(compile(code, "README.md", "exec"), {})
+    assert capsys.readouterr().out.splitlines() == ["1.0 1.0 1.8", "4.0 0.136 55.6"]  # as the README says

@@ -1,6 +1,7 @@
 """`Probe`: a measurement handle on one model, its structure read once, its arrays at every call.
 
-The plain functions (`gradient_flow`, `jacobian_norms`, `jacobian_spectrum`) check at every call,
+The plain functions (`gradient_flow`, `jacobian_norms`, `jacobian_spectrum`,
+`signal_propagation`) check at every call,
 by object identity, that the model's structure is the one they cached (about 1 us per module,
 never stale; `jaxvg.measure.plan`). A `Probe` skips even that: built once, it keeps the model's
 `nnx.Variable` objects in order and reads their current values at each call, the way
@@ -30,7 +31,7 @@ from typing import Any
 
 import jax
 
-from jaxvg.measure import engine, flow, jacobians, plan, validate
+from jaxvg.measure import engine, flow, jacobians, plan, signal, validate
 from jaxvg.nn import contracts
 
 __all__ = ["Probe"]
@@ -110,4 +111,20 @@ class Probe:
         leaves = self._leaves()
         return jacobians.planned_spectrum(
             self._plan(False, leaves), leaves, x, layers=layers, precision=precision
+        )
+
+    def signal_propagation(
+        self,
+        x: jax.Array,
+        *,
+        train: bool = False,
+        key: jax.Array | None = None,
+        precision: Any = "highest",
+        rank: bool = True,
+    ) -> signal.SignalFlow:
+        """`jaxvg.measure.signal_propagation(model, x, ...)` of the probe's model (same arguments)."""
+        validate.check_mode(train, key, False)
+        leaves = self._leaves()
+        return signal.planned_signal(
+            self._plan(train, leaves), leaves, x, train=train, key=key, precision=precision, rank=rank
         )

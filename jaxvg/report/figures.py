@@ -9,6 +9,7 @@ modules are the only ones that import matplotlib.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -114,11 +115,15 @@ def vanishing(res: dict) -> Figure:
     Each panel shows log10‖δ_l‖ − log10‖δ_L‖ (decades; 0 at the output, l = L) for l = 0..L: every
     seed (thin), their mean (thick), the mean-field prediction (`theory.gradient_profile`, dashed),
     the derivative product of the popular story (summed `log10_dphi`, dotted) and the max-φ' story
-    ((L − l)·log10 max φ', dash-dot).
+    ((L − l)·log10 max φ', dash-dot). When the curves carry the forward panel (`c`), two more rows
+    show the forward signal of each net: log10 q_l = log10 mean h_l² and the mean pairwise cosine
+    c_l of the inputs' representations, measured (`jaxvg.signal_propagation`; every seed thin for c,
+    seed mean thick) against `theory.signal_profile` (dashed): c_l → 1 in the ordered phase, to
+    c* < 1 in the chaotic one.
 
     Args:
       res: what `experiments.vanishing.run` returns; uses `res["profiles"]` ({activation: curves})
-        and `res["summary"]` (decades per layer, printed in each panel).
+        and `res["summary"]` (decades per layer and the phase, printed in each panel).
 
     Returns:
       A matplotlib `Figure` (not shown; call `fig.savefig(...)`).
@@ -131,8 +136,11 @@ def vanishing(res: dict) -> Figure:
         )
     curves = res["profiles"]
     n = len(curves)
-    fig = Figure(figsize=(4.3 * n, 3.8), layout="constrained")
-    axes = fig.subplots(1, n, squeeze=False)[0]
+    forward = all("c" in c for c in curves.values())
+    rows = 3 if forward else 1
+    fig = Figure(figsize=(4.3 * n, 3.8 * rows), layout="constrained")
+    grid = fig.subplots(rows, n, squeeze=False)
+    axes = grid[0]
     for ax, (name, c) in zip(axes, curves.items(), strict=True):
         seeds = np.asarray(c["measured_seeds"], dtype=float)
         layers = np.arange(seeds.shape[1])
@@ -159,7 +167,34 @@ def vanishing(res: dict) -> Figure:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("log10‖δ_l‖ − log10‖δ_L‖ (decades)")
     axes[0].legend(fontsize=7, loc="upper left")
+    if forward:
+        _forward_rows(grid[1], grid[2], res)
     return fig
+
+
+def _forward_rows(q_axes: Any, c_axes: Any, res: dict) -> None:
+    """The forward panel of `vanishing`: log10 q_l and c_l, measured against the mean field."""
+    for ax_q, ax_c, (name, c) in zip(q_axes, c_axes, res["profiles"].items(), strict=True):
+        layers = np.arange(len(c["c"]))
+        ax_q.plot(layers, np.asarray(c["log10_q"], dtype=float), color="C0", lw=2.2, label="measured, mean")
+        ax_q.plot(layers, np.asarray(c["log10_q_mean_field"], dtype=float), "k--", lw=1.4, label="mean field")
+        for i, row in enumerate(np.asarray(c["c_seeds"], dtype=float)):
+            ax_c.plot(
+                layers, row, color="C1", alpha=0.3, lw=0.8, label="measured, each seed" if i == 0 else None
+            )
+        ax_c.plot(layers, np.asarray(c["c"], dtype=float), color="C1", lw=2.2, label="measured, mean")
+        ax_c.plot(layers, np.asarray(c["c_mean_field"], dtype=float), "k--", lw=1.4, label="mean field")
+        s = res["summary"][name]
+        ax_c.set_title(f"{name}: {s['phase']} phase, c_L {s['c_last']:.3f} (mean field {s['c_last_mean_field']:.3f})",
+                       fontsize=9)  # fmt: skip
+        ax_c.set_ylim(min(-0.05, float(np.nanmin(c["c_seeds"])) - 0.05), 1.05)
+        for ax in (ax_q, ax_c):
+            ax.set_xlabel("layer l (0 = input)")
+            ax.grid(alpha=0.3)
+    q_axes[0].set_ylabel("log10 q_l = log10 mean h_l²")
+    c_axes[0].set_ylabel("c_l: mean cosine between inputs")
+    q_axes[0].legend(fontsize=7, loc="best")
+    c_axes[0].legend(fontsize=7, loc="lower right")
 
 
 def _edges(centres: Sequence[float], lowest: float | None = None) -> np.ndarray:

@@ -15,7 +15,7 @@ exploding gradients). Pennington et al. (2017, 2018) add the spectrum of the inp
 whose mean squared singular value is chi_1^L and whose spread depends on the weight ensemble.
 
 Modules: `maps` (q_map, q_star, c_map, c_star, chi_1 and the fixed-point solvers), `depth`
-(depth_scales, gradient_depth_scale, critical_sigma_w2, gradient_profile), `spectra`
+(depth_scales, gradient_depth_scale, critical_sigma_w2, gradient_profile, signal_profile), `spectra`
 (typical_log_rate, jacobian_moments), `recurrent` (through time: linear recurrences, Pascanu 2013's
 conditions, the vanilla-RNN mean field); beneath them `expectations` (the Gaussian expectations of
 one activation, closed form or quadrature), `inputs` (argument checks) and the package-level
@@ -62,6 +62,7 @@ from jaxvg.theory.depth import critical_sigma_w2 as critical_sigma_w2
 from jaxvg.theory.depth import depth_scales as depth_scales
 from jaxvg.theory.depth import gradient_depth_scale as gradient_depth_scale
 from jaxvg.theory.depth import gradient_profile as gradient_profile
+from jaxvg.theory.depth import signal_profile as signal_profile
 from jaxvg.theory.inputs import MAX_DEPTH as MAX_DEPTH
 from jaxvg.theory.inputs import MAX_WIDTH as MAX_WIDTH
 from jaxvg.theory.maps import c_map as c_map

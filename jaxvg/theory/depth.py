@@ -219,3 +219,75 @@ def _profile_jit(act, depth, sw, sb, q0):
         return jnp.concatenate([tail, jnp.zeros((1,), tail.dtype)])
 
     return jnp.vectorize(one, signature="(),(),()->(l)")(sw, sb, q0)
+
+
+def signal_profile(
+    activation,
+    sigma_w2: ArrayLike,
+    sigma_b2: ArrayLike,
+    *,
+    depth: int,
+    q0: ArrayLike = 1.0,
+    c0: ArrayLike = 0.0,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Predicted forward signal of an MLP, layer by layer: (q, c, q_preact).
+
+    Pre-activations: q_1 = sigma_w2 q0 + sigma_b2, c_1 = (sigma_w2 q0 c0 + sigma_b2) / q_1, then
+    the q and c maps (`q_map`, `c_map` at the current q_j, not at q*). Block outputs h_j = phi(z_j):
+    q[j] = E[phi(u)^2] and c[j] = E[phi(u1) phi(u2)] / E[phi(u)^2] (Var u = q_j, Corr = c_j), the
+    per-unit second moment and the cosine similarity of two inputs' representations, what
+    `jaxvg.measure.signal_propagation` measures as `q` and `c`; entry 0 is the input (q0, c0).
+
+    Args:
+      activation: registry name, `Activation` or callable phi.
+      sigma_w2, sigma_b2: weight (times fan_in) and bias variances, >= 0 (scalars or arrays).
+      depth: number of blocks L, an int in [1, MAX_DEPTH].
+      q0: the inputs' second moment ||x||^2 / d0 (> 0), both inputs alike.
+      c0: the inputs' cosine similarity, in [-1, 1].
+    Returns:
+      (q, c, q_preact): q and c of shape broadcast(args) + (depth + 1,), q_preact (the
+      pre-activation second moment q_1..q_L, what `q_map` iterates) + (depth,); q in the squared
+      units of x, c dimensionless.
+    Raises:
+      TypeError, ValueError: as `gradient_profile`, and `c0` outside [-1, 1].
+    References:
+      Poole et al. 2016, https://arxiv.org/abs/1606.05340, Sec. 2-3 (length and correlation maps).
+
+    Example:
+      >>> from jaxvg import theory
+      >>> q, c, pre = theory.signal_profile("relu", 2.0, 0.0, depth=2, q0=1.0, c0=0.0)
+      >>> [round(float(v), 4) for v in q], [round(float(v), 4) for v in c]   # He init keeps q
+      ([1.0, 1.0, 1.0], [0.0, 0.3183, 0.4937])
+    """
+    act = inputs.checked_activation(activation, sigma_w2, sigma_b2, q0=q0)
+    inputs.check_real("c0", c0, lambda a: (a >= -1) & (a <= 1), "a cosine similarity in [-1, 1]")
+    depth = inputs.bounded_int("depth", depth, inputs.MAX_DEPTH)
+    inputs.check_entries(
+        "depth",
+        depth,
+        sigma_w2,
+        sigma_b2,
+        q0,
+        c0,
+        per_entry=3 * depth + 2,
+        maximum=inputs.MAX_PROFILE_ENTRIES,
+    )
+    return _signal_jit(act, depth, *inputs.float_args(sigma_w2, sigma_b2, q0, c0))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _signal_jit(act, depth, sw, sb, q0, c0):
+    forms = expectations.forms(act)
+
+    def one(sw, sb, q0, c0):
+        def step(qc, _):
+            q, c = qc
+            v, k = forms.V(q), forms.K(q, c)
+            q_next = sw * v + sb
+            return (q_next, (sw * k + sb) / q_next), (v, k / v, q)
+
+        q1 = sw * q0 + sb
+        _, (v, c, pre) = lax.scan(step, (q1, (sw * q0 * c0 + sb) / q1), None, length=depth)
+        return jnp.concatenate([q0[None], v]), jnp.concatenate([c0[None], c]), pre
+
+    return jnp.vectorize(one, signature="(),(),(),()->(l),(l),(m)")(sw, sb, q0, c0)

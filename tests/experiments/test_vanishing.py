@@ -226,3 +226,66 @@ def test_main_writes_every_output_and_resumes(tmp_path, capsys):
         assert len(f.read().strip().split("\n")) == 1 + 2 * 4  # header + (L+1) rows per activation
     assert (tmp_path / "vanishing.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert vanishing.main(argv)["computed"] == []  # rerun: both cells come from disk
+
+
+# ------------------------------------------------------------------------------------------------
+# The forward panel: q_l and c_l measured (signal_propagation) against theory.signal_profile
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_quick_forward_panel_follows_the_mean_field(quick):
+    s, curves = quick["summary"], quick["profiles"]
+    # sigmoid with LeCun init is ordered: every input looks the same after a few layers
+    assert s["sigmoid"]["phase"] == "ordered"
+    assert s["sigmoid"]["c_last"] > 0.99 and s["sigmoid"]["c_last_mean_field"] > 0.99
+    assert s["sigmoid"]["c_max_error"] < 0.02 and s["sigmoid"]["log10_q_max_error"] < 0.05
+    # relu with He init and tanh with LeCun init are critical (chi_1 = 1)
+    assert s["relu"]["phase"] == s["tanh"]["phase"] == "critical"
+    assert s["relu"]["c_max_error"] < 0.1  # c -> 1 slowly, as the relu c map says
+    # tanh: q_l -> 0 like 1/l, followed to 0.1 decades; c has no restoring force at criticality
+    # (the c map is neutral as q -> 0) and drifts below the mean field at width 256 (finite width)
+    assert s["tanh"]["log10_q_max_error"] < 0.1
+    for act in ("sigmoid", "tanh", "relu"):
+        c = curves[act]
+        assert c["c_seeds"].shape == (2, 51) and c["c"].shape == c["c_mean_field"].shape == (51,)
+        assert c["c"][0] == pytest.approx(0.5, abs=0.1)  # the batch's input cosine, c0 = 0.5
+        assert c["c_mean_field"][0] == pytest.approx(c["c"][0], abs=1e-6)  # theory starts there
+        assert c["log10_q"][0] == pytest.approx(0.0, abs=1e-5)  # q0 = 1 exactly
+
+
+def test_forward_panel_shows_the_chaotic_phase():
+    # tanh, sigma_w2 = 4, sigma_b2 = 0.05: chaotic; the cosine falls to the fixed point c* < 1
+    config = vanishing.Config(
+        activations=("tanh",),
+        init="gaussian",
+        sigma_w2=4.0,
+        sigma_b2=0.05,
+        depth=12,
+        width=256,
+        batch=16,
+        seeds=2,
+    )
+    res = vanishing.run(config)
+    s, c = res["summary"]["tanh"], res["profiles"]["tanh"]
+    assert s["phase"] == "chaotic"
+    assert 0.15 < s["c_last_mean_field"] < 0.35  # 0.21 at depth 12, on its way to c* = 0.146
+    assert s["c_last"] == pytest.approx(s["c_last_mean_field"], abs=0.05)
+    # width 256, 2 seeds of 16 examples: the largest deviation over the layers measured 0.065
+    assert s["c_max_error"] < 0.1 and s["log10_q_max_error"] < 0.05
+    assert c["c"][0] > 0.4 and c["c"][-1] < 0.4
+    rows = res["layer_rows"]
+    assert rows[-1]["c"] == pytest.approx(s["c_last"]) and rows[0]["log10_q"] == pytest.approx(0.0, abs=1e-5)
+
+
+def test_a_cell_from_before_the_forward_panel_is_recomputed():
+    config = vanishing.Config(activations=("tanh",), **TINY)
+    cell = vanishing.run(config)["cells"]["tanh"]
+    new = ("c0", "log10_q", "cosine", "predicted_log10_q", "predicted_c")
+    old = {k: v for k, v in cell.items() if k not in new}
+    old["setup"] = {k: v for k, v in cell["setup"].items() if k != "c0"}  # the old setup had no c0
+    assert vanishing.run(config, done={"tanh": old})["computed"] == ["tanh"]
+    # the current setup but without the new fields: refused by the schema, recomputed
+    with pytest.warns(report.CellWarning, match="lacks the field"):
+        res = vanishing.run(config, done={"tanh": {**old, "setup": cell["setup"]}})
+    assert res["computed"] == ["tanh"] and "cosine" in res["cells"]["tanh"]

@@ -130,6 +130,10 @@ def _calls(precision):
         "jacobian_spectrum": lambda: measure.jacobian_spectrum(
             mlp, jnp.ones((3,)) * b(), layers=(0, 1), **kw
         ),
+        "signal_propagation": lambda: measure.signal_propagation(mlp, xy()[0], **kw),
+        "signal_propagation_transformer": lambda: measure.signal_propagation(
+            tr, jnp.zeros((3, b()), jnp.int32), **kw
+        ),
         "tapped_gradients": lambda: measure.tapped_gradients(
             lambda m, x: m(x), TapNet(rngs=nnx.Rngs(0)), jnp.ones((b(), 4)), **kw
         ),  # fmt: skip
@@ -154,7 +158,12 @@ def test_from_split_kernels_carry_the_precision(precision, want):
     x, y = jnp.ones((4, 3)), jnp.zeros((4, 2))
     flow = jax.jit(lambda s, x, y: measure.gradient_flow_from_split(gd, s, x, y, loss="mse", **kw))
     norms = jax.jit(lambda s, x: measure.jacobian_norms_from_split(gd, s, x, **kw))
-    for found in (ir_of(flow.lower(state, x, y).as_text()), ir_of(norms.lower(state, x).as_text())):
+    signal = jax.jit(lambda s, x: measure.signal_propagation_from_split(gd, s, x, **kw))
+    for found in (
+        ir_of(flow.lower(state, x, y).as_text()),
+        ir_of(norms.lower(state, x).as_text()),
+        ir_of(signal.lower(state, x).as_text()),
+    ):
         assert found and set(found) == {want}, sorted(set(found))
 
 
@@ -192,6 +201,8 @@ def test_the_compiled_program_cache_keys_on_precision(tmp_path):
         lambda m, x: measure.jacobian_spectrum(m, x[0], precision="tf32"),
         lambda m, x: measure.Probe(m).gradient_flow(x, jnp.zeros((2, 2)), precision="tf32"),
         lambda m, x: measure.gradient_flow_from_split(*nnx.split(m), x, None, loss="mse", precision="tf32"),
+        lambda m, x: measure.signal_propagation(m, x, precision="tf32"),
+        lambda m, x: measure.signal_propagation_from_split(*nnx.split(m), x, precision="tf32"),
         lambda m, x: measure.tapped_gradients(
             lambda mm, xx: jnp.sum(xx), TapNet(rngs=nnx.Rngs(0)), x, precision="tf32"
         ),
