@@ -407,6 +407,7 @@ def _build_spec(
         batch_size=batch_size,
         log_every=config.chunk_steps,
         monitor_every=config.monitor_every,
+        monitor_precision=config.monitor_precision,
         kernel_index=statics.kernel_index,
         leaf_group=statics.leaf_group,
         group_names=statics.group_names,
