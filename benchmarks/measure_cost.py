@@ -26,7 +26,8 @@ multi-threaded timings collapse whenever another process takes a core.
 Run:     python -m benchmarks.measure_cost              (the CPU sizes; ~10-20 min on 1 core)
          python -m benchmarks.measure_cost --quick      (tiny sizes, a smoke run)
          python -m benchmarks.measure_cost --preset accelerator   (GPU/TPU sizes)
-Writes:  results/benchmarks/measure_cost[_quick|_accelerator].json (device, versions, flags, shapes,
+         python -m benchmarks.measure_cost --only flow --flow-shapes 50x256x256 200x16x16
+Writes:  OUT_DIR/measure_cost.json (default results/benchmarks; device, versions, flags, shapes,
          every timing) and prints a table.
 Standard library + jax/flax/jaxvg only (no import of other benchmark modules).
 """
@@ -38,91 +39,104 @@ import os
 if __name__ == "__main__":  # before jax starts; importing this module (tests) changes nothing
     os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
 
-import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import inspect  # noqa: E402
-import json  # noqa: E402
-import pathlib  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Any, ClassVar  # noqa: E402
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
 
 import jaxvg  # noqa: E402
-from jaxvg import measure  # noqa: E402
+from jaxvg import checks, measure, report  # noqa: E402
 from jaxvg.nn import activations, losses  # noqa: E402
+from jaxvg.report import cli, experiment  # noqa: E402
 
 OUT_FEATURES = 10
 
 
+PARTS = ("flow", "jacobians", "spectrum", "compile")
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """One benchmark run.
+    flow_shapes: tuple[str, ...] = (
+        "50x256x256",
+        "20x128x256",
+        "20x512x256",
+        "100x128x256",
+        "100x512x256",
+        "200x16x16",
+    )  # depth x width x batch of the tanh MLPs for the gradient_flow ratios
+    jacobian_shape: str = "20x128x32"  # depth x width x batch for the jacobian_norms ratios
+    spectrum_shape: str = "20x128"  # depth x width for jacobian_spectrum (one example)
+    compile_deep: str = "1000x64x32"  # depth x width x batch of the deep MLP whose compile time is timed
+    compile_periodic: str = "64x64x32"  # pairs x width x batch: 2 * pairs blocks, tanh and relu alternating
+    repeat: int = 21  # timed rounds per ratio
+    blocks: int = 3  # the rounds are split into this many blocks (the spread: their medians' range)
+    precision: str = "highest"  # matmul precision of both sides
+    only: tuple[str, ...] = PARTS  # which measurements: flow, jacobians, spectrum, compile
+    out_dir: str = "results/benchmarks"  # where measure_cost.json goes
+    quick: bool = False  # tiny sizes and few rounds: a smoke run (its numbers mean nothing)
 
-    Attributes:
-      name: preset name ("cpu", "quick", "accelerator"); names the JSON file.
-      flow_shapes: (depth, width, batch) of the tanh MLPs for the gradient_flow ratios.
-      jacobian_shape: (depth, width, batch) for the jacobian_norms ratios.
-      spectrum_shape: (depth, width) for jacobian_spectrum (one example).
-      compile_deep: (depth, width, batch) of the deep MLP whose compile time is measured.
-      compile_periodic: (pairs, width, batch): 2 * pairs blocks alternating tanh and relu.
-      repeat: timed rounds per ratio; blocks: the rounds are split into this many blocks (spread).
-      precision: matmul precision of both sides.
-    """
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "accelerator": {
+            "flow_shapes": ("50x1024x1024", "200x512x512", "1000x256x256", "50x4096x4096"),
+            "jacobian_shape": "20x512x64",
+            "spectrum_shape": "50x512",
+            "compile_deep": "1000x256x256",
+            "compile_periodic": "64x512x256",
+            "repeat": 31,
+        },
+    }
+    QUICK: ClassVar[dict[str, Any]] = {
+        "flow_shapes": ("8x32x16", "200x16x16"),
+        "jacobian_shape": "4x16x4",
+        "spectrum_shape": "4x16",
+        "compile_deep": "300x8x4",
+        "compile_periodic": "16x8x4",
+        "repeat": 6,
+        "blocks": 2,
+    }
 
-    name: str = "cpu"
-    flow_shapes: tuple[tuple[int, int, int], ...] = (
-        (50, 256, 256),
-        (20, 128, 256),
-        (20, 512, 256),
-        (100, 128, 256),
-        (100, 512, 256),
-        (200, 16, 16),
-    )
-    jacobian_shape: tuple[int, int, int] = (20, 128, 32)
-    spectrum_shape: tuple[int, int] = (20, 128)
-    compile_deep: tuple[int, int, int] = (1000, 64, 32)
-    compile_periodic: tuple[int, int, int] = (64, 64, 32)
-    repeat: int = 21
-    blocks: int = 3
-    precision: str = "highest"
+    def __post_init__(self):
+        experiment.apply_quick(self)
+        experiment.check_common(self)
+        shapes = experiment.check_tuple("flow_shapes", self.flow_shapes, lambda n, v: (dims(n, v, 3), v)[1])
+        object.__setattr__(self, "flow_shapes", shapes)
+        for name, n in (
+            ("jacobian_shape", 3),
+            ("spectrum_shape", 2),
+            ("compile_deep", 3),
+            ("compile_periodic", 3),
+        ):
+            dims(name, getattr(self, name), n)
+        checks.positive_int("repeat", self.repeat)
+        checks.positive_int("blocks", self.blocks)
+        if self.repeat < self.blocks:
+            raise ValueError(f"`repeat` must be >= `blocks` = {self.blocks}, got {self.repeat!r}.")
+        measure.engine.check_precision(self.precision)
+        only = experiment.check_tuple("only", self.only, lambda n, v: checks.choice(n, v, PARTS))
+        object.__setattr__(self, "only", only)
 
-
-PRESETS = {
-    "cpu": Config(),
-    "quick": Config(
-        name="quick",
-        flow_shapes=((8, 32, 16), (200, 16, 16)),
-        jacobian_shape=(4, 16, 4),
-        spectrum_shape=(4, 16),
-        compile_deep=(300, 8, 4),
-        compile_periodic=(16, 8, 4),
-        repeat=6,
-        blocks=2,
-    ),
-    "accelerator": Config(
-        name="accelerator",
-        flow_shapes=((50, 1024, 1024), (200, 512, 512), (1000, 256, 256), (50, 4096, 4096)),
-        jacobian_shape=(20, 512, 64),
-        spectrum_shape=(50, 512),
-        compile_deep=(1000, 256, 256),
-        compile_periodic=(64, 512, 256),
-        repeat=31,
-        blocks=3,
-    ),
-}
+    def shape(self, name: str) -> tuple[int, ...]:
+        """A shape field as integers, e.g. `shape("jacobian_shape")` -> (20, 128, 32)."""
+        return dims(name, getattr(self, name), 2 if name == "spectrum_shape" else 3)
 
 
-def config_for(preset: str) -> Config:
-    """The `Config` of a preset name; ValueError naming the choices otherwise."""
-    if preset not in PRESETS:
-        raise ValueError(f"`preset` must be one of {sorted(PRESETS)}, got {preset!r}.")
-    return PRESETS[preset]
+def dims(name: str, text: Any, n: int) -> tuple[int, ...]:
+    """`text` such as "50x256x256" as `n` positive integers; ValueError naming `name` otherwise."""
+    parts = text.split("x") if isinstance(text, str) else []
+    if len(parts) != n or not all(p.isdigit() and int(p) > 0 for p in parts):
+        example = "x".join(["50", "256", "256"][:n])
+        raise ValueError(
+            f"`{name}` must be {n} positive integers joined by 'x' (e.g. {example!r}), got {text!r}."
+        )
+    return tuple(int(p) for p in parts)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -273,7 +287,7 @@ def _repeat(config: Config, depth: int, width: int, batch: int) -> int:
 
 
 def bench_jacobians(config: Config) -> dict[str, Any]:
-    depth, width, batch = config.jacobian_shape
+    depth, width, batch = config.shape("jacobian_shape")
     model = _mlp(depth, width, None)
     x, y = _data(batch, width, width)
     gd, state = nnx.split(model)
@@ -316,7 +330,7 @@ def bench_jacobians(config: Config) -> dict[str, Any]:
 
 
 def bench_spectrum(config: Config) -> dict[str, Any]:
-    depth, width = config.spectrum_shape
+    depth, width = config.shape("spectrum_shape")
     model = _mlp(depth, width, None)
     x = jax.random.normal(jax.random.key(3), (width,))
     kw = _kwargs(measure.jacobian_spectrum, precision=config.precision)
@@ -329,12 +343,12 @@ def bench_spectrum(config: Config) -> dict[str, Any]:
 def bench_compile(config: Config) -> dict[str, Any]:
     res = {}
     kw = _kwargs(measure.gradient_flow, precision=config.precision)
+    (deep, deep_width, deep_batch), (pairs, per_width, per_batch) = (
+        config.shape("compile_deep"), config.shape("compile_periodic"))  # fmt: skip
     for name, (model, batch, width) in {
-        "deep_mlp": (_mlp(config.compile_deep[0], config.compile_deep[1]), config.compile_deep[2],
-                     config.compile_deep[1]),
-        "periodic_2": (PeriodicNet(config.compile_periodic[0], config.compile_periodic[1], OUT_FEATURES,
-                                   rngs=nnx.Rngs(0)), config.compile_periodic[2], config.compile_periodic[1]),
-    }.items():  # fmt: skip
+        "deep_mlp": (_mlp(deep, deep_width), deep_batch, deep_width),
+        "periodic_2": (PeriodicNet(pairs, per_width, OUT_FEATURES, rngs=nnx.Rngs(0)), per_batch, per_width),
+    }.items():
         x, y = _data(batch, width)
         first = _timed(lambda model=model, x=x, y=y: measure.gradient_flow(model, x, y, **kw))
         second = _timed(lambda model=model, x=x, y=y: measure.gradient_flow(model, x, y, **kw))
@@ -368,16 +382,16 @@ def _loadavg() -> list[float] | None:
         return None
 
 
-def run(config: Config, *, only: Sequence[str] = ()) -> dict[str, Any]:
-    """Every measurement of `config` (or those named in `only`: flow, jacobians, spectrum,
-    compile); a JSON-ready dict."""
+def run(config: Config) -> dict[str, Any]:
+    """The measurements named in `config.only` (flow, jacobians, spectrum, compile); a JSON-ready
+    dict."""
     jax.config.update("jax_enable_compilation_cache", False)
-    want = set(only) or {"flow", "jacobians", "spectrum", "compile"}
+    want = set(config.only)
     out: dict[str, Any] = {"config": dataclasses.asdict(config), "environment": environment()}
     if "compile" in want:
         out["compile"] = bench_compile(config)
     if "flow" in want:
-        out["flow"] = [bench_flow(*shape, config) for shape in config.flow_shapes]
+        out["flow"] = [bench_flow(*dims("flow_shapes", shape, 3), config) for shape in config.flow_shapes]
     if "jacobians" in want:
         out["jacobians"] = bench_jacobians(config)
     if "spectrum" in want:
@@ -422,22 +436,12 @@ def table(result: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
-    parser.add_argument("--quick", action="store_true", help="the 'quick' preset (a smoke run)")
-    parser.add_argument("--only", nargs="*", default=(), help="flow jacobians spectrum compile")
-    parser.add_argument("--out", default=None, help="JSON path (default results/benchmarks/...)")
-    parser.add_argument("--dry-run", action="store_true", help="print the config and exit")
-    args = parser.parse_args(argv)
-    config = config_for("quick" if args.quick else args.preset)
-    if args.dry_run:
-        print(json.dumps(dataclasses.asdict(config)))
-        return {"config": dataclasses.asdict(config)}
-    result = run(config, only=args.only)
-    suffix = "" if config.name == "cpu" else f"_{config.name}"
-    path = pathlib.Path(args.out or f"results/benchmarks/measure_cost{suffix}.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2))
+    """Parse flags (`jaxvg.report.cli`: one per field, `--preset accelerator`, `--quick`), run, write
+    OUT_DIR/measure_cost.json and print the table."""
+    config = cli.parse(Config, argv)
+    report.check_writable(config.out_dir)
+    result = run(config)
+    path = report.write_json(os.path.join(config.out_dir, "measure_cost.json"), result)
     print(table(result))
     print(f"wrote {path}")
     return result

@@ -7,9 +7,11 @@ Suites (each also runs alone as `python -m benchmarks.NAME`):
             runs vs the per-step `nnx.jit` loop.
   analysis  gradient flow vs plain forward+backward; exact vs Hutchinson vs naive `jacrev` Jacobian
             norms; PyTorch eager when torch imports (benchmarks/analysis.py).
+  time_flow the exact gradient flow through time (`time_flow`, public call) vs a jitted
+            `value_and_grad` of the same scanned RNN, T = 1000, hidden 256, batch 64.
 
-Each suite runs as `python -m benchmarks.NAME` in its own process (analysis pins XLA to one thread,
-the others use every core; on an accelerator each gets the whole device memory), prints its own
+Each suite runs as `python -m benchmarks.NAME` in its own process (analysis and time_flow pin XLA
+to one thread, the others use every core; on an accelerator each gets the whole device memory), prints its own
 table and writes OUT_DIR/NAME.json; this script then writes OUT_DIR/run.json (after every suite, so
 a run cut short keeps what it finished) and prints one Markdown table: every ratio with its target
 and pass/miss, and its spread: the min-max of the per-round ratios over the run's interleaved
@@ -29,7 +31,7 @@ Run:    python -m benchmarks.run                         (CPU sizes)
         python -m benchmarks.run --quick --out-dir /tmp/b  (tiny shapes: a smoke run, what the tests run)
         python -m benchmarks.run --preset accelerator    (accelerator sizes; see benchmarks/gpu.sh)
         python -m benchmarks.run --suites training seeds
-Writes: OUT_DIR/{training,seeds,analysis,run}.json (default OUT_DIR: results/benchmarks).
+Writes: OUT_DIR/{training,seeds,analysis,time_flow,run}.json (default OUT_DIR: results/benchmarks).
 """
 
 from __future__ import annotations
@@ -46,13 +48,13 @@ from benchmarks import common
 from jaxvg import report
 from jaxvg.report import cli
 
-SUITES = ("training", "seeds", "analysis")
+SUITES = ("training", "seeds", "analysis", "time_flow")
 PRESETS = ("accelerator",)  # the values of `--preset`, passed on to the suites that have it
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    suites: tuple[str, ...] = SUITES  # suites to run, in this order (training, seeds, analysis)
+    suites: tuple[str, ...] = SUITES  # suites to run, in this order (training, seeds, analysis, time_flow)
     quick: bool = False  # every suite's --quick: tiny shapes, a smoke run (numbers mean nothing)
     preset: str | None = None  # "accelerator": each suite's accelerator sizes (where it has them)
     out_dir: str = "results/benchmarks"  # where NAME.json and run.json go
@@ -71,7 +73,7 @@ class Config:
 
 # Suites with an accelerator preset of their own (`--preset accelerator`); the others run their
 # default sizes under `--preset accelerator`.
-PRESET_SUITES = {"accelerator": ("training",)}
+PRESET_SUITES = {"accelerator": ("training", "time_flow")}
 
 
 def suite_argv(name: str, config: Config) -> list[str]:

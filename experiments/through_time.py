@@ -92,6 +92,7 @@ from jaxvg import checks, report
 from jaxvg.measure import lognorm
 from jaxvg.nn import losses
 from jaxvg.nn.rnn import RNN
+from jaxvg.report import experiment
 from jaxvg.theory import recurrent
 from jaxvg.train import tasks
 
@@ -126,20 +127,6 @@ LITERATURE = {
     "gru": "Chung et al. 2014; Jozefowicz et al. 2015: on a par with the LSTM on long-memory tasks.",
     "lru": "Orvieto et al. 2023: a diagonal linear recurrence with |λ| near 1 (ring init, γ normalisation) "
     "learns dependencies over thousands of steps (Long Range Arena).",
-}
-
-_QUICK: dict[str, Any] = {
-    "init_length": 200,
-    "init_hidden": 32,
-    "init_seeds": 2,
-    "lengths": (20, 50),
-    "clip_off_lengths": (50,),
-    "order_lengths": (20,),
-    "seeds": 2,
-    "steps": 300,
-    "order_steps": 300,
-    "n_train": 1000,
-    "n_test": 200,
 }
 
 
@@ -182,11 +169,23 @@ class Config:
         }
     }
 
+    QUICK: ClassVar[dict[str, Any]] = {
+        "init_length": 200,
+        "init_hidden": 32,
+        "init_seeds": 2,
+        "lengths": (20, 50),
+        "clip_off_lengths": (50,),
+        "order_lengths": (20,),
+        "seeds": 2,
+        "steps": 300,
+        "order_steps": 300,
+        "n_train": 1000,
+        "n_test": 200,
+    }
+
     def __post_init__(self):
-        if self.quick:
-            for f in dataclasses.fields(self):
-                if f.name in _QUICK and getattr(self, f.name) == f.default:
-                    object.__setattr__(self, f.name, _QUICK[f.name])
+        experiment.apply_quick(self)
+        experiment.check_common(self)
         for name in ("nets", "lengths", "clip_off_lengths", "order_lengths"):
             value = getattr(self, name)
             if isinstance(value, str) or (name != "clip_off_lengths" and not value):

@@ -29,9 +29,13 @@ outputs; the loss is the mean squared error against N(0, 1) targets. Each exampl
 vector rescaled to ‖x‖²/d0 = q0 exactly (default q0 = 1). Kernel init: `--init auto` (the default)
 uses He normal (σ_w² = 2) for relu-like activations and LeCun normal (σ_w² = 1, jaxvg's MLP default)
 for the others; zero biases. Seeds: each seed builds its own net (eagerly, `nnx.Rngs(seed)`) and batch;
-their states are stacked and `jaxvg.measure.gradient_flow_from_split` is vmapped over them, so all seeds
-of one activation run as one compiled program (equal to separate `gradient_flow` calls to float32
-rounding). Each activation is one cell, written as it finishes and reused on a rerun.
+their states are stacked and `jaxvg.measure.gradient_flow_from_split(..., stacked=True)` measures
+them as `jax.vmap` would, in chunks of seeds that fit the memory budget (`--max-memory` bytes, by
+default half the device's free memory; `jaxvg.measure.nets.map_nets`): all seeds of one activation
+run as one compiled program when they fit, and the results equal separate `gradient_flow` calls to
+float32 rounding either way. Before anything is stacked, `jaxvg.scale.check_fits` checks that the
+stacked seeds fit the device (a ValueError that says how to shrink, not an out-of-memory crash).
+Each activation is one cell, written as it finishes and reused on a rerun.
 
 Expected outcome, measured with the defaults (8 seeds, batch 64, jax 0.10.2, CPU); decades per
 layer, mean over seeds (± their std), and decades lost over the 50 layers:
@@ -82,7 +86,7 @@ import numpy as np
 from flax import nnx
 
 import jaxvg
-from jaxvg import checks, theory
+from jaxvg import checks, scale, theory
 from jaxvg.nn import activations, initializers
 from jaxvg.report import experiment, figures, files, tables
 from jaxvg.report.experiment import Done, Log, OnCell
@@ -114,6 +118,7 @@ class Config:
     c0: float = 0.5  # cosine similarity between the inputs of the forward panel's batch, in [0, 1)
     batch: int = 64  # examples per net
     seeds: int = 8  # nets (and batches) per activation
+    max_memory: int | None = None  # bytes per chunk of seeds being measured; none: half the free memory
     out_dir: str = "results/vanishing"  # where main() writes
     quick: bool = False  # fewer seeds and examples (tests/CI); fields you set yourself are kept
 
@@ -130,6 +135,8 @@ class Config:
             raise ValueError(f"`activations` must not repeat a name, got {self.activations!r}.")
         for name in ("depth", "width", "batch", "seeds"):
             checks.positive_int(name, getattr(self, name))
+        if self.max_memory is not None:
+            checks.positive_int("max_memory", self.max_memory)
         checks.choice("init", self.init, ("auto", *initializers.SCHEMES))
         if self.q0 is not None:
             checks.positive("q0", self.q0)
@@ -246,12 +253,13 @@ def _input_q0(config: Config, activation: str, sigma_w2: float, sigma_b2: float)
     return q0
 
 
-@functools.cache
-def _seeds_kernel(graphdef: Any) -> Callable[..., jaxvg.GradientFlow]:
-    """`jaxvg.measure.gradient_flow_from_split` vmapped over stacked seeds (states, x, y), jitted
-    once per model structure."""
-    flow = functools.partial(jaxvg.measure.gradient_flow_from_split, graphdef, loss="mse")
-    return jax.jit(jax.vmap(flow))
+def _check_seeds_fit(config: Config, one_state: Any) -> None:
+    """`jaxvg.scale.check_fits` for the stacked seeds of one activation (their parameters, inputs
+    and targets) and, while they are stacked, the per-seed copies: a ValueError before anything is
+    allocated when they cannot fit the device (the measurement itself runs in chunks that fit)."""
+    per_seed = sum(math.prod(leaf.shape) * leaf.dtype.itemsize for leaf in jax.tree.leaves(one_state))
+    per_seed += config.batch * (config.width + OUT_FEATURES) * 4
+    scale.check_fits(2 * config.seeds * per_seed)
 
 
 @functools.cache
@@ -271,19 +279,33 @@ def _measure_cell(config: Config, activation: str) -> dict[str, Any]:
     q0 = _input_q0(config, activation, sigma_w2, sigma_b2)
     sigmas = {"sigma_w2": config.sigma_w2, "sigma_b2": config.sigma_b2}
     kwargs = sigmas if init in initializers.SIGMA_SCHEMES else {}
-    states, xs, ys = [], [], []
-    for seed in range(config.seeds):
-        model = jaxvg.MLP(
+
+    def build(seed):
+        return jaxvg.MLP(
             config.width, config.width, config.depth, OUT_FEATURES,
             activation=activation, init=init, rngs=nnx.Rngs(seed), **kwargs,
         )  # fmt: skip
-        graphdef, state = nnx.split(model)  # same graphdef for every seed: one compiled program
+
+    _check_seeds_fit(config, nnx.state(nnx.eval_shape(lambda: build(0)), nnx.Param))
+    states, xs, ys = [], [], []
+    for seed in range(config.seeds):
+        graphdef, state = nnx.split(build(seed))  # same graphdef for every seed: one compiled program
         x, y = _batch(seed, config.batch, config.width, q0)
         states.append(state)
         xs.append(x)
         ys.append(y)
     stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
-    flow = jax.device_get(_seeds_kernel(graphdef)(stacked, jnp.stack(xs), jnp.stack(ys)))
+    del states  # the per-seed copies: only the stacked ones stay on the device
+    flow = jaxvg.measure.gradient_flow_from_split(
+        graphdef,
+        stacked,
+        jnp.stack(xs),
+        jnp.stack(ys),
+        loss="mse",
+        stacked=True,
+        max_memory=config.max_memory,
+    )
+    flow = jax.device_get(flow)
     x_fwd = jnp.stack(
         [_forward_batch(s, config.batch, config.width, q0, config.c0) for s in range(config.seeds)]
     )

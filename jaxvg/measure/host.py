@@ -54,19 +54,22 @@ _PRECISION_ALIASES = {
 }
 
 
-def check_precision(precision: Any) -> str:
+def check_precision(precision: Any, name: str = "precision") -> str:
     """`precision` as a canonical name in `PRECISIONS` ("default", "high", "highest"), from a jax
-    name or a `jax.lax.Precision`.
+    name or a `jax.lax.Precision`; `name` is the argument the error message names.
 
     Raises:
-      ValueError: anything else (the message names the argument, the value and the choices).
+      ValueError: an unknown name; `jaxvg.checks.ArgumentTypeError` (a TypeError and a ValueError)
+        for a value that is neither a string nor a `jax.lax.Precision`. The message names the
+        argument, the value and the choices.
     """
     if isinstance(precision, jax.lax.Precision):
         return precision.name.lower()
     if isinstance(precision, str) and precision.lower() in _PRECISION_ALIASES:
         return _PRECISION_ALIASES[precision.lower()]
-    raise ValueError(
-        f"`precision` must be one of {sorted(_PRECISION_ALIASES)} or a jax.lax.Precision, got {precision!r}."
+    error = ValueError if isinstance(precision, str) else checks.ArgumentTypeError
+    raise error(
+        f"`{name}` must be one of {sorted(_PRECISION_ALIASES)} or a jax.lax.Precision, got {precision!r}."
     )
 
 

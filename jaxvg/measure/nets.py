@@ -120,11 +120,17 @@ def map_nets(fn: Callable[..., Any], *stacked: Any, max_memory: int | None = Non
     one = jax.tree.map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a)[1:], jnp.result_type(a)), stacked)
     chunk = chunk_size(n, per_net_bytes(fn, *one), memory_budget(max_memory))
     _LAST["chunk"] = chunk
+    tracing = any(isinstance(v, jax.core.Tracer) for v in leaves)
     if chunk >= n:
-        return jax.vmap(fn)(*stacked)
-    if any(isinstance(v, jax.core.Tracer) for v in leaves):
+        return jax.vmap(fn)(*stacked) if tracing else _vmapped(fn)(*stacked)
+    if tracing:
         return jax.lax.map(lambda a: fn(*a), stacked, batch_size=chunk)
     return _chunked(fn, chunk)(*stacked)
+
+
+@functools.lru_cache(maxsize=32)
+def _vmapped(fn):
+    return jax.jit(jax.vmap(fn))  # eager callers: one compiled program, not op-by-op dispatch
 
 
 @functools.lru_cache(maxsize=32)

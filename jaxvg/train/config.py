@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from jaxvg import checks
+from jaxvg.measure import engine
 from jaxvg.nn import losses
 from jaxvg.train import optimizers
 
@@ -72,6 +73,11 @@ class TrainConfig:
       monitor_every: if set, a `jaxvg.measure.GradientFlow` (evaluation mode, on the first
         min(256, n) training examples) is recorded every `monitor_every` steps inside the
         compiled loop.
+      monitor_precision: matmul precision of the monitor's own matmuls, one of the names
+        `jaxvg.measure.gradient_flow` takes ("highest", the default: exact float32 matmuls on GPU
+        and TPU too; "high" is TF32 / three bfloat16 passes, "default" the platform's fastest) or a
+        `jax.lax.Precision`; stored as its canonical lower-case name. The training step's own
+        matmuls keep the platform default whatever this says.
       on_nonfinite: "raise": a `FloatingPointError` at the first non-finite loss, gradient or
         parameter update, naming the step, the net and the first block (input side first) whose
         gradient went non-finite, with the history so far on `err.history`. "record": the
@@ -96,6 +102,7 @@ class TrainConfig:
     clip_norm: float | None = None
     log_every: int | None = None
     monitor_every: int | None = None
+    monitor_precision: str = "highest"
     on_nonfinite: str = "raise"
     progress: bool = True
 
@@ -112,6 +119,7 @@ class TrainConfig:
         monitor_every = self.monitor_every
         if monitor_every is not None:
             monitor_every = checks.positive_int("monitor_every", monitor_every)
+        monitor_precision = engine.check_precision(self.monitor_precision, name="monitor_precision")
         batch_size = None if self.batch_size is None else checks.positive_int("batch_size", self.batch_size)
         if self.loss is not None:
             losses.get(self.loss)  # unknown name -> ValueError listing the choices
@@ -122,6 +130,7 @@ class TrainConfig:
             "clip_norm": clip_norm,
             "log_every": log_every,
             "monitor_every": monitor_every,
+            "monitor_precision": monitor_precision,
             "batch_size": batch_size,
             "learning_rate": check_learning_rate(self.learning_rate),
         }

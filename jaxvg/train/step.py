@@ -74,6 +74,7 @@ class StepSpec:
       batch_size: examples per step, or None for the full training set.
       log_every: steps per chunk.
       monitor_every: steps between gradient-flow records, or None.
+      monitor_precision: matmul precision of the monitor's measurement (canonical name).
       kernel_index: per block, the index of its kernel among the params leaves, or -1.
       leaf_group: per params leaf, its block index, or L for parameters outside the blocks.
       group_names: per group, "blocks[i]" or the attribute name(s) outside the blocks.
@@ -92,6 +93,7 @@ class StepSpec:
     batch_size: int | None
     log_every: int
     monitor_every: int | None
+    monitor_precision: str
     kernel_index: tuple[int, ...]
     leaf_group: tuple[int, ...]
     group_names: tuple[str, ...]
@@ -208,10 +210,11 @@ def metrics(spec: StepSpec, params: Any, rest: Any, arrays: dict) -> dict[str, j
 
 
 def monitor_flow(spec: StepSpec, params: Any, rest: Any, arrays: dict) -> measure.GradientFlow:
-    """`jaxvg.measure.gradient_flow_from_split` on the monitor batch ("xm", "ym"), evaluation mode."""
+    """`jaxvg.measure.gradient_flow_from_split` on the monitor batch ("xm", "ym"), evaluation mode,
+    its matmuls at `spec.monitor_precision` (the training step's keep the platform default)."""
     full = nnx.merge_state(params, rest)
     return measure.gradient_flow_from_split(
-        spec.eval_graphdef, full, arrays["xm"], arrays["ym"], loss=spec.loss
+        spec.eval_graphdef, full, arrays["xm"], arrays["ym"], loss=spec.loss, precision=spec.monitor_precision
     )
 
 

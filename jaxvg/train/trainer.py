@@ -60,7 +60,15 @@ __all__ = ["MONITOR_BATCH", "Run", "StackedFit", "Trainer", "evaluate_stacked"]
 MONITOR_BATCH = 256  # the monitor batch: the first min(MONITOR_BATCH, n) training examples
 
 # the `TrainConfig` fields that the `StepSpec` takes as they are
-_CONFIG_AS_IS = ("optimizer", "schedule", "warmup_steps", "steps", "clip_norm", "monitor_every")
+_CONFIG_AS_IS = (
+    "optimizer",
+    "schedule",
+    "warmup_steps",
+    "steps",
+    "clip_norm",
+    "monitor_every",
+    "monitor_precision",
+)
 
 
 class StackedFit(NamedTuple):

@@ -65,6 +65,9 @@ def test_run_quick_writes_every_suite_and_the_combined_table(quick_run, capsys):
     assert fit_row["target"] == "<= 1.1" and fit_row["result"] == "smoke"
     seeds_row = rows[("seeds", "nnx.jit per step / vmapped fit (3 seeds)")]
     assert seeds_row["target"] == ">= 10" and seeds_row["result"] == "smoke"
+    # the time-flow cost row is measured in the same run (quick shapes here)
+    flow_row = rows[("time_flow", "time_flow / value_and_grad (tanh RNN, T=100, hidden 32, batch 16)")]
+    assert flow_row["target"] == "<= 1.2" and flow_row["result"] == "smoke"
     assert {r["result"] for r in combined["rows"]} <= {"smoke", ""}
     assert all(r["spread"] for r in combined["rows"])
     # the record's pass is still the value read against the target (not merely one of two words)

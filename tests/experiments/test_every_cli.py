@@ -13,8 +13,10 @@ from jaxvg.report import cli
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXPERIMENTS = ["experiments.xor", "experiments.vanishing", "experiments.remedies", "experiments.phase_diagram",
-               "experiments.isometry", "experiments.transformers"]  # fmt: skip
-BENCHMARKS = ["benchmarks.training", "benchmarks.seeds", "benchmarks.analysis", "benchmarks.run"]
+               "experiments.isometry", "experiments.through_time",
+               "experiments.transformers"]  # fmt: skip
+BENCHMARKS = ["benchmarks.training", "benchmarks.seeds", "benchmarks.analysis", "benchmarks.run",
+              "benchmarks.measure_cost", "benchmarks.time_flow"]  # fmt: skip
 CLIS = EXPERIMENTS + BENCHMARKS
 # files that do not ship with jaxvg, and the tracker: docstrings and --help must not point at them
 UNSHIPPED = re.compile(r"STYLE\.md|DESIGN\.md|SOURCE\.md|seed\.txt|\bthe issue\b|\bissue \d", re.IGNORECASE)
@@ -28,6 +30,18 @@ def _presets(module) -> list[str]:
 
 
 PRESET_CASES = [(name, p) for name in CLIS for p in _presets(importlib.import_module(name))]
+
+
+def test_every_command_line_module_is_covered():
+    found = {
+        f"{p.parent.name}.{p.stem}" for d in ("experiments", "benchmarks") for p in (ROOT / d).glob("*.py")
+    }
+    assert found - {
+        "experiments.__init__",
+        "benchmarks.__init__",
+        "benchmarks.common",
+        "benchmarks.loops",
+    } == set(CLIS)
 
 
 def test_every_cli_has_a_preset():

@@ -1,33 +1,43 @@
-"""`benchmarks/measure_cost.py`: every preset's config is constructed (dry runs; the accelerator
-sizes are not run on CPU), and the quick preset's flow row runs end to end."""
-
-import json
+"""`benchmarks/measure_cost.py`: the config (presets and --quick through the shared command line;
+every preset is dry-run in tests/experiments/test_every_cli.py), and the quick preset's flow row
+runs end to end."""
 
 import pytest
 
 from benchmarks import measure_cost
+from jaxvg.report import cli
 
 
-@pytest.mark.parametrize("preset", sorted(measure_cost.PRESETS))
-def test_every_preset_builds_its_config(preset, capsys):
-    out = measure_cost.main(["--preset", preset, "--dry-run"])
-    config = measure_cost.config_for(preset)
-    assert out["config"]["name"] == config.name == preset
-    printed = json.loads(capsys.readouterr().out)
-    assert [tuple(s) for s in printed["flow_shapes"]] == list(config.flow_shapes)
-    if preset == "accelerator":
-        assert config.flow_shapes == ((50, 1024, 1024), (200, 512, 512), (1000, 256, 256), (50, 4096, 4096))
+def test_presets_and_quick_sizes():
+    accel = cli.parse(measure_cost.Config, ["--preset", "accelerator"])
+    assert accel.flow_shapes == ("50x1024x1024", "200x512x512", "1000x256x256", "50x4096x4096")
+    assert accel.shape("jacobian_shape") == (20, 512, 64) and accel.shape("spectrum_shape") == (50, 512)
+    quick = cli.parse(measure_cost.Config, ["--quick", "--only", "flow"])
+    assert quick.flow_shapes == ("8x32x16", "200x16x16") and quick.only == ("flow",)
+    assert measure_cost.Config().shape("compile_deep") == (1000, 64, 32)
 
 
-def test_unknown_preset():
-    with pytest.raises(
-        ValueError, match=r"`preset` must be one of \['accelerator', 'cpu', 'quick'\], got 'gpu'"
-    ):
-        measure_cost.config_for("gpu")
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (
+            {"flow_shapes": ("50x256",)},
+            r"`flow_shapes` must be 3 positive integers joined by 'x' .*got '50x256'",
+        ),
+        ({"jacobian_shape": "20x0x3"}, r"`jacobian_shape` must be 3 positive integers .*got '20x0x3'"),
+        ({"spectrum_shape": 20}, r"`spectrum_shape` must be 2 positive integers .*got 20"),
+        ({"only": ("speed",)}, r"`only` must be one of .*got 'speed'"),
+        ({"precision": "tf32"}, r"`precision` must be one of .*got 'tf32'"),
+        ({"repeat": 1}, r"`repeat` must be >= `blocks` = 3, got 1"),
+    ],
+)
+def test_bad_config_values(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        measure_cost.Config(**kwargs)
 
 
 def test_quick_flow_row_and_table():
-    config = measure_cost.config_for("quick")
+    config = measure_cost.Config(quick=True)
     row = measure_cost.bench_flow(4, 8, 4, config)
     assert row["ratio_gradient_flow"] > 0 and row["ratio_probe"] > 0
     assert len(row["ratio_gradient_flow_spread"]) == 2

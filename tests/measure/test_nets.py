@@ -157,8 +157,9 @@ def _rss_run(tmp_path, name, max_memory, shape):
 
 @pytest.mark.slow
 def test_chunked_run_fits_max_memory_and_equals_the_unchunked_run(tmp_path):
-    """40 nets of depth 4, width 64, batch 6144: measured all at once, the process's resident memory
-    grows by ~770 MB (XLA's analysis: ~12 MB of buffers per net, plus compilation). With
+    """40 nets of depth 4, width 64, batch 6144: measured all at once (one jitted vmap), the
+    process's resident memory grows by ~550 MB (XLA's analysis: ~12 MB of buffers per net, plus
+    compilation; ~770 MB when the unchunked vmap ran op by op). With
     max_memory = 96 MB (chunks of 8 nets), the peak resident memory during the call (VmHWM after
     resetting it) exceeds the resident memory before it by at most max_memory + 200 MB: the margin
     covers XLA's compilation inside the call (~150 MB measured here, with chunks of one net as of
@@ -172,7 +173,7 @@ def test_chunked_run_fits_max_memory_and_equals_the_unchunked_run(tmp_path):
     assert whole["chunk"] == 40 and 1 <= chunked["chunk"] < 40
     grown = chunked["after"] - chunked["before"]
     grown_whole = whole["after"] - whole["before"]
-    assert grown_whole > 2 * (max_memory + margin), (grown_whole, grown)  # the unchunked run would not fit
+    assert grown_whole > max_memory + margin, (grown_whole, grown)  # the unchunked run would not fit
     assert grown <= max_memory + margin, (grown / 2**20, chunked)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
 

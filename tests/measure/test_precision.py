@@ -214,3 +214,59 @@ def test_invalid_precision_names_argument_value_and_choices(call):
         ValueError, match=r"`precision` must be one of \[.*'highest'.*\] or a jax.lax.Precision, got 'tf32'"
     ):
         call(model, jnp.ones((2, 3)))
+
+
+def _chunk_ir_precisions(**config) -> list[str]:
+    """The matmul precisions in the lowered IR of one `fit` chunk (2 nets, spirals-like data)."""
+    from jaxvg import train
+
+    model = jaxvg.MLP(2, 8, 3, 2, rngs=nnx.Rngs(0))
+    graphdef, params, rest = train.stack_models([model, jaxvg.MLP(2, 8, 3, 2, rngs=nnx.Rngs(1))])
+    x = jax.random.normal(jax.random.key(0), (16, 2))
+    y = (x[:, 0] > 0).astype(jnp.int32)
+    cfg = train.TrainConfig(
+        loss="cross_entropy",
+        optimizer="adam",
+        learning_rate=0.1,
+        steps=4,
+        log_every=2,
+        progress=False,
+        **config,
+    )
+    trainer = train.Trainer(graphdef, params, rest, (x, y), cfg)
+    state = trainer.init_state(params, rest)
+    keys = train.data_keys([0, 1])
+    lowered = trainer.program.lower(state, trainer.learning_rate, keys, jnp.int32(0), trainer.arrays)
+    return ir_of(lowered.as_text())
+
+
+def test_the_training_monitor_runs_at_its_precision_and_training_at_the_default():
+    plain = _chunk_ir_precisions()  # no monitor: every matmul is the training step's (or the log's)
+    assert plain and set(plain) == {"DEFAULT"}, sorted(set(plain))
+    n_train = len(plain)
+    for precision, want in [
+        (None, "HIGHEST"),
+        ("tensorfloat32", "HIGH"),
+        (jax.lax.Precision.HIGHEST, "HIGHEST"),
+    ]:
+        kw = {} if precision is None else {"monitor_precision": precision}
+        found = _chunk_ir_precisions(monitor_every=2, **kw)
+        assert found.count("DEFAULT") == n_train, (precision, found.count("DEFAULT"), n_train)
+        assert found.count(want) == len(found) - n_train > 0, (precision, sorted(set(found)))
+    everything = _chunk_ir_precisions(monitor_every=2, monitor_precision="default")
+    assert set(everything) == {"DEFAULT"} and len(everything) > n_train
+
+
+def test_train_config_monitor_precision_is_checked_and_canonical():
+    from jaxvg import train
+
+    base = dict(loss="mse", optimizer="sgd", learning_rate=0.1, steps=4)
+    assert train.TrainConfig(**base).monitor_precision == "highest"
+    assert train.TrainConfig(**base, monitor_precision="tensorfloat32").monitor_precision == "high"
+    assert (
+        train.TrainConfig(**base, monitor_precision=jax.lax.Precision.DEFAULT).monitor_precision == "default"
+    )
+    with pytest.raises(
+        ValueError, match=r"`monitor_precision` must be one of \[.*'highest'.*\] .*got 'tf32'"
+    ):
+        train.TrainConfig(**base, monitor_precision="tf32")
