@@ -1,18 +1,19 @@
 """Root conftest, loaded before any test or doctest in jaxvg/ and tests/.
 
 Rank promotion raises (equinox, diffrax, neural-tangents and nanodo all do this).
-JAX's persistent compilation cache is on for the suite (set before jax starts): a warm cache cut the
-CPU time of tests/test_models.py 2.6x and of the sweep tests 3.3x; a cold one (a fresh CI clone) costs
-nothing measurable. Set JAX_COMPILATION_CACHE_DIR yourself to move it.
+JAX's persistent compilation cache is off unless you ask for it (`JAXVG_TEST_CACHE=DIR`): in a fresh
+clone (CI) it starts cold, and every compiled program is then serialised and written for the rare
+program the other worker compiles too;
+and jaxlib 0.10.2 aborted the whole pytest worker once while serialising a CPU executable
+(`executable.serialize()` in `put_executable_and_time`, during a `fit`). A warm cache cut the CPU
+time of the model tests 2.6x on a developer's machine.
 """
 
 import os
-import pathlib
 
-os.environ.setdefault(
-    "JAX_COMPILATION_CACHE_DIR", str(pathlib.Path(__file__).resolve().parent / ".jax_cache")
-)
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+if os.environ.get("JAXVG_TEST_CACHE"):
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.environ["JAXVG_TEST_CACHE"])
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import jax  # noqa: E402
 
