@@ -297,6 +297,8 @@ NUMBERS: tuple[Number, ...] = (
     _bench("analysis | exact `jacobian_norms` / naive", "exact jacobian_norms / naive jacrev loop"),
     _bench("analysis | Hutchinson k=8", "hutchinson k=8 / forward+backward"),
     _bench("analysis | Hutchinson jax / torch", "hutchinson jax / torch eager"),
+    _bench("time_flow | `time_flow` / `value_and_grad` (tanh", "time_flow / value_and_grad (tanh"),
+    _bench("time_flow | `time_flow` / `value_and_grad` (LSTM", "time_flow / value_and_grad (lstm"),
 )  # fmt: skip
 
 # numbers that no file holds: what to run to see them
@@ -309,7 +311,7 @@ TIMINGS = (
     ("the fast subset: 20 minutes at load 7-12", 'time python -m pytest -m "not slow" -n 2'),
     ("how many tests (1243; 48 slow)", "python -m pytest --collect-only -q [-m slow]"),
     (
-        "jax / torch eager, 4 shapes: 0.38-0.56",
+        "jax / torch eager, 4 shapes: 0.44-0.69",
         "python -m benchmarks.run: the 4 'gradient_flow jax / torch eager' rows",
     ),
 )
