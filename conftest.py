@@ -5,10 +5,11 @@ JAX's persistent compilation cache is on for the suite (set before jax starts): 
 CPU time of tests/test_models.py 2.6x and of the sweep tests 3.3x; a cold one (a fresh CI clone) costs
 nothing measurable. Set JAX_COMPILATION_CACHE_DIR yourself to move it. Every program is cached
 (threshold 0): the CLI tests run the experiments and benchmarks in subprocesses, which recompile
-the same small programs; clean-clone runs with the cache off, or only for programs that took
->= 0.5 s to compile, had done 8-12 % of the tests after 16 minutes, against about 85 % after 18
-with it. jaxlib 0.10.2 once aborted a worker while serialising one executable (in
-`put_executable_and_time`, during `test_small_net_learns_spirals`); it did not reproduce alone.
+the same small programs; a clean-clone run with the cache off had done 12 % of the tests after 16
+minutes, one caching only programs that took >= 0.5 s to compile (and scheduling with --dist
+loadgroup) 8 %, against about 85 % after 18 minutes with every program cached. jaxlib 0.10.2
+aborted a worker twice while serialising one test's executable for the cache; that test
+(`test_small_net_learns_spirals`) switches cache writes off.
 """
 
 import os

@@ -305,11 +305,10 @@ NUMBERS: tuple[Number, ...] = (
 TIMINGS = (
     ("the main job: 1.5 minutes", "time python -m experiments.vanishing"),
     (
-        "the whole test suite: 8-18 minutes, cold",
+        "the whole test suite: 18 minutes, cold",
         "time python -m pytest -n 2  (after rm -rf .jax_cache)",
     ),
-    ("the fast subset: 20 minutes at load 7-12", 'time python -m pytest -m "not slow" -n 2'),
-    ("how many tests (1243; 48 slow)", "python -m pytest --collect-only -q [-m slow]"),
+    ("how many tests (2583; 83 slow)", "python -m pytest --collect-only -q [-m slow]"),
     (
         "jax / torch eager, 4 shapes: 0.44-0.69",
         "python -m benchmarks.run: the 4 'gradient_flow jax / torch eager' rows",
