@@ -70,7 +70,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxvg import checks
-from jaxvg.nn import activations
+from jaxvg.nn import activations, initializers
 from jaxvg.nn.models import check_param_dtype
 
 NORMS = ("pre", "post", "none")
@@ -96,11 +96,12 @@ def deepnorm_constants(depth: int) -> tuple[float, float]:
 
 
 def glorot_normal(gain: float = 1.0):
-    """Initializer N(0, gain^2 * 2 / (fan_in + fan_out)), untruncated (torch's xavier_normal_(gain))."""
+    """Initializer N(0, gain^2 * 2 / (fan_in + fan_out)), untruncated (torch's xavier_normal_(gain)):
+    the registry's "glorot_normal" scheme (`jaxvg.nn.initializers.kernel_init`) times `gain`."""
+    base = initializers.kernel_init("glorot_normal")
 
     def init(key, shape, dtype=jnp.float32):
-        std = gain * math.sqrt(2.0 / (shape[-2] + shape[-1]))
-        return std * jax.random.normal(key, shape, dtype)
+        return gain * base(key, shape, dtype)
 
     return init
 
