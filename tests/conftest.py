@@ -1,28 +1,60 @@
 """Shared fixtures (the compilation cache and rank promotion are set in the root conftest.py).
 
-The expensive ones are session-scoped and computed on first use: each experiment's `--quick` run
-(`run(Config(quick=True))`) and one `python -m benchmarks.run --quick`, so that every test file
-(and every test within one) that needs them shares a single computation.
+The expensive ones are session-scoped, computed on first use and shared by the xdist workers: each
+experiment's `--quick` run (`run(Config(quick=True))`) and one `python -m benchmarks.run --quick`.
+Under xdist a session fixture is per worker, so two workers that both need the vanishing quick run
+would each compute it (about two CPU-minutes); `_once_per_session` makes the first worker that asks
+compute it and pickle it under the session's shared temporary directory, and the others wait for it
+(a file lock) and load it.
 """
 
 import copy
 import importlib
+import pickle
+from collections.abc import Callable
+from typing import Any
 
+import filelock
 import jax
 import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
-def _quick_fixture(name: str):
-    """A session fixture `NAME_quick`: `experiments.NAME.run(Config(quick=True))`, run on first use."""
+def _once_per_session(request: pytest.FixtureRequest, name: str, compute: Callable[[], Any]) -> Any:
+    """`compute()` once per test session, whatever the number of xdist workers.
 
-    def fixture():
+    Without xdist (worker "master") it is just `compute()`. Under xdist the value is pickled to
+    `<session basetemp>/shared/NAME.pkl` by the first worker to ask, under a file lock; the others
+    wait on the lock and unpickle it. A worker whose compute raises writes nothing, so the next one
+    to ask computes again (and raises the same error in its own test).
+    """
+    worker = getattr(request.config, "workerinput", {}).get("workerid", "master")
+    if worker == "master":
+        return compute()
+    root = request.getfixturevalue("tmp_path_factory").getbasetemp().parent / "shared"
+    root.mkdir(exist_ok=True)
+    path = root / f"{name}.pkl"
+    with filelock.FileLock(str(path) + ".lock"):
+        if path.exists():
+            return pickle.loads(path.read_bytes())
+        value = compute()
+        path.write_bytes(pickle.dumps(value))
+        return value
+
+
+def _quick_fixture(name: str):
+    """A session fixture `NAME_quick`: `experiments.NAME.run(Config(quick=True))`, run once."""
+
+    def compute():
         module = importlib.import_module(f"experiments.{name}")
         return module.run(module.Config(quick=True))
 
+    def fixture(request):
+        return _once_per_session(request, f"{name}_quick", compute)
+
     fixture.__name__ = fixture.__qualname__ = f"{name}_quick"
-    fixture.__doc__ = f"`experiments.{name}.run(Config(quick=True))`."
+    fixture.__doc__ = f"`experiments.{name}.run(Config(quick=True))`, once per session."
     return pytest.fixture(scope="session", name=f"{name}_quick")(fixture)
 
 
@@ -40,21 +72,27 @@ def x64():
 
 
 @pytest.fixture(scope="session")
-def remedies_quick():
+def remedies_quick(request):
     """(config, result, {key: cell as `on_cell` received it}) of `experiments.remedies`' quick run."""
     from experiments import remedies
 
-    config = remedies.Config(quick=True)
-    stored = {}
-    res = remedies.run(config, on_cell=lambda key, cell: stored.__setitem__(key, copy.deepcopy(cell)))
-    return config, res, stored
+    def compute():
+        config = remedies.Config(quick=True)
+        stored = {}
+        res = remedies.run(config, on_cell=lambda key, cell: stored.__setitem__(key, copy.deepcopy(cell)))
+        return config, res, stored
+
+    return _once_per_session(request, "remedies_quick", compute)
 
 
 @pytest.fixture(scope="session")
-def benchmarks_quick(tmp_path_factory):
+def benchmarks_quick(request, tmp_path_factory):
     """(run.json dict, output directory) of one `python -m benchmarks.run --quick` (all suites,
     each in its own subprocess)."""
     from benchmarks import run
 
-    out_dir = tmp_path_factory.mktemp("bench")
-    return run.main(["--quick", "--out-dir", str(out_dir)]), out_dir
+    def compute():
+        out_dir = tmp_path_factory.mktemp("bench")
+        return run.main(["--quick", "--out-dir", str(out_dir)]), out_dir
+
+    return _once_per_session(request, "benchmarks_quick", compute)

@@ -279,18 +279,7 @@ def test_nonfinite_record_freezes_only_the_diverging_net():
 # ----------------------------------------------------------------------------- learning
 
 
-@pytest.fixture
-def no_cache_writes():
-    """No persistent-compilation-cache writes during the test: in full clean-clone runs jaxlib 0.10.2
-    aborted the worker twice while serialising this test's `fit` program for the cache
-    (`executable.serialize()` in `put_executable_and_time`); alone it passes either way."""
-    old = jax.config.jax_persistent_cache_min_compile_time_secs
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1e9)
-    yield
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", old)
-
-
-def test_small_net_learns_spirals(no_cache_writes):
+def test_small_net_learns_spirals():
     ds = data.load("spirals", seed=0, n_train=512, n_test=256, noise=0.05)
     out = train.fit(
         lambda rngs: jaxvg.MLP(2, 32, 3, 2, activation="relu", init="he_normal", rngs=rngs),
