@@ -6,7 +6,7 @@ Suites (each also runs alone as `python -m benchmarks.NAME`):
   seeds     32 seeds x 200 steps of a width-64, depth-10 MLP: one vmapped program vs a Python loop of
             runs vs the per-step `nnx.jit` loop.
   analysis  gradient flow vs plain forward+backward; exact vs Hutchinson vs naive `jacrev` Jacobian
-            norms; PyTorch eager when torch imports (benchmarks/analysis.py).
+            norms; PyTorch eager and torch.compile when torch imports (benchmarks/analysis.py).
   time_flow the exact gradient flow through time (`time_flow`, public call) vs a jitted
             `value_and_grad` of the same scanned RNN, T = 1000, hidden 256, batch 64.
 
@@ -73,7 +73,7 @@ class Config:
 
 # Suites with an accelerator preset of their own (`--preset accelerator`); the others run their
 # default sizes under `--preset accelerator`.
-PRESET_SUITES = {"accelerator": ("training", "time_flow")}
+PRESET_SUITES = {"accelerator": ("training", "analysis", "time_flow")}
 
 
 def suite_argv(name: str, config: Config) -> list[str]:

@@ -19,6 +19,7 @@ from benchmarks import common, loops
 from benchmarks import run as bench_run
 from benchmarks import seeds as bench_seeds
 from benchmarks import training as bench_training
+from jaxvg.report import cli
 
 RTOL = 1e-4
 
@@ -206,15 +207,16 @@ def test_suite_flags_carry_quick_preset_and_out_dir():
     cfg = bench_run.Config(quick=True, preset="accelerator", out_dir="/x")
     assert bench_run.suite_argv("training", cfg) == ["--quick", "--preset", "accelerator", "--out-dir", "/x"]
     assert bench_run.suite_argv("seeds", cfg) == ["--quick", "--out-dir", "/x"]  # no accelerator preset
-    assert bench_run.suite_argv("analysis", cfg) == ["--quick", "--out-dir", "/x"]
+    assert bench_run.suite_argv("analysis", cfg) == ["--quick", "--preset", "accelerator", "--out-dir", "/x"]
     # the preset the flag selects exists and changes the training sizes
     assert bench_training.Config.PRESETS["accelerator"]["width"] > bench_training.Config().width
+    assert bench_run.PRESET_SUITES["accelerator"] == ("training", "analysis", "time_flow")
 
 
 def test_analysis_ratios_are_read_against_their_targets():
     res = {
         "flow": [{"depth": 20, "width": 128, "batch": 256, "ratio_flow_over_value_and_grad": 1.05,
-                  "ratio_jax_over_torch": 0.9}],
+                  "ratio_jax_over_torch": 0.9, "ratio_jax_over_torch_compile": 1.08}],
         "jacobians": {"depth": 20, "width": 128, "batch": 32, "ratio_exact_over_plain_vjps": 1.3,
                       "ratio_hutchinson_over_forward_backward": 2.5},
     }  # fmt: skip
@@ -224,6 +226,51 @@ def test_analysis_ratios_are_read_against_their_targets():
     assert got == {
         ("gradient_flow / value_and_grad", True),
         ("gradient_flow jax / torch eager", False),
+        ("gradient_flow jax / torch.compile", True),
         ("exact jacobian_norms / N plain VJPs", None),
         ("hutchinson k=8 / forward+backward", False),
     }
+
+
+def test_analysis_flow_shapes_replace_the_depth_width_product():
+    cfg = bench_analysis.Config(depths=(4,), widths=(16, 32), batch=8)
+    assert cfg.shapes() == [(4, 16, 8), (4, 32, 8)]
+    cfg = bench_analysis.Config(flow_shapes=["50x1024x1024", "200x512x512"], batch=8)
+    assert cfg.flow_shapes == ("50x1024x1024", "200x512x512")
+    assert cfg.shapes() == [(50, 1024, 1024), (200, 512, 512)]  # the batch is each shape's own
+    with pytest.raises(ValueError, match=r"`flow_shapes` must be 3 positive integers .* got '50x1024'"):
+        bench_analysis.Config(flow_shapes=("50x1024",))
+    with pytest.raises(TypeError, match=r"`flow_shapes` must be a tuple of 'DEPTHxWIDTHxBATCH' strings"):
+        bench_analysis.Config(flow_shapes="50x1024x1024")
+    with pytest.raises(ValueError, match=r"`torch_compile_max_depth` must be"):
+        bench_analysis.Config(torch_compile_max_depth=0)
+
+
+def test_analysis_accelerator_preset_has_the_accelerator_shapes():
+    cfg = cli.parse(bench_analysis.Config, ["--preset", "accelerator"])
+    assert cfg.shapes() == [(50, 1024, 1024), (200, 512, 512), (1000, 256, 256), (50, 4096, 4096)]
+    assert (cfg.jacobian_depth, cfg.jacobian_width, cfg.jacobian_batch) == (20, 512, 64)
+    assert cfg.torch_compile is True and cfg.torch_compile_max_depth == 200  # depth 1000: skipped
+    # --quick: the quick sizes win over the preset's, torch.compile off unless asked for
+    quick = cli.parse(bench_analysis.Config, ["--preset", "accelerator", "--quick"])
+    assert quick.shapes() == [(4, 16, 8), (8, 16, 8)] and quick.torch_compile is False
+    assert cli.parse(bench_analysis.Config, ["--quick", "--torch-compile"]).torch_compile is True
+
+
+def test_analysis_accelerator_preset_quick_run_in_process(tmp_path, capsys):
+    """`python -m benchmarks.analysis --preset accelerator --quick`, in this process: the whole path
+    (at quick sizes; PyTorch eager too where torch imports, torch.compile off at quick sizes)."""
+    res = bench_analysis.main(
+        ["--preset", "accelerator", "--quick", "--depths", "4", "--out-dir", str(tmp_path)]
+    )
+    assert res["config"]["quick"] is True and res["config"]["jacobian_width"] == 16
+    assert [(r["depth"], r["width"], r["batch"]) for r in res["flow"]] == [(4, 16, 8)]
+    assert res["precision"]["jax"].startswith("highest")
+    saved = json.loads((tmp_path / "analysis.json").read_text())
+    assert saved["ratios"] == res["ratios"] and saved["config"]["flow_shapes"] == []
+    for r in res["ratios"]:
+        assert r["quick"] is True and r["value"] > 0
+    if res["torch"] is not None:
+        assert res["flow"][0]["torch_compile_skipped"] == "off (torch_compile=False)"
+        assert res["precision"]["torch"]["cuda_matmul_allow_tf32"] is False
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"wrote {tmp_path / 'analysis.json'}"
