@@ -3,49 +3,40 @@
 Three parts on `jaxvg.Transformer` encoders (bidirectional attention, GELU FFN of 4 d_model, Glorot
 normal weights, sinusoidal positions), one cell per (part, variant, depth), each written as it finishes:
 
-1. Xiong et al. 2020 at initialisation: `jaxvg.gradient_flow` per block (log10 ||dL/dW|| over all of
-   a block's parameters, and the last block's FFN output kernel W^2) for post-LN and pre-LN at `init_depths`, on
-   random token sequences with the reversal targets of part 3 (cross-entropy). Fitted: the slope of
-   the last block's FFN output kernel W^2 gradient against log10 L (the paper: pre-LN ~ L^(-1/2) sqrt(ln d),
-   slope -1/2; post-LN independent of L, slope 0) and, at the deepest L, last-minus-first block
-   gradient in decades (the paper: post-LN grows toward the output, pre-LN flat).
-2. Rank collapse (Noci et al. 2022): the mean cosine c_l between the tokens of a sequence and the
-   effective rank, l = 0..L (`jaxvg.signal_propagation`), for norm in {none, post, pre} with the
-   branches unscaled and scaled by 1/sqrt(L), at depth `rank_depth`; and the gradient norms of the
-   query, key and value kernels per block (plain `jax.grad`, norms in log space).
-3. Trainability on sequence reversal (y_t = x_{T-1-t}; tokens uniform in [0, vocab), generated in
-   code): post-LN with and without linear LR warmup, pre-LN, DeepNorm (Wang et al. 2022) and ReZero
-   (Bachlechner et al. 2020) at `train_depths`, Adam, `seeds` nets per cell in one vmapped `jaxvg.fit`
-   (a seed whose loss goes non-finite is frozen and counted as diverged); steps to `target_accuracy`
-   token accuracy on the training set.
+1. Xiong et al. 2020 at init: `jaxvg.gradient_flow` per block for post-LN and pre-LN at `init_depths`
+   (random tokens, reversal targets, cross-entropy). Fitted: the slope of the last block's FFN output
+   kernel W^2 gradient against log10 L (paper: pre-LN -1/2, post-LN 0) and, at the deepest L, its
+   last-minus-first block difference in decades (paper: post-LN grows toward the output, pre-LN flat).
+2. Rank collapse (Noci et al. 2022): token cosine c_l and effective rank, l = 0..L
+   (`jaxvg.signal_propagation`), norm in {none, post, pre}, branches unscaled or scaled by 1/sqrt(L),
+   at `rank_depth`; and the query, key and value kernel gradients per block (log space).
+3. Trainability on sequence reversal (`experiments.transformers_train`): post-LN with and without
+   linear LR warmup, pre-LN, DeepNorm and ReZero at `train_depths`, Adam, `seeds` nets per cell in one
+   vmapped program (a non-finite seed is frozen, counted as diverged); steps to `target_accuracy`.
 
 Reproduces: Xiong et al. 2020 (arXiv:2002.04745), Theorem 1 and Fig. 3; Noci et al. 2022
 (arXiv:2206.03126), rank collapse and vanishing query/key gradients; Wang et al. 2022
 (arXiv:2203.00555); Bachlechner et al. 2020 (arXiv:2003.04887); Liu et al. 2020 (arXiv:2004.08249)
 on warmup.
 
-Run:    python -m experiments.transformers               (CPU default: d_model 64, init depths 6-48,
-                                                          training at depths 6 and 12; parts 1 and 2
-                                                          took 11 minutes on 2 loaded cores, part 3 is
-                                                          not timed)
-        python -m experiments.transformers --quick       (d_model 16, depths 2 and 8 at init, training at
-                                                          depths 1 and 2 for 300 steps; what the tests run)
+Run:    python -m experiments.transformers --preset cpu  (d_model 32, training at depths 6, 12, 24
+                                                          for 400 steps: 13 minutes on 2 loaded cores)
+        python -m experiments.transformers --quick       (d_model 16, init depths 2 and 8, training at
+                                                          depth 2; what the tests run)
+        python -m experiments.transformers               (d_model 64; training not timed on a CPU)
         python -m experiments.transformers --preset full (d_model 128, training at depths 6-48, 8 seeds,
                                                           5000 steps; for accelerators)
 Writes: results/transformers/{metrics.json, transformers.csv, transformers.png, summary.md, cells/};
 prints the verdict table.
 
-Expected outcome. Parts 1 and 2 at the default sizes (d_model 64, 4 seeds; 2-core CPU): pre-LN's
-last-layer ||dL/dW^2|| falls as L^-0.66 over L = 6..48 (paper: L^-1/2), post-LN's as L^+0.18
-(paper: independent of L); post-LN's W^2 gradient rises 0.33 decades from the first to the last of
-48 layers (as in the paper), pre-LN's falls 0.66 (the paper: about flat). At depth 48 with unscaled
-branches the tokens collapse (c_L = 1.000 without a norm, where the stream also explodes, log10
-q_L = 20; 1.000 post-LN; 0.94 pre-LN; c_0 = 0.30), 1/sqrt(L) branches keep c_L at 0.40-0.54, and
-the collapsed post-LN stack gives its query/key kernels 5.6 decades less gradient than its value
-kernels (0.59 with 1/sqrt(L) branches). The quick run (d_model 16, L = 2 and 8) shows the same
-directions with smaller numbers (pre-LN's exponent -0.21, post-LN's +0.60 from two depths); in its
-training cells every variant reaches the target on 4/4 seeds at L = 2 and none diverges, so they
-cannot separate the cures: that takes the default or `--preset full`.
+Expected outcome, `--preset cpu` (d_model 32, 4 seeds; 2-core CPU): pre-LN's last-layer ||dL/dW^2||
+falls as L^-0.33 over L = 6..48 (paper: L^-1/2), post-LN's as L^-0.13 (paper: flat); at L = 48 the
+tokens collapse with unscaled branches (c_L = 1.000 no norm and post-LN, 0.93 pre-LN; c_0 = 0.36),
+not with 1/sqrt(L) ones (0.47-0.60), and collapsed post-LN gives query/key kernels 5.3 decades less
+gradient than values (0.60 scaled). Training at lr 3e-3: post-LN reaches 95% on 2/4 seeds at L = 6
+and stalls near chance at L = 12 and 24; warmup rescues L = 6 (4/4) only; pre-LN, DeepNorm and
+ReZero train on 4/4 seeds at every depth; no seed diverges. The quick run cannot separate the cures
+(every variant trains at its L = 2); the default (d_model 64) gives pre-LN L^-0.66, post-LN L^+0.18.
 """
 
 from __future__ import annotations
@@ -63,6 +54,8 @@ import numpy as np
 from flax import nnx
 
 import jaxvg
+from experiments import transformers_train as training
+from experiments.transformers_train import VARIANTS, reversal_data, train_rows
 from jaxvg import checks, train
 from jaxvg.measure import lognorm
 from jaxvg.nn import losses
@@ -72,14 +65,6 @@ from jaxvg.report.experiment import Done, Log, OnCell
 NAME = "transformers"
 NORMS = ("none", "post", "pre")  # part 2
 SCALES = ("1", "1/sqrt(L)")  # part 2: the branch scale a in h + a f(h)
-# part 3: (key, label, Transformer keywords, warmup?)
-VARIANTS = (
-    ("post", "post-LN", {"norm": "post"}, False),
-    ("post_warmup", "post-LN + warmup", {"norm": "post"}, True),
-    ("pre", "pre-LN", {"norm": "pre"}, False),
-    ("deepnorm", "DeepNorm", {"norm": "post", "residual_scale": "deepnorm"}, False),
-    ("rezero", "ReZero", {"norm": "none", "residual_scale": "rezero"}, False),
-)
 SLOPE_TOLERANCE = 0.2  # decades per decade of L: a fitted exponent "agrees" within this of the paper's
 
 
@@ -107,6 +92,20 @@ class Config:
     quick: bool = False  # tiny sizes for tests/CI; fields you set yourself are kept
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        # part 3 at CPU size (d_model 32, depths 6-24, 400 steps): 13 minutes on 2 loaded cores
+        "cpu": {
+            "d_model": 32,
+            "heads": 4,
+            "seq_len": 8,
+            "vocab": 8,
+            "train_depths": (6, 12, 24),
+            "n_train": 512,
+            "steps": 400,
+            "batch_size": 32,
+            "learning_rate": 3e-3,
+            "warmup_steps": 50,
+            "log_every": 20,
+        },
         "full": {
             "d_model": 128,
             "heads": 8,
@@ -124,39 +123,16 @@ class Config:
         },
     }
     QUICK: ClassVar[dict[str, Any]] = {
-        "d_model": 16,
-        "heads": 2,
-        "seq_len": 6,
-        "vocab": 6,
-        "init_depths": (2, 8),
-        "init_seeds": 2,
-        "init_batch": 8,
-        "rank_depth": 8,
-        "train_depths": (1, 2),
-        "n_train": 256,
-        "steps": 300,
-        "batch_size": 32,
-        "learning_rate": 3e-3,
-        "warmup_steps": 20,
-        "log_every": 25,
-    }
+        "d_model": 16, "heads": 2, "seq_len": 6, "vocab": 6, "init_depths": (2, 8), "init_seeds": 2, "init_batch": 8,
+        "rank_depth": 8, "train_depths": (2,), "n_train": 256, "steps": 300, "batch_size": 32,
+        "learning_rate": 3e-3, "warmup_steps": 20, "log_every": 25,
+    }  # fmt: skip
 
     def __post_init__(self):
         experiment.apply_quick(self)
         experiment.check_common(self)
-        for name in (
-            "d_model",
-            "heads",
-            "seq_len",
-            "vocab",
-            "init_seeds",
-            "init_batch",
-            "rank_depth",
-            "n_train",
-            "batch_size",
-            "log_every",
-            "seeds",
-        ):
+        for name in ("d_model", "heads", "seq_len", "vocab", "init_seeds", "init_batch", "rank_depth",
+                     "n_train", "batch_size", "log_every", "seeds"):  # fmt: skip
             checks.positive_int(name, getattr(self, name))
         for name in ("init_depths", "train_depths"):
             object.__setattr__(
@@ -201,28 +177,7 @@ CELL_SCHEMA = experiment.cell_schema(
 )
 
 
-# --------------------------------------------------------------------------- data and models
-
-
-def reversal_data(n: int, seq_len: int, vocab: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sequence reversal: x (n, seq_len) int32 tokens uniform in [0, vocab), y = x reversed along
-    the sequence (y_t = x_{T-1-t}), int32."""
-    x = np.random.default_rng(seed).integers(0, vocab, (n, seq_len)).astype(np.int32)
-    return x, np.ascontiguousarray(x[:, ::-1])
-
-
-def _model(config: Config, depth: int, rngs: nnx.Rngs, **kw: Any) -> jaxvg.Transformer:
-    return jaxvg.Transformer(
-        config.vocab,
-        config.d_model,
-        depth,
-        config.heads,
-        config.vocab,
-        causal=False,
-        max_len=config.seq_len,
-        rngs=rngs,
-        **kw,
-    )
+# --------------------------------------------------------------------------- setup
 
 
 def _setup(config: Config, depth: int, **extra: Any) -> dict[str, Any]:
@@ -243,7 +198,9 @@ def _init_cell(config: Config, norm: str, depth: int) -> dict[str, Any]:
     x, y = _measured_batch(config)
     flows = [
         jax.device_get(
-            jaxvg.gradient_flow(_model(config, depth, nnx.Rngs(s), norm=norm), x, y, loss="cross_entropy")
+            jaxvg.gradient_flow(
+                training.encoder(config, depth, nnx.Rngs(s), norm=norm), x, y, loss="cross_entropy"
+            )
         )
         for s in range(config.init_seeds)
     ]
@@ -308,50 +265,13 @@ def _rank_cell(config: Config, norm: str, scale: str) -> dict[str, Any]:
     kw = {"norm": norm, "residual_scale": None if scale == "1" else 1.0 / math.sqrt(L)}
     sig, grads = [], []
     for s in range(config.init_seeds):
-        model = _model(config, L, nnx.Rngs(s), **kw)
+        model = training.encoder(config, L, nnx.Rngs(s), **kw)
         sig.append(jax.device_get(jaxvg.signal_propagation(model, x)))
         grads.append(np.asarray(_attention_grads(*nnx.split(model, nnx.Param, ...), x, y), np.float64))
     g = np.stack(grads)  # (S, 3, L)
     extra = {"log10_query_grad": g[:, 0], "log10_key_grad": g[:, 1], "log10_value_grad": g[:, 2]}
     fields = ("c", "effective_rank", "log10_q")
     return _init_like("rank", f"norm={norm}, a={scale}", config, sig, fields, t0, **extra)
-
-
-# --------------------------------------------------------------------------- part 3: training
-
-
-def _train_cell(config: Config, variant: tuple, depth: int, data: tuple) -> dict[str, Any]:
-    from experiments.remedies import steps_to_target
-
-    t0 = time.perf_counter()
-    key, label, kw, warmup = variant
-    fit = jaxvg.fit(
-        lambda rngs: _model(config, depth, rngs, **kw),
-        data,
-        loss="cross_entropy",
-        optimizer="adam",
-        learning_rate=config.learning_rate,
-        steps=config.steps,
-        batch_size=config.batch_size,
-        warmup_steps=config.warmup_steps if warmup else 0,
-        log_every=config.log_every,
-        seeds=list(range(config.seeds)),
-        on_nonfinite="record",
-        progress=False,
-    )
-    h = fit.history
-    acc = np.asarray(h["train/accuracy"], np.float64)
-    return {
-        "kind": "train",
-        "label": f"{label}, L={depth}",
-        "seeds": list(range(config.seeds)),
-        "step": np.asarray(h["step"]),
-        "train/accuracy": acc,
-        "train/loss": np.asarray(h["train/loss"]),
-        "diverged": np.asarray(h["diverged"]),
-        "steps_to_target": steps_to_target(np.asarray(h["step"]), acc, config.target_accuracy),
-        "seconds": time.perf_counter() - t0,
-    }
 
 
 # --------------------------------------------------------------------------- run
@@ -389,23 +309,15 @@ def run(config: Config, *, on_cell: OnCell = None, done: Done = None, log: Log =
             )
             store.get(f"rank/{norm}/a={scale}", setup, functools.partial(_rank_cell, config, norm, scale))
     data = reversal_data(config.n_train, config.seq_len, config.vocab, config.data_seed)
-    train_keys = (
-        "n_train",
-        "steps",
-        "batch_size",
-        "learning_rate",
-        "warmup_steps",
-        "log_every",
-        "seeds",
-        "target_accuracy",
-    )
     for variant in VARIANTS:
         for depth in config.train_depths:
-            setup = _setup(config, depth, variant=variant[0], **{k: getattr(config, k) for k in train_keys})
+            setup = _setup(
+                config, depth, variant=variant[0], **{k: getattr(config, k) for k in training.TRAIN_KEYS}
+            )
             store.get(
                 f"train/{variant[0]}/L={depth}",
                 setup,
-                functools.partial(_train_cell, config, variant, depth, data),
+                functools.partial(training.train_cell, config, variant, depth, data),
             )
     cells = store.cells
     exponents = fitted_exponents(cells, config)
@@ -452,127 +364,50 @@ def rank_rows(cells: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def train_rows(cells: Mapping[str, Mapping[str, Any]], config: Config) -> list[dict[str, Any]]:
-    """One row per (variant, depth): steps to the target (mean over the seeds that got there),
-    how many seeds got there, diverged seeds, final train accuracy (mean over seeds)."""
-    out = []
-    for key, label, _, _ in VARIANTS:
-        for depth in config.train_depths:
-            c = cells.get(f"train/{key}/L={depth}")
-            if c is None:
-                continue
-            reached = [t for t in c["steps_to_target"] if t is not None]
-            out.append(
-                {
-                    "variant": label,
-                    "key": key,
-                    "depth": depth,
-                    "steps_to_target": float(np.mean(reached)) if reached else math.nan,
-                    "reached": f"{len(reached)}/{len(c['seeds'])}",
-                    "diverged": int(np.sum(np.asarray(c["diverged"], bool))),
-                    "final_accuracy": float(np.nanmean(_floats(c["train/accuracy"])[:, -1])),
-                }
-            )
-    return out
-
-
 def verdict_rows(exponents, rank, trained, config: Config) -> list[dict[str, Any]]:
     """The claims against what was measured: one row each, `agrees` "yes", "no" or "n/a"."""
-    yes = lambda ok: "n/a" if ok is None else ("yes" if ok else "no")  # noqa: E731
     pre, post = exponents["pre"], exponents["post"]
-    ok_slope = lambda s, want: None if not math.isfinite(s) else abs(s - want) <= SLOPE_TOLERANCE  # noqa: E731
     by = {(r["norm"], r["scale"]): r for r in rank}
+
+    def row(claim, paper, measured, ok):
+        return {"claim": claim, "paper": paper, "measured": measured, "agrees": "yes" if ok else "no"}
+
+    def slope_row(claim, paper, slope):
+        if not math.isfinite(slope):
+            return {"claim": claim, "paper": paper, "measured": slope, "agrees": "n/a"}
+        return row(claim, paper, slope, abs(slope - paper) <= SLOPE_TOLERANCE)
+
     rows = [
-        {
-            "claim": "pre-LN: last-layer gradient ~ L^(-1/2) (Xiong 2020)",
-            "paper": -0.5,
-            "measured": pre["slope"],
-            "agrees": yes(ok_slope(pre["slope"], -0.5)),
-        },
-        {
-            "claim": "post-LN: last-layer gradient independent of L (Xiong 2020)",
-            "paper": 0.0,
-            "measured": post["slope"],
-            "agrees": yes(ok_slope(post["slope"], 0.0)),
-        },
-        {
-            "claim": "post-LN: gradient grows toward the last layer (decades, last - first)",
-            "paper": "> 0",
-            "measured": post["last_minus_first"],
-            "agrees": yes(post["last_minus_first"] > 0.1),
-        },
-        {
-            "claim": "pre-LN: gradient about flat over the layers (decades, last - first)",
-            "paper": "~ 0",
-            "measured": pre["last_minus_first"],
-            "agrees": yes(abs(pre["last_minus_first"]) < 0.2),
-        },
+        slope_row("pre-LN: last-layer gradient ~ L^(-1/2) (Xiong 2020)", -0.5, pre["slope"]),
+        slope_row("post-LN: last-layer gradient independent of L (Xiong 2020)", 0.0, post["slope"]),
+        row(
+            "post-LN: gradient grows toward the last layer (decades, last - first)",
+            "> 0",
+            post["last_minus_first"],
+            post["last_minus_first"] > 0.1,
+        ),
+        row(
+            "pre-LN: gradient about flat over the layers (decades, last - first)",
+            "~ 0",
+            pre["last_minus_first"],
+            abs(pre["last_minus_first"]) < 0.2,
+        ),
     ]
     if ("none", "1") in by and ("none", "1/sqrt(L)") in by:
-        a, b = by[("none", "1")], by[("none", "1/sqrt(L)")]
+        a, b = by[("none", "1")]["c_L"], by[("none", "1/sqrt(L)")]["c_L"]
+        rows.append(row("no norm, unscaled: tokens collapse, c_L -> 1 (Noci 2022)", "-> 1", a, a > 0.9))
         rows.append(
-            {
-                "claim": "no norm, unscaled: tokens collapse, c_L -> 1 (Noci 2022)",
-                "paper": "-> 1",
-                "measured": a["c_L"],
-                "agrees": yes(a["c_L"] > 0.9),
-            }
-        )
-        rows.append(
-            {
-                "claim": "1/sqrt(L) branch scaling keeps the tokens apart (c_L)",
-                "paper": "< unscaled",
-                "measured": b["c_L"],
-                "agrees": yes(b["c_L"] < a["c_L"] - 0.05),
-            }
+            row("1/sqrt(L) branch scaling keeps the tokens apart (c_L)", "< unscaled", b, b < a - 0.05)
         )
     if ("post", "1") in by and ("post", "1/sqrt(L)") in by:
         qk = {
             s: (by[("post", s)]["query_minus_value"] + by[("post", s)]["key_minus_value"]) / 2 for s in SCALES
         }
-        rows.append(
-            {
-                "claim": "post-LN, unscaled (collapsed): Q/K get less gradient than V (decades)",
-                "paper": "< 0",
-                "measured": qk["1"],
-                "agrees": yes(qk["1"] < 0),
-            }
-        )
-        rows.append(
-            {
-                "claim": "post-LN, 1/sqrt(L) branches: smaller Q/K deficit (decades)",
-                "paper": "> unscaled",
-                "measured": qk["1/sqrt(L)"],
-                "agrees": yes(qk["1/sqrt(L)"] > qk["1"]),
-            }
-        )
-    deepest = max(config.train_depths)
-    t = {(r["key"], r["depth"]): r for r in trained}
-
-    def fails(key):  # seeds that did not reach the target or diverged, at the deepest L
-        r = t.get((key, deepest))
-        return None if r is None else int(r["reached"].split("/")[1]) - int(r["reached"].split("/")[0])
-
-    if fails("post") is not None and fails("post_warmup") is not None:
-        rows.append(
-            {
-                "claim": f"post-LN needs warmup (L={deepest}: failed seeds without - with)",
-                "paper": "> 0",
-                "measured": fails("post") - fails("post_warmup"),
-                "agrees": yes(fails("post") > fails("post_warmup")),
-            }
-        )
-    for key in ("pre", "deepnorm", "rezero"):
-        if fails(key) is not None:
-            rows.append(
-                {
-                    "claim": f"{dict((v[0], v[1]) for v in VARIANTS)[key]} trains without warmup "
-                    f"(L={deepest}: failed seeds)",
-                    "paper": 0,
-                    "measured": fails(key),
-                    "agrees": yes(fails(key) == 0),
-                }
-            )
+        claim = "post-LN, unscaled (collapsed): Q/K get less gradient than V (decades)"
+        rows.append(row(claim, "< 0", qk["1"], qk["1"] < 0))
+        claim = "post-LN, 1/sqrt(L) branches: smaller Q/K deficit (decades)"
+        rows.append(row(claim, "> unscaled", qk["1/sqrt(L)"], qk["1/sqrt(L)"] > qk["1"]))
+    rows += training.train_verdicts(trained, config)
     return rows
 
 
@@ -610,14 +445,7 @@ def figure(res: Mapping[str, Any], config: Config):
         title=f"rank collapse, L={config.rank_depth} (Noci 2022)",
     )
     ax2.legend(fontsize=7)
-    deepest = max(config.train_depths)
-    for i, (key, label, _, _) in enumerate(VARIANTS):
-        c = cells.get(f"train/{key}/L={deepest}")
-        if c is not None:
-            ax3.plot(c["step"], np.nanmean(_floats(c["train/accuracy"]), axis=0), color=f"C{i}", label=label)
-    ax3.axhline(config.target_accuracy, color="k", ls=":", lw=0.8)
-    ax3.set(xlabel="step", ylabel="train token accuracy (seed mean)", title=f"sequence reversal, L={deepest}")
-    ax3.legend(fontsize=7)
+    training.plot_training(ax3, cells, config)
     return fig
 
 
@@ -629,9 +457,7 @@ def summary_text(config: Config, res: Mapping[str, Any]) -> str:
         "",
         f"Encoders d_model={config.d_model}, {config.heads} heads, GELU FFN 4x, bidirectional; sequences of "
         f"{config.seq_len} tokens over {config.vocab}. Init: {config.init_seeds} seeds, batch {config.init_batch}, "
-        f"depths {list(config.init_depths)} (part 1), {config.rank_depth} (part 2). Training: reversal, Adam lr "
-        f"{config.learning_rate:g}, {config.steps} steps, batch {config.batch_size}, warmup {config.warmup_steps} "
-        f"steps in the warmup cell, {config.seeds} seeds, target {config.target_accuracy:g} train token accuracy.",
+        f"depths {list(config.init_depths)} (part 1), {config.rank_depth} (part 2). {training.describe(config)}",
         "",
         f"Fitted exponents (slope of log10 ||dL/dW|| of the last block's FFN output kernel W^2 against log10 L; agrees "
         f"within {SLOPE_TOLERANCE}):",

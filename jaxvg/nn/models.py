@@ -357,21 +357,36 @@ class MLP(nnx.Module):
         return jnp.where(index < self.active_blocks[...], out, h)
 
     def _scan(self, hidden: list[Block], h: jax.Array) -> jax.Array:
-        """Blocks 2..L (one graphdef) under `lax.scan` over their stacked state. Only the non-Param
-        state (batch statistics, dropout RNG counts) comes out of the scan; it is written back to
-        the blocks afterwards."""
-        splits = [nnx.split(b, nnx.Param, ...) for b in hidden]
-        graphdef = splits[0][0]
-        params, rest = (jax.tree.map(lambda *a: jnp.stack(a), *[s[j] for s in splits]) for j in (1, 2))
+        """Blocks 2..L (one graphdef) under `lax.scan` (`scan_blocks`), each masked by `_masked`."""
+        return scan_blocks(hidden, h, self._masked, start=1)
 
-        def body(h, layer):
-            p, r, index = layer
-            block = nnx.merge(graphdef, p, r)
-            h = self._masked(index, block(h), h)
-            return h, nnx.state(block, nnx.Not(nnx.Param))
 
-        h, new_rest = jax.lax.scan(body, h, (params, rest, jnp.arange(1, len(hidden) + 1)))
-        if jax.tree.leaves(new_rest):
-            for i, block in enumerate(hidden):
-                nnx.update(block, jax.tree.map(lambda a, i=i: a[i], new_rest))
-        return h
+def scan_blocks(blocks: list[nnx.Module], h: jax.Array, mask: Any = None, *, start: int = 0) -> jax.Array:
+    """h through `blocks` (one graphdef, e.g. identical layers) under one `lax.scan` over their
+    stacked state: the unrolled loop's function (to float rounding) with a compile time that does not
+    grow with the number of blocks. Only the non-Param state (batch statistics, dropout RNG counts)
+    comes out of the scan; it is written back to the blocks afterwards.
+
+    Args:
+      blocks: modules that share one graphdef, each mapping h to the next h (same shape).
+      h: the first block's input.
+      mask: None, or `mask(index, out, h)` -> the h after block `index` (its output `out`, or `h`
+        where it is inactive); index counts from `start`.
+      start: the index of the first block passed to `mask`.
+    """
+    splits = [nnx.split(b, nnx.Param, ...) for b in blocks]
+    graphdef = splits[0][0]
+    params, rest = (jax.tree.map(lambda *a: jnp.stack(a), *[s[j] for s in splits]) for j in (1, 2))
+
+    def body(h, layer):
+        p, r, index = layer
+        block = nnx.merge(graphdef, p, r)
+        out = block(h)
+        h = out if mask is None else mask(index, out, h)
+        return h, nnx.state(block, nnx.Not(nnx.Param))
+
+    h, new_rest = jax.lax.scan(body, h, (params, rest, jnp.arange(start, start + len(blocks))))
+    if jax.tree.leaves(new_rest):
+        for i, block in enumerate(blocks):
+            nnx.update(block, jax.tree.map(lambda a, i=i: a[i], new_rest))
+    return h

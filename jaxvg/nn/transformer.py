@@ -70,7 +70,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxvg import checks
-from jaxvg.nn import activations, initializers
+from jaxvg.nn import activations, initializers, models
 from jaxvg.nn.models import check_param_dtype
 
 NORMS = ("pre", "post", "none")
@@ -385,6 +385,8 @@ class Transformer(nnx.Module):
       activation: FFN activation, a `jaxvg.nn.activations` registry name or callable.
       positional: "sinusoidal" or "learned".
       max_len: longest sequence accepted (the learned table's rows).
+      scan_blocks: run the blocks under one `lax.scan` over their stacked parameters (the same
+        function to float rounding; compile time flat in depth, for training deep stacks).
       param_dtype: parameter dtype; float64 needs `jax_enable_x64`.
       rngs: `nnx.Rngs` (the "params" stream draws every weight).
     Raises:
@@ -418,6 +420,7 @@ class Transformer(nnx.Module):
         activation: str | Any = "gelu",
         positional: str = "sinusoidal",
         max_len: int = 512,
+        scan_blocks: bool = False,
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ):
@@ -436,6 +439,7 @@ class Transformer(nnx.Module):
         residual_scale = _check_residual_scale(residual_scale, norm)
         zero_init_branches = checks.boolean("zero_init_branches", zero_init_branches)
         causal = checks.boolean("causal", causal)
+        self.scan_blocks = checks.boolean("scan_blocks", scan_blocks)
         ffn_mult = checks.positive_int("ffn_mult", ffn_mult)
         act = activations.get(activation)
         checks.choice("positional", positional, POSITIONAL)
@@ -488,6 +492,9 @@ class Transformer(nnx.Module):
         """x: (batch, seq) int ids or (batch, seq, in_features) -> (batch, seq, out) (or d_model
         without a head)."""
         h = self.embed(x)
-        for block in self.blocks:
-            h = block(h)
+        if self.scan_blocks:
+            h = models.scan_blocks(list(self.blocks), h)
+        else:
+            for block in self.blocks:
+                h = block(h)
         return h if self.head is None else self.head(h)

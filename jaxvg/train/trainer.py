@@ -198,8 +198,11 @@ class Trainer:
             bar.close()
         return Run(state, logs, log_steps, mon_rows if monitoring else None, mon_steps)
 
-    def finish(self, run: Run) -> StackedFit:
+    def finish(self, run: Run, *, unpack: bool = True) -> StackedFit:
         """The trained stack and its history (`jaxvg.train.history`).
+
+        `unpack=False` returns the history only (`params` and `rest` None): unpacking the trained
+        state is a program of its own, whose compile time grows with the number of leaves.
 
         Raises:
           FloatingPointError: an applied step of a net went non-finite and `on_nonfinite` is "raise".
@@ -221,6 +224,8 @@ class Trainer:
             warnings.warn(
                 history_lib.nonfinite_end_warning(end_bad, self.names, self.spec.steps), stacklevel=3
             )
+        if not checks.boolean("unpack", unpack):
+            return StackedFit(None, None, history)
         params, rest = compiled_unpack(self.spec)(run.state.params, run.state.rest)
         return StackedFit(params, rest, history)
 

@@ -9,8 +9,8 @@ import pytest
 import jaxvg
 from experiments import transformers
 
-# quick sizes, trained at one depth only (the test's budget); init depths 2 and 8, rank depth 8
-CONFIG = dict(quick=True, train_depths=(2,), steps=100)
+# quick sizes (init depths 2 and 8, rank depth 8, training at depth 2), 100 training steps
+CONFIG = dict(quick=True, steps=100)
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def quick():
     return config, res, stored
 
 
-@pytest.mark.slow  # about 2 CPU-minutes: 10 measurement and 5 training programs compile
+@pytest.mark.slow  # the fixture: 67 s on 2 idle cores, most of it compiling 10 measurement and 5 training programs
 def test_quick_run_numbers(quick):
     config, res, stored = quick
     cells = res["cells"]
@@ -61,6 +61,7 @@ def test_rerun_reuses_every_cell(quick, monkeypatch):
     calls = []
     for name in ("fit", "gradient_flow", "signal_propagation"):
         monkeypatch.setattr(jaxvg, name, lambda *a, _n=name, **k: calls.append(_n))
+    monkeypatch.setattr(jaxvg.train, "Trainer", lambda *a, **k: calls.append("Trainer"))
     again = transformers.run(config, done=stored)
     assert calls == [] and again["computed"] == []
     assert again["verdicts"] == res["verdicts"]

@@ -219,6 +219,21 @@ def test_deepnorm_constants_and_initial_gains():
         assert std_ratio(lin, 1.0) == pytest.approx(1.0, abs=0.05)
 
 
+def test_scanned_blocks_equal_the_unrolled_stack(x64):
+    """scan_blocks=True: the same nets (one init), the same output and parameter gradient, in float64."""
+    x = jax.random.randint(jax.random.key(1), (2, 5), 0, 7)
+    for kw in ({"norm": "post", "residual_scale": "deepnorm"}, {"norm": "none", "residual_scale": "rezero"}):
+        models = [
+            jaxvg.Transformer(7, 8, 3, 2, 7, scan_blocks=s, param_dtype=jnp.float64, rngs=nnx.Rngs(3), **kw)
+            for s in (False, True)
+        ]
+        loss = lambda m: jnp.sum(jnp.sin(m(x)))  # noqa: E731
+        (a, ga), (b, gb) = (nnx.jit(nnx.value_and_grad(loss))(m) for m in models)
+        np.testing.assert_allclose(b, a, rtol=1e-12)
+        for u, v in zip(jax.tree.leaves(ga), jax.tree.leaves(gb), strict=True):
+            np.testing.assert_allclose(v, u, rtol=1e-10, atol=1e-13)
+
+
 def test_causal_mask_output_at_t_ignores_later_tokens():
     x = jax.random.normal(jax.random.key(0), (1, 6, 3))
     for causal in (True, False):
@@ -273,6 +288,7 @@ def test_block_contract_and_measure_hooks():
         ((7, 8, 2, 2, 7), {"activation": "sigmod"}, r"`activation` must be one of"),
         ((7, 8, 2, 2, 7), {"positional": "rotary"}, r"`positional` must be one of"),
         ((7, 8, 2, 2, 7), {"causal": "yes"}, r"`causal` must be True or False"),
+        ((7, 8, 2, 2, 7), {"scan_blocks": 1}, r"`scan_blocks` must be True or False"),
         ((7, 8, 2, 2, 7), {"param_dtype": jnp.float64}, r"64-bit mode"),
     ],
 )

@@ -31,6 +31,9 @@ def test_run_equals_fit_stacked_and_reruns_without_compiling():
     for name in ("train/loss", "test/accuracy", "train/batch_loss", "log10_kernel_grad"):
         np.testing.assert_array_equal(first.history[name], want.history[name])
     chex.assert_trees_all_equal(first.params, want.params)
+    history_only = trainer.finish(trainer.run(state, keys), unpack=False)  # no unpacking program
+    assert history_only.params is None and history_only.rest is None
+    np.testing.assert_array_equal(history_only.history["train/loss"], first.history["train/loss"])
     # the state is not consumed: a second run from it is bitwise the same, with no new program
     misses = step.compiled_chunk.cache_info().misses
     again = trainer.run(state, keys)
