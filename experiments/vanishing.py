@@ -267,7 +267,9 @@ def _signal_kernel(graphdef: Any) -> Callable[..., jaxvg.SignalFlow]:
     """`jaxvg.measure.signal_propagation_from_split` vmapped over stacked seeds, jitted once (no
     effective rank: its SVDs would cost 40x the rest on CPU, and the panel does not show it)."""
     return jax.jit(
-        jax.vmap(functools.partial(jaxvg.measure.signal_propagation_from_split, graphdef, rank=False, scan=True))
+        jax.vmap(
+            functools.partial(jaxvg.measure.signal_propagation_from_split, graphdef, rank=False, scan=True)
+        )
     )
 
 
