@@ -3,7 +3,8 @@
 Ratios are measured in one run on the current device (jitted code only, compile timed apart,
 medians over repeats; every jax side at matmul precision "highest": gradient_flow's and
 jacobian_norms' `precision=`, the baselines traced under `jax.default_matmul_precision`):
-  - gradient_flow / jitted jax.value_and_grad of the same loss (parameter gradients), tanh MLPs at
+  - gradient_flow (the jitted kernel, `gradient_flow_from_split`; benchmarks.measure_cost times
+    the public call) / jitted jax.value_and_grad of the same loss (parameter gradients), tanh MLPs at
     depth 20 and 100, width 128 and 512, batch 256 (`--preset accelerator`: the depth x width x
     batch shapes 50x1024x1024, 200x512x512, 1000x256x256, 50x4096x4096). Target <= 1.10.
   - exact jacobian_norms / N vmapped plain VJPs (its floor), and against a naive per-layer
@@ -76,6 +77,9 @@ TARGETS = {
     "ratio_hutchinson_jax_over_torch": (0.6, "<=", "hutchinson jax / torch eager"),
 }
 FLOW_KEYS = ("ratio_flow_over_value_and_grad", "ratio_jax_over_torch", "ratio_jax_over_torch_compile")
+# ratios whose jax side is the jitted kernel (`*_from_split`) with a public-call counterpart in
+# benchmarks.measure_cost: their names say "jitted kernel"
+KERNEL_KEYS = ("ratio_flow_over_value_and_grad", "ratio_hutchinson_over_forward_backward")
 # matmul precision of every jax side: gradient_flow's default, and the baselines are traced under it
 PRECISION = "highest"
 
@@ -414,7 +418,8 @@ def _ratios(entry: dict[str, Any], keys: Sequence[str], shape: str, quick: bool)
     for key in keys:
         if entry.get(key) is not None:
             target, op, label = TARGETS[key]
-            out.append(common.ratio(NAME, f"{label} ({shape})", entry[key], target=target, op=op,
+            where = f"{shape}, jitted kernel" if key in KERNEL_KEYS else shape
+            out.append(common.ratio(NAME, f"{label} ({where})", entry[key], target=target, op=op,
                                     spread=entry.get(f"{key}_spread"), quick=quick))  # fmt: skip
     return out
 

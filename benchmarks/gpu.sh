@@ -16,7 +16,7 @@
 # and the call names .whl in `carry`; this script installs .whl/*.whl into /tmp/site when present.
 # (With internet, `pip install -e .[cuda12]` or `.[cuda13]` would do the same job.)
 #
-# Files in $OUT (8 at most come back): env.txt, log.txt, training.json, seeds.json, analysis.json, time_flow.json,
+# Files in $OUT (8 at most come back): env.txt, log.txt, training.json, seeds.json, analysis.json, measure_cost.json, time_flow.json,
 # run.json. Limits: LIMIT seconds for the benchmarks (default 420 s, under 8 minutes), then the
 # run is interrupted; every suite's JSON is written as it finishes, so a cut-short run keeps those.
 # Environment knobs: OUT, LIMIT, PYTHON (default python3), BENCH_ARGS (default "--preset accelerator";

@@ -9,12 +9,14 @@ machine it moves much less with other processes' load):
 - `gradient_flow(model, x, y)` / a jitted `jax.value_and_grad` of the same mse loss (parameter
   gradients of the same model, its parameters passed as a flat list of arrays: the cheapest
   dispatch). Both sides trace their matmuls at the same precision ("highest"). Targets: <= 1.10,
-  <= 1.3 at the host-bound 200 x 16 x 16.
+  <= 1.3 at the host-bound 200 x 16 x 16. The CPU shapes are 50 x 256 x 256 and 200 x 16 x 16
+  (depth x width x batch); `python -m benchmarks.analysis` times the jitted kernel at depth 20/100
+  x width 128/512 (and PyTorch there).
 - `Probe(model).gradient_flow(x, y)`: the reusable handle, same ratio.
 - `jacobian_norms(method="exact")` / (N x one VJP chain h_0 -> h_L with one cotangent), N = dim h_L:
   target <= 1. Hutchinson k = 8 / one forward+backward (value_and_grad at the same batch):
   target <= 2.
-- `jacobian_spectrum` (one example, all its SVD/QR work): seconds per call, reported.
+- `jacobian_spectrum` (one example, all its SVD/QR work): seconds per call, reported (no target).
 - Compile time (first call: trace + compile + one run; the persistent compilation cache off) of
   `gradient_flow` on a depth-1000 MLP and on 128 blocks of a period-2 pattern (tanh and relu blocks
   alternating: two graphdefs, scanned as a run of 64 identical pairs). Target <= 10 s each.
@@ -23,13 +25,16 @@ Threads: XLA runs single-threaded here (XLA_FLAGS="--xla_cpu_multi_thread_eigen=
 intra_op_parallelism_threads=1", set unless XLA_FLAGS is already set): on a shared 2-core machine
 multi-threaded timings collapse whenever another process takes a core.
 
-Run:     python -m benchmarks.measure_cost              (the CPU sizes; ~10-20 min on 1 core)
+Every ratio (wall time), the spectrum's seconds and the compile times are also ratio records
+("ratios", with target and pass/miss; "smoke" under --quick), the rows `python -m benchmarks.run`
+puts in its table; the CPU-time ratios stay in the JSON and the printed text.
+
+Run:     python -m benchmarks.measure_cost              (the CPU sizes; a few minutes on 1 core)
          python -m benchmarks.measure_cost --quick      (tiny sizes, a smoke run)
          python -m benchmarks.measure_cost --preset accelerator   (GPU/TPU sizes)
          python -m benchmarks.measure_cost --only flow --flow-shapes 50x256x256 200x16x16
 Writes:  OUT_DIR/measure_cost.json (default results/benchmarks; device, versions, flags, shapes,
-         every timing) and prints a table.
-Standard library + jax/flax/jaxvg only (no import of other benchmark modules).
+         every timing, the ratio records) and prints a table.
 """
 
 from __future__ import annotations
@@ -52,11 +57,18 @@ import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
 
 import jaxvg  # noqa: E402
+from benchmarks import common  # noqa: E402
 from jaxvg import checks, measure, report  # noqa: E402
 from jaxvg.nn import activations, losses  # noqa: E402
 from jaxvg.report import cli, experiment  # noqa: E402
 
+NAME = "measure_cost"
 OUT_FEATURES = 10
+FLOW_TARGET = 1.10  # public gradient_flow / value_and_grad, every shape but the host-bound ones
+HOST_BOUND_TARGETS = {"200x16x16": 1.3}  # shape -> its target (per-call host work dominates)
+EXACT_TARGET = 1.0  # exact jacobian_norms / (N x one VJP chain)
+HUTCHINSON_TARGET = 2.0  # Hutchinson k = 8 / one forward+backward
+COMPILE_TARGET_S = 10.0  # first call of gradient_flow (trace + compile + one run), seconds
 
 
 PARTS = ("flow", "jacobians", "spectrum", "compile")
@@ -64,14 +76,7 @@ PARTS = ("flow", "jacobians", "spectrum", "compile")
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    flow_shapes: tuple[str, ...] = (
-        "50x256x256",
-        "20x128x256",
-        "20x512x256",
-        "100x128x256",
-        "100x512x256",
-        "200x16x16",
-    )  # depth x width x batch of the tanh MLPs for the gradient_flow ratios
+    flow_shapes: tuple[str, ...] = ("50x256x256", "200x16x16")  # depth x width x batch, gradient_flow ratios
     jacobian_shape: str = "20x128x32"  # depth x width x batch for the jacobian_norms ratios
     spectrum_shape: str = "20x128"  # depth x width for jacobian_spectrum (one example)
     compile_deep: str = "1000x64x32"  # depth x width x batch of the deep MLP whose compile time is timed
@@ -97,8 +102,8 @@ class Config:
         "flow_shapes": ("8x32x16", "200x16x16"),
         "jacobian_shape": "4x16x4",
         "spectrum_shape": "4x16",
-        "compile_deep": "300x8x4",
-        "compile_periodic": "16x8x4",
+        "compile_deep": "130x8x4",  # past the scan threshold (128), as depth 1000 is
+        "compile_periodic": "2x8x4",
         "repeat": 6,
         "blocks": 2,
     }
@@ -219,7 +224,8 @@ def interleaved(
     processes' load than wall time does.
 
     `ratios` maps a ratio name to (numerator name, factor); its denominator is the first name of
-    `fns`.
+    `fns`. `name_round_range` is the min-max of the per-round wall ratios (the spread the other
+    suites report, and the ratio records here).
     """
     names = list(fns)
     out: dict[str, Any] = {}
@@ -239,6 +245,8 @@ def interleaved(
         out[f"{name}_cpu_s"] = statistics.median(cpu[name])
     for rname, (num, factor) in ratios.items():
         out[rname], out[f"{rname}_spread"] = _ratio_stats(wall[num], wall[base], factor, blocks)
+        per_round = [t / (factor * b) for t, b in zip(wall[num], wall[base], strict=True)]
+        out[f"{rname}_round_range"] = [min(per_round), max(per_round)]
         out[f"{rname}_cpu"], out[f"{rname}_cpu_spread"] = _ratio_stats(cpu[num], cpu[base], factor, blocks)
     return out
 
@@ -358,10 +366,13 @@ def bench_compile(config: Config) -> dict[str, Any]:
 
 
 def environment() -> dict[str, Any]:
+    """`common.environment()` (what every suite records: versions, backend, device kind, CPU
+    threads, git commit) plus this script's keys."""
     import flax
 
     dev = jax.devices()[0]
     return {
+        **common.environment(),
         "device": f"{dev.platform}:{getattr(dev, 'device_kind', '?')}",
         "devices": len(jax.devices()),
         "jax": jax.__version__,
@@ -387,7 +398,7 @@ def run(config: Config) -> dict[str, Any]:
     dict."""
     jax.config.update("jax_enable_compilation_cache", False)
     want = set(config.only)
-    out: dict[str, Any] = {"config": dataclasses.asdict(config), "environment": environment()}
+    out: dict[str, Any] = {"suite": NAME, "config": dataclasses.asdict(config), "environment": environment()}
     if "compile" in want:
         out["compile"] = bench_compile(config)
     if "flow" in want:
@@ -397,11 +408,60 @@ def run(config: Config) -> dict[str, Any]:
     if "spectrum" in want:
         out["spectrum"] = bench_spectrum(config)
     out["environment"]["loadavg_end"] = _loadavg()
+    out["ratios"] = ratios(out)
+    return out
+
+
+def flow_target(shape: str) -> float:
+    """The target of public gradient_flow / value_and_grad at `shape` ("DxWxB")."""
+    return HOST_BOUND_TARGETS.get(shape, FLOW_TARGET)
+
+
+def ratios(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ratio records (`common.ratio`: value, target, pass, spread) of a result: per flow shape
+    the public `gradient_flow` and `Probe.gradient_flow` over `value_and_grad`, exact
+    `jacobian_norms` over N one-cotangent VJP chains, Hutchinson k=8 over forward+backward (wall
+    time, min-max of the per-round ratios), `jacobian_spectrum` seconds per call (min-max of its
+    calls) and the two compile times (one first call each: no spread)."""
+    quick = bool(result["config"].get("quick"))
+
+    def rec(name, value, spread=None, target=None):
+        return common.ratio(NAME, name, value, target=target, op="<=" if target is not None else None,
+                            spread=spread, quick=quick)  # fmt: skip
+
+    out = []
+    for row in result.get("flow", []):
+        dims_text = f"depth {row['depth']}, width {row['width']}, batch {row['batch']}"
+        target = flow_target(f"{row['depth']}x{row['width']}x{row['batch']}")
+        out.append(rec(f"gradient_flow public call / value_and_grad ({dims_text})",
+                       row["ratio_gradient_flow"], row["ratio_gradient_flow_round_range"], target))  # fmt: skip
+        if "ratio_probe" in row:
+            out.append(rec(f"Probe.gradient_flow / value_and_grad ({dims_text})",
+                           row["ratio_probe"], row["ratio_probe_round_range"]))  # fmt: skip
+    if "jacobians" in result:
+        j = result["jacobians"]
+        dims_text = f"depth {j['depth']}, width {j['width']}, batch {j['batch']}"
+        key = "ratio_exact_over_n_vjp_chains"
+        out.append(rec(f"exact jacobian_norms public call / N x one VJP chain ({dims_text}, N = {j['width']})",
+                       j[key], j[f"{key}_round_range"], EXACT_TARGET))  # fmt: skip
+        key = "ratio_hutchinson_k8_over_forward_backward"
+        out.append(rec(f"hutchinson k=8 public call / forward+backward ({dims_text})",
+                       j[key], j[f"{key}_round_range"], HUTCHINSON_TARGET))  # fmt: skip
+    if "spectrum" in result:
+        s = result["spectrum"]
+        out.append(rec(f"jacobian_spectrum seconds per call (depth {s['depth']}, width {s['width']}, one example)",
+                       s["seconds"], s["spread"]))  # fmt: skip
+    for name, c in result.get("compile", {}).items():
+        what = (f"depth-{c['blocks']} MLP" if name == "deep_mlp"
+                else f"{c['blocks']} blocks, period-2 tanh/relu pattern")  # fmt: skip
+        out.append(rec(f"gradient_flow compile seconds, first call ({what}, width {c['width']}, batch {c['batch']})",
+                       c["first_call_s"], None, COMPILE_TARGET_S))  # fmt: skip
     return out
 
 
 def table(result: dict[str, Any]) -> str:
-    """The result as a short text table (median ratio [block-median range])."""
+    """The result as short text lines (median ratio [block-median range], CPU-time ratio), then
+    the table of its ratio records (target, pass/miss or smoke, min-max of the per-round ratios)."""
     lines = [f"device {result['environment']['device']}, jax {result['environment']['jax']}, "
              f"flax {result['environment']['flax']}"]  # fmt: skip
 
@@ -432,6 +492,8 @@ def table(result: dict[str, Any]) -> str:
     for name, c in result.get("compile", {}).items():
         lines.append(f"compile {name} ({c['blocks']} blocks, width {c['width']}): first call "
                      f"{c['first_call_s']:.2f} s, second {c['second_call_s'] * 1e3:.1f} ms")  # fmt: skip
+    if result.get("ratios"):
+        lines += ["", report.format_table(common.ratio_rows(result["ratios"]), floatfmt=".3g")]
     return "\n".join(lines)
 
 

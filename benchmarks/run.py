@@ -7,16 +7,24 @@ Suites (each also runs alone as `python -m benchmarks.NAME`):
             runs vs the per-step `nnx.jit` loop.
   analysis  gradient flow vs plain forward+backward; exact vs Hutchinson vs naive `jacrev` Jacobian
             norms; PyTorch eager and torch.compile when torch imports (benchmarks/analysis.py).
+  measure_cost  the public calls against plain autodiff: `gradient_flow` (second call) / a jitted
+            `value_and_grad` at 50x256x256 (target <= 1.10) and the host-bound 200x16x16 (<= 1.3)
+            (depth x width x batch), `Probe.gradient_flow`, exact `jacobian_norms` / N one-cotangent
+            VJP chains (<= 1), Hutchinson k=8 / forward+backward (<= 2), `jacobian_spectrum`
+            seconds per call, and the compile time of `gradient_flow` for a depth-1000 MLP and 128
+            blocks of a period-2 pattern (<= 10 s each). analysis times the jitted kernels (and
+            PyTorch) at depth 20/100 x width 128/512; measure_cost the public calls at its shapes.
   time_flow the exact gradient flow through time (`time_flow`, public call) vs a jitted
             `value_and_grad` of the same scanned RNN, T = 1000, hidden 256, batch 64.
 
-Each suite runs as `python -m benchmarks.NAME` in its own process (analysis and time_flow pin XLA
-to one thread, the others use every core; on an accelerator each gets the whole device memory), prints its own
+Each suite runs as `python -m benchmarks.NAME` in its own process (analysis, measure_cost and
+time_flow pin XLA to one thread, the others use every core; on an accelerator each gets the whole device memory), prints its own
 table and writes OUT_DIR/NAME.json; this script then writes OUT_DIR/run.json (after every suite, so
 a run cut short keeps what it finished) and prints one Markdown table: every ratio with its target
 and pass/miss, and its spread: the min-max of the per-round ratios over the run's interleaved
 rounds (ratios of loops timed apart, jax vs torch and the naive jacrev loop: interquartile, see
-`common.unpaired_spread`). That is the spread within one run; between runs on a shared machine the
+`common.unpaired_spread`; the spectrum's seconds: the min-max of its calls; a compile time is one
+first call, without a spread). That is the spread within one run; between runs on a shared machine the
 medians move more (see the README's Performance section). With `--quick` the result column says
 "smoke" instead of pass/miss: tiny shapes exercise the code, and their ratios say nothing about the
 targets. This process never starts jax itself. A suite that fails is reported (its error in
@@ -31,7 +39,7 @@ Run:    python -m benchmarks.run                         (CPU sizes)
         python -m benchmarks.run --quick --out-dir /tmp/b  (tiny shapes: a smoke run, what the tests run)
         python -m benchmarks.run --preset accelerator    (accelerator sizes; see benchmarks/gpu.sh)
         python -m benchmarks.run --suites training seeds
-Writes: OUT_DIR/{training,seeds,analysis,time_flow,run}.json (default OUT_DIR: results/benchmarks).
+Writes: OUT_DIR/{training,seeds,analysis,measure_cost,time_flow,run}.json (default OUT_DIR: results/benchmarks).
 """
 
 from __future__ import annotations
@@ -48,13 +56,15 @@ from benchmarks import common
 from jaxvg import report
 from jaxvg.report import cli
 
-SUITES = ("training", "seeds", "analysis", "time_flow")
+SUITES = ("training", "seeds", "analysis", "measure_cost", "time_flow")
 PRESETS = ("accelerator",)  # the values of `--preset`, passed on to the suites that have it
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    suites: tuple[str, ...] = SUITES  # suites to run, in this order (training, seeds, analysis, time_flow)
+    suites: tuple[str, ...] = (
+        SUITES  # suites to run, in this order (training, seeds, analysis, measure_cost, time_flow)
+    )
     quick: bool = False  # every suite's --quick: tiny shapes, a smoke run (numbers mean nothing)
     preset: str | None = None  # "accelerator": each suite's accelerator sizes (where it has them)
     out_dir: str = "results/benchmarks"  # where NAME.json and run.json go
@@ -73,7 +83,7 @@ class Config:
 
 # Suites with an accelerator preset of their own (`--preset accelerator`); the others run their
 # default sizes under `--preset accelerator`.
-PRESET_SUITES = {"accelerator": ("training", "analysis", "time_flow")}
+PRESET_SUITES = {"accelerator": ("training", "analysis", "measure_cost", "time_flow")}
 
 
 def suite_argv(name: str, config: Config) -> list[str]:

@@ -16,6 +16,7 @@ import pytest
 
 from benchmarks import analysis as bench_analysis
 from benchmarks import common, loops
+from benchmarks import measure_cost as bench_measure_cost
 from benchmarks import run as bench_run
 from benchmarks import seeds as bench_seeds
 from benchmarks import training as bench_training
@@ -54,10 +55,14 @@ def test_run_quick_writes_every_suite_and_the_combined_table(quick_run, capsys):
     assert {"device_kind", "jax", "flax", "backend", "cpu_count"} <= set(env)
     # every ratio record carries its target, pass/miss when it has one, its spread over the run's
     # rounds (the median lies within it) and the quick flag
+    # (a compile time is one first call: no spread)
     for r in combined["ratios"]:
         assert set(r) >= {"suite", "name", "value", "target", "op", "pass", "spread", "quick"}
         assert (r["target"] is None) == (r["pass"] is None)
         assert r["quick"] is True
+        if r["spread"] is None:
+            assert r["suite"] == "measure_cost" and " compile seconds, " in r["name"], r
+            continue
         lo, hi = r["spread"]
         assert lo <= r["value"] * (1 + 1e-12) and r["value"] <= hi * (1 + 1e-12), r
     rows = {(r["suite"], r["ratio"]): r for r in combined["rows"]}
@@ -69,8 +74,27 @@ def test_run_quick_writes_every_suite_and_the_combined_table(quick_run, capsys):
     # the time-flow cost row is measured in the same run (quick shapes here)
     flow_row = rows[("time_flow", "time_flow / value_and_grad (tanh RNN, T=100, hidden 32, batch 16)")]
     assert flow_row["target"] == "<= 1.2" and flow_row["result"] == "smoke"
+    # the public-call costs (measure_cost), at its quick shapes, with the targets of the full run
+    mc = {name: row for (suite, name), row in rows.items() if suite == "measure_cost"}
+    assert (
+        mc["gradient_flow public call / value_and_grad (depth 200, width 16, batch 16)"]["target"] == "<= 1.3"
+    )
+    assert (
+        mc["gradient_flow public call / value_and_grad (depth 8, width 32, batch 16)"]["target"] == "<= 1.1"
+    )
+    assert mc["exact jacobian_norms public call / N x one VJP chain (depth 4, width 16, batch 4, N = 16)"][
+        "target"] == "<= 1"  # fmt: skip
+    assert (
+        mc["hutchinson k=8 public call / forward+backward (depth 4, width 16, batch 4)"]["target"] == "<= 2"
+    )
+    compile_rows = [mc[n] for n in mc if n.startswith("gradient_flow compile seconds, first call (")]
+    assert [(r["target"], r["result"], r["spread"]) for r in compile_rows] == [("<= 10", "smoke", "")] * 2
+    assert mc["jacobian_spectrum seconds per call (depth 4, width 16, one example)"]["target"] == ""
     assert {r["result"] for r in combined["rows"]} <= {"smoke", ""}
-    assert all(r["spread"] for r in combined["rows"])
+    assert all(r["spread"] for r in combined["rows"] if r not in compile_rows)
+    # each ratio once: no name twice in the combined table
+    names = [r["ratio"] for r in combined["rows"]]
+    assert len(names) == len(set(names))
     # the record's pass is still the value read against the target (not merely one of two words)
     for r in combined["ratios"]:
         if r["target"] is not None:
@@ -123,6 +147,30 @@ def test_seeds_json_and_its_methods_agree(quick_run):
 
 
 @pytest.mark.slow
+def test_measure_cost_suite_json(quick_run):
+    out, out_dir = quick_run
+    res = _read(out_dir, "measure_cost")
+    assert res["suite"] == "measure_cost" and res["config"]["quick"] is True
+    assert {"device_kind", "jax", "flax", "backend", "device"} <= set(res["environment"])
+    # run.json carries the records measure_cost.json holds, which are its results read again
+    assert out["suites"]["measure_cost"]["ratios"] == res["ratios"] == bench_measure_cost.ratios(res)
+    shapes = [(r["depth"], r["width"], r["batch"]) for r in res["flow"]]
+    assert shapes == [(8, 32, 16), (200, 16, 16)]  # Config.QUICK's flow_shapes
+    by_name = {r["name"]: r for r in res["ratios"]}
+    for row in res["flow"]:
+        dims_text = f"depth {row['depth']}, width {row['width']}, batch {row['batch']}"
+        rec = by_name[f"gradient_flow public call / value_and_grad ({dims_text})"]
+        assert rec["value"] == row["ratio_gradient_flow"] > 0
+        assert rec["spread"] == row["ratio_gradient_flow_round_range"]
+        assert by_name[f"Probe.gradient_flow / value_and_grad ({dims_text})"]["target"] is None
+    for name, c in res["compile"].items():
+        rec = [r for r in res["ratios"] if r["value"] == c["first_call_s"] and "compile" in r["name"]]
+        assert len(rec) == 1 and rec[0]["target"] == 10.0, name
+    assert res["compile"]["deep_mlp"]["blocks"] == 130 and res["compile"]["periodic_2"]["blocks"] == 4
+    assert len(res["ratios"]) == 2 * 2 + 2 + 1 + 2
+
+
+@pytest.mark.slow
 def test_analysis_suite_json(quick_run):
     out, out_dir = quick_run
     assert out["suites"]["analysis"]["error"] is None, out["suites"]["analysis"]["error"]
@@ -133,6 +181,11 @@ def test_analysis_suite_json(quick_run):
     labels = [r["name"].split(" (")[0] for r in ratios]
     # one gradient_flow ratio per quick (depth, width); torch is not installed in the test environment
     n_flow = len(bench_analysis.Config.QUICK["depths"]) * len(bench_analysis.Config.QUICK["widths"])
+    # the two with a public-call counterpart in measure_cost say they time the jitted kernel
+    kernel = [r["name"] for r in ratios if r["name"].endswith(", jitted kernel)")]
+    assert [k.split(" (")[0] for k in kernel] == ["gradient_flow / value_and_grad"] * n_flow + [
+        "hutchinson k=8 / forward+backward"
+    ]
     expected = ["gradient_flow / value_and_grad"] * n_flow + [
         "exact jacobian_norms / N plain VJPs",
         "exact jacobian_norms / naive jacrev loop",
@@ -208,9 +261,70 @@ def test_suite_flags_carry_quick_preset_and_out_dir():
     assert bench_run.suite_argv("training", cfg) == ["--quick", "--preset", "accelerator", "--out-dir", "/x"]
     assert bench_run.suite_argv("seeds", cfg) == ["--quick", "--out-dir", "/x"]  # no accelerator preset
     assert bench_run.suite_argv("analysis", cfg) == ["--quick", "--preset", "accelerator", "--out-dir", "/x"]
+    assert bench_run.suite_argv("measure_cost", cfg) == [
+        "--quick",
+        "--preset",
+        "accelerator",
+        "--out-dir",
+        "/x",
+    ]
+    assert bench_run.suite_argv("measure_cost", bench_run.Config(out_dir="/y")) == ["--out-dir", "/y"]
     # the preset the flag selects exists and changes the training sizes
     assert bench_training.Config.PRESETS["accelerator"]["width"] > bench_training.Config().width
-    assert bench_run.PRESET_SUITES["accelerator"] == ("training", "analysis", "time_flow")
+    assert bench_run.PRESET_SUITES["accelerator"] == ("training", "analysis", "measure_cost", "time_flow")
+    # and measure_cost's accelerator shapes differ from its CPU ones (which keep the two CPU shapes)
+    assert bench_measure_cost.Config().flow_shapes == ("50x256x256", "200x16x16")
+    assert cli.parse(bench_measure_cost.Config, ["--preset", "accelerator"]).flow_shapes[0] == "50x1024x1024"
+
+
+def test_run_lists_measure_cost_as_a_suite():
+    assert bench_run.SUITES == ("training", "seeds", "analysis", "measure_cost", "time_flow")
+    assert bench_run.Config(suites=("measure_cost",)).suites == ("measure_cost",)
+    assert cli.parse(bench_run.Config, ["--suites", "measure_cost", "time_flow"]).suites == (
+        "measure_cost", "time_flow")  # fmt: skip
+
+
+def test_measure_cost_records_carry_the_stated_targets():
+    """The records read from a hand-made result: each target where one is stated, pass/miss read
+    against it, names with the shapes."""
+    flow = {"ratio_gradient_flow": 1.2, "ratio_gradient_flow_round_range": [1.1, 1.3], "ratio_probe": 0.9,
+            "ratio_probe_round_range": [0.8, 1.0]}  # fmt: skip
+    res = {
+        "config": {"quick": False},
+        "flow": [{"depth": 50, "width": 256, "batch": 256, **flow}, {"depth": 200, "width": 16, "batch": 16, **flow}],
+        "jacobians": {"depth": 20, "width": 128, "batch": 32, "ratio_exact_over_n_vjp_chains": 0.5,
+                      "ratio_exact_over_n_vjp_chains_round_range": [0.4, 0.6],
+                      "ratio_hutchinson_k8_over_forward_backward": 2.5,
+                      "ratio_hutchinson_k8_over_forward_backward_round_range": [2.0, 3.0]},
+        "spectrum": {"depth": 20, "width": 128, "seconds": 0.02, "spread": [0.01, 0.03]},
+        "compile": {"deep_mlp": {"blocks": 1000, "width": 64, "batch": 32, "first_call_s": 12.0},
+                    "periodic_2": {"blocks": 128, "width": 64, "batch": 32, "first_call_s": 4.0}},
+    }  # fmt: skip
+    got = {r["name"]: (r["target"], r["pass"]) for r in bench_measure_cost.ratios(res)}
+    assert got == {
+        "gradient_flow public call / value_and_grad (depth 50, width 256, batch 256)": (1.1, False),
+        "Probe.gradient_flow / value_and_grad (depth 50, width 256, batch 256)": (None, None),
+        "gradient_flow public call / value_and_grad (depth 200, width 16, batch 16)": (1.3, True),
+        "Probe.gradient_flow / value_and_grad (depth 200, width 16, batch 16)": (None, None),
+        "exact jacobian_norms public call / N x one VJP chain (depth 20, width 128, batch 32, N = 128)": (1.0, True),
+        "hutchinson k=8 public call / forward+backward (depth 20, width 128, batch 32)": (2.0, False),
+        "jacobian_spectrum seconds per call (depth 20, width 128, one example)": (None, None),
+        "gradient_flow compile seconds, first call (depth-1000 MLP, width 64, batch 32)": (10.0, False),
+        "gradient_flow compile seconds, first call (128 blocks, period-2 tanh/relu pattern, width 64, batch 32)": (
+            10.0, True),
+    }  # fmt: skip
+    rows = common.ratio_rows(bench_measure_cost.ratios(res))
+    assert [r["spread"] for r in rows] == [
+        "1.1-1.3",
+        "0.8-1",
+        "1.1-1.3",
+        "0.8-1",
+        "0.4-0.6",
+        "2-3",
+        "0.01-0.03",
+        "",
+        "",
+    ]
 
 
 def test_analysis_ratios_are_read_against_their_targets():
