@@ -163,12 +163,169 @@ def _tanh_below_max(rows: Sequence[dict[str, Any]]) -> float:
     return 100 * max(abs(1 - r["var_ratio"]) for r in mine if r["depth"] < deepest)
 
 
+def _neg(value: float) -> float:
+    """A loss in decades as the README words it ("loses 0.085"): minus the signed change."""
+    return -value
+
+
+def _adding_cells(cells: dict[str, Any], net: str) -> list[dict[str, Any]]:
+    """`experiments.through_time`'s adding-problem cells of `net` with clipping on, by T."""
+    mine = [c for k, c in cells.items() if k.startswith("adding/") and k.endswith("/clip=on/" + net)]
+    return sorted(mine, key=lambda c: c["T"])
+
+
+def _solved_counts(net: str, *, of: bool) -> Callable[[dict[str, Any]], str]:
+    """Adding problem, clipping on: seeds that solved it at each T ("4, 2, 1, 0"; with `of`:
+    "4, 2, 1, 0 of 4", the seeds per cell)."""
+
+    def convert(cells: dict[str, Any]) -> str:
+        mine = _adding_cells(cells, net)
+        text = ", ".join(str(round(c["success"] * len(c["test_mse"]))) for c in mine)
+        return f"{text} of {len(mine[0]['test_mse'])}" if of else text
+
+    return convert
+
+
+def _solved_up_to(net: str) -> Callable[[dict[str, Any]], int]:
+    """Adding problem, clipping on: the largest T up to which every T is solved on every seed (0:
+    none)."""
+
+    def convert(cells: dict[str, Any]) -> int:
+        longest = 0
+        for c in _adding_cells(cells, net):
+            if c["success"] < 1.0:
+                break
+            longest = c["T"]
+        return longest
+
+    return convert
+
+
+def _irnn_diverged(rows: Sequence[dict[str, Any]]) -> int:
+    """Adding problem: IRNN runs that diverged with clipping on, over every T."""
+    return sum(r["diverged"] for r in rows if r["net"] == "irnn" and r["clip"] == "on")
+
+
+def _minutes(seconds: float) -> float:
+    return seconds / 60
+
+
+def _min_s(seconds: float) -> str:
+    """1003.4 -> "16 min 43 s"."""
+    whole = round(seconds)
+    return f"{whole // 60} min {whole % 60} s"
+
+
+def _qk_minus_value(norm: str, scale: str, sign: float = 1.0) -> Callable[[Sequence[dict[str, Any]]], float]:
+    """`experiments.transformers` part 2: the mean of the query and key kernels' log10 gradient
+    minus the value kernels' (decades; times `sign`: -1 gives the deficit as a positive number)."""
+
+    def convert(rows: Sequence[dict[str, Any]]) -> float:
+        (r,) = [r for r in rows if (r["norm"], r["scale"]) == (norm, scale)]
+        return sign * (r["query_minus_value"] + r["key_minus_value"]) / 2
+
+    return convert
+
+
+def _last_log10_q(values: Sequence[Sequence[float]]) -> float:
+    """log10 q_L, the seed mean at the last layer of a rank cell's `log10_q` (seeds, L + 1)."""
+    return sum(v[-1] for v in values) / len(values)
+
+
+def _whole(steps: float) -> str:
+    """Mean steps to the target as the README prints them: "322"; "-" when no seed got there (NaN)."""
+    return str(round(steps)) if math.isfinite(steps) else "-"
+
+
+def _train(key: str, depth: int, what: str) -> Callable[[Sequence[dict[str, Any]]], Any]:
+    """`experiments.transformers` part 3: of the `train_rows` row (variant `key`, `depth`), `what`:
+    "reached" ("2/4"), "failed" ("4/4": seeds that did not), "steps" (mean steps to the target of the seeds that got there, whole) or
+    "accuracy" (final train accuracy, seed mean)."""
+
+    def convert(rows: Sequence[dict[str, Any]]) -> Any:
+        (r,) = [r for r in rows if (r["key"], r["depth"]) == (key, depth)]
+        if what == "steps":
+            return _whole(r["steps_to_target"])
+        if what == "failed":
+            got, total = (int(n) for n in r["reached"].split("/"))
+            return f"{total - got}/{total}"
+        return r["reached"] if what == "reached" else r["final_accuracy"]
+
+    return convert
+
+
+def _train_cell(r: dict[str, Any]) -> str:
+    """A cell of the README's training table: "2/4, 320, 0.87" (seeds that reached the target,
+    their mean steps to it, final accuracy) or "0/4, 0.15" (none reached it)."""
+    if r["reached"].startswith("0/"):
+        return f"{r['reached']}, {r['final_accuracy']:.2f}"
+    return f"{r['reached']}, {_whole(r['steps_to_target'])}, {r['final_accuracy']:.2f}"
+
+
+def _train_table_row(key: str) -> Callable[[Sequence[dict[str, Any]]], str]:
+    """A row of the README's training table: the cells of variant `key` by depth, " | "-joined."""
+
+    def convert(rows: Sequence[dict[str, Any]]) -> str:
+        return " | ".join(_train_cell(r) for r in sorted(rows, key=lambda r: r["depth"]) if r["key"] == key)
+
+    return convert
+
+
+def _train_reached_or_accuracy(key: str) -> Callable[[Sequence[dict[str, Any]]], str]:
+    """Variant `key` by depth as the lr 1e-3 sentence words it: "1/4, 0/4 (0.40), 0/4 (0.19)"
+    (seeds that reached the target; the final accuracy where none did)."""
+
+    def convert(rows: Sequence[dict[str, Any]]) -> str:
+        mine = sorted((r for r in rows if r["key"] == key), key=lambda r: r["depth"])
+        return ", ".join(
+            r["reached"] + (f" ({r['final_accuracy']:.2f})" if r["reached"].startswith("0/") else "")
+            for r in mine
+        )
+
+    return convert
+
+
+def _train_steps(key: str, *, reached: bool) -> Callable[[Sequence[dict[str, Any]]], str]:
+    """Variant `key` by depth: mean steps to the target, "175, 155, 140" (with `reached`: "4/4 at
+    225, 260, 290", the seeds that got there when every depth has the same count)."""
+
+    def convert(rows: Sequence[dict[str, Any]]) -> str:
+        mine = sorted((r for r in rows if r["key"] == key), key=lambda r: r["depth"])
+        steps = ", ".join(_whole(r["steps_to_target"]) for r in mine)
+        if not reached:
+            return steps
+        counts = {r["reached"] for r in mine}
+        return f"{counts.pop()} at {steps}" if len(counts) == 1 else ", ".join(r["reached"] for r in mine)
+
+    return convert
+
+
 _VAN = ("python -m experiments.vanishing", "vanishing/metrics.json")
 _XOR = ("python -m experiments.xor", "xor/metrics.json")
 _REM = ("python -m experiments.remedies", "remedies/metrics.json")
 _PHA = ("python -m experiments.phase_diagram", "phase_diagram/metrics.json")
 _ISO = ("python -m experiments.isometry", "isometry/metrics.json")
 _BEN = ("python -m benchmarks.run", "benchmarks/run.json")
+_TT = ("python -m experiments.through_time", "through_time/metrics.json")
+# a run of its own (`benchmarks.run` writes results/benchmarks/time_flow.json too)
+_TFL = (
+    "python -m benchmarks.time_flow --out-dir results/benchmarks-time_flow",
+    "benchmarks-time_flow/time_flow.json",
+)
+_TORCH = (
+    "python -m benchmarks.analysis --depths 20 --widths 128 --out-dir results/benchmarks-torch",
+    "benchmarks-torch/analysis.json",
+)
+_TFM = ("python -m experiments.transformers", "transformers/metrics.json")
+_TFM_CPU = (
+    "python -m experiments.transformers --preset cpu --out-dir results/transformers-cpu",
+    "transformers-cpu/metrics.json",
+)
+_TFM_LR = (
+    "python -m experiments.transformers --preset cpu --learning-rate 1e-3 --out-dir results/transformers-cpu-lr1e-3",
+    "transformers-cpu-lr1e-3/metrics.json",
+)
+_TORCH_ROW = {"depth": 20, "width": 128}
 
 
 def _from(
@@ -299,6 +456,177 @@ NUMBERS: tuple[Number, ...] = (
     _bench("analysis | Hutchinson jax / torch", "hutchinson jax / torch eager"),
     _bench("time_flow | `time_flow` / `value_and_grad` (tanh", "time_flow / value_and_grad (tanh"),
     _bench("time_flow | `time_flow` / `value_and_grad` (LSTM", "time_flow / value_and_grad (lstm"),
+    Number("torch: jax / torch.compile, depth 20 width 128", r"torch.compile ([\d.]+) \([\d.]+ vs [\d.]+ s per call",
+           **_from(_TORCH, "flow", _TORCH_ROW, "ratio_jax_over_torch_compile")),
+    Number("torch: jax gradient_flow s per call, depth 20 width 128", r"torch.compile [\d.]+ \(([\d.]+) vs [\d.]+ s per call",
+           **_from(_TORCH, "flow", _TORCH_ROW, "gradient_flow_s")),
+    Number("torch: torch.compile s per call, depth 20 width 128", r"torch.compile [\d.]+ \([\d.]+ vs ([\d.]+) s per call",
+           **_from(_TORCH, "flow", _TORCH_ROW, "torch_compile_gradient_flow_s")),
+    Number("torch: torch.compile first call (compile) s, depth 20 width 128", r"s per call, compile ([\d.]+) s\)",
+           **_from(_TORCH, "flow", _TORCH_ROW, "torch_compile_first_call_s")),
+    Number("torch: jax / torch eager, depth 20 width 128", r"jax / torch eager ([\d.]+) \([\d.]+ s\)\.",
+           **_from(_TORCH, "flow", _TORCH_ROW, "ratio_jax_over_torch")),
+    Number("torch: torch eager s per call, depth 20 width 128", r"jax / torch eager [\d.]+ \(([\d.]+) s\)\.",
+           **_from(_TORCH, "flow", _TORCH_ROW, "torch_gradient_flow_s")),
+    # ---------------------------------------------------------------- Through time
+    Number("through_time: tanh RNN at init, decades lost per step (seed mean)",
+           r"tanh RNN \(hidden 128\) loses ([\d.]+)\s+decades of",
+           **_from(_TT, "results", "init_rows", {"net": "tanh_gaussian"}, "measured", convert=_neg)),
+    Number("through_time: tanh RNN at init, mean field's decades per step", r"per step \(mean field ([\d.]+);",
+           **_from(_TT, "results", "init_rows", {"net": "tanh_gaussian"}, "theory", convert=_neg)),
+    Number("through_time: tanh RNN at init, decades lost over T (seed 0)", r"0\.\d+\), (\d+) decades over T =",
+           **_from(_TT, "results", "init_rows", {"net": "tanh_gaussian"}, "decades_lost")),
+    Number("through_time: tanh RNN at init, lag from which the plain float32 gradient is 0",
+           r"reads exactly 0 from lag (\d+) on",
+           **_from(_TT, "results", "init_rows", {"net": "tanh_gaussian"}, "float32_zero_at_lag")),
+    Number("through_time: IRNN at init, |decades per step|", r"the IRNN\s+\(([\d.]+) decades per step\)",
+           **_from(_TT, "results", "init_rows", {"net": "irnn"}, "measured", convert=abs)),
+    Number("through_time: LRU at init, decades lost per step", r"and the LRU \(([\d.]+); exact theory",
+           **_from(_TT, "results", "init_rows", {"net": "lru"}, "measured", convert=_neg)),
+    Number("through_time: LRU at init, exact linear theory's decades per step", r"exact theory from λ ([\d.]+)\)",
+           **_from(_TT, "results", "init_rows", {"net": "lru"}, "theory", convert=_neg)),
+    Number("through_time: GRU, adding problem solved on every seed up to T", r"the GRU solves every T up to (\d+)",
+           **_from(_TT, "results", "cells", convert=_solved_up_to("gru"))),
+    Number("through_time: LRU, adding problem solved on every seed up to T", r"500, the LRU up to (\d+), the LSTM",
+           **_from(_TT, "results", "cells", convert=_solved_up_to("lru"))),
+    Number("through_time: LSTM, adding problem seeds solved per T (of seeds)", r"the LSTM (\d+, \d+, \d+, \d+ of \d+) seeds",
+           **_from(_TT, "results", "cells", convert=_solved_counts("lstm", of=True))),
+    Number("through_time: IRNN, adding problem seeds solved per T", r"and the IRNN (\d+, \d+, \d+, \d+)\s+\(",
+           **_from(_TT, "results", "cells", convert=_solved_counts("irnn", of=False))),
+    Number("through_time: IRNN, adding problem runs diverged with clipping", r"\((\d+) runs diverging despite clipping\)",
+           **_from(_TT, "results", "adding_rows", convert=_irnn_diverged)),
+    Number("through_time: the default run's wall time (minutes)", r"The default run took (\d+) minutes",
+           **_from(_TT, "results", "seconds", convert=_minutes)),
+    Number("time_flow benchmark (its own run): time_flow / value_and_grad, tanh RNN",
+           r"`value_and_grad`\): ([\d.]+) \(tanh\) and",
+           **_from(_TFL, "ratios", {"name": "time_flow / value_and_grad (tanh*"}, "value")),
+    Number("time_flow benchmark (its own run): time_flow / value_and_grad, LSTM", r"\(tanh\) and ([\d.]+) \(LSTM\)",
+           **_from(_TFL, "ratios", {"name": "time_flow / value_and_grad (lstm*"}, "value")),
+    # ---------------------------------------------------------------- Transformers, default (d_model 64)
+    Number("transformers: pre-LN exponent of the last layer's W2 gradient in L", r"falls as\s+L\^(−[\d.]+) \(paper",
+           **_from(_TFM, "results", "exponents", "pre", "slope")),
+    Number("transformers: post-LN exponent of the last layer's W2 gradient in L", r"\(fitted L\^([+−][\d.]+);",
+           **_from(_TFM, "results", "exponents", "post", "slope")),
+    Number("transformers: post-LN W2 gradient, last minus first of the deepest stack (decades)",
+           r"gradient rises by ([\d.]+) decades from",
+           **_from(_TFM, "results", "exponents", "post", "last_minus_first")),
+    Number("transformers: pre-LN W2 gradient, first minus last of the deepest stack (decades)",
+           r"it falls by ([\d.]+) decades\s+toward the output",
+           **_from(_TFM, "results", "exponents", "pre", "last_minus_first", convert=_neg)),
+    Number("transformers: no norm, unscaled: c_L", r"with no\s+norm \(c_L = ([\d.]+), effective rank",
+           **_from(_TFM, "results", "rank_rows", {"norm": "none", "scale": "1"}, "c_L")),
+    Number("transformers: no norm, unscaled: effective rank at L", r"effective rank ([\d.]+); the stream",
+           **_from(_TFM, "results", "rank_rows", {"norm": "none", "scale": "1"}, "rank_L")),
+    Number("transformers: no norm, unscaled: log10 q_L", r"log10 q_L = ([\d.]+)\)",
+           **_from(_TFM, "results", "cells", "rank/none/a=1", "log10_q", convert=_last_log10_q)),
+    Number("transformers: post-LN, unscaled: c_L", r"and with post-LN\s+\(c_L = ([\d.]+)\)",
+           **_from(_TFM, "results", "rank_rows", {"norm": "post", "scale": "1"}, "c_L")),
+    Number("transformers: pre-LN, unscaled: c_L", r"nearly so with pre-LN \(c_L = ([\d.]+)\)",
+           **_from(_TFM, "results", "rank_rows", {"norm": "pre", "scale": "1"}, "c_L")),
+    Number("transformers: c_0 (no norm, unscaled)", r"from c_0 = ([\d.]+)\. Branches",
+           **_from(_TFM, "results", "rank_rows", {"norm": "none", "scale": "1"}, "c_0")),
+    Number("transformers: no norm, 1/sqrt(L) branches: c_L", r"keep them apart \(c_L = ([\d.]+), [\d.]+, [\d.]+\)",
+           **_from(_TFM, "results", "rank_rows", {"norm": "none", "scale": "1/sqrt(L)"}, "c_L")),
+    Number("transformers: post-LN, 1/sqrt(L) branches: c_L", r"keep them apart \(c_L = [\d.]+, ([\d.]+), [\d.]+\)",
+           **_from(_TFM, "results", "rank_rows", {"norm": "post", "scale": "1/sqrt(L)"}, "c_L")),
+    Number("transformers: pre-LN, 1/sqrt(L) branches: c_L", r"keep them apart \(c_L = [\d.]+, [\d.]+, ([\d.]+)\)",
+           **_from(_TFM, "results", "rank_rows", {"norm": "pre", "scale": "1/sqrt(L)"}, "c_L")),
+    Number("transformers: post-LN, unscaled: query/key gradient deficit to values (decades)",
+           r"key kernels\s+get ([\d.]+) decades less gradient",
+           **_from(_TFM, "results", "rank_rows", convert=_qk_minus_value("post", "1", -1.0))),
+    Number("transformers: post-LN, 1/sqrt(L) branches: query/key gradient deficit (decades)",
+           r"gradient\), ([\d.]+) with 1/√L branches",
+           **_from(_TFM, "results", "rank_rows", convert=_qk_minus_value("post", "1/sqrt(L)", -1.0))),
+    Number("transformers: no norm, unscaled: query/key gradient excess over values (decades)",
+           r"they get (\d+) decades \*more\*",
+           **_from(_TFM, "results", "rank_rows", convert=_qk_minus_value("none", "1"))),
+    # ---------------------------------------------------------------- Transformers, --preset cpu
+    Number("transformers --preset cpu: wall time", r"warmup cell; (\d+ min \d+ s) wall",
+           **_from(_TFM_CPU, "results", "seconds", convert=_min_s)),
+    *(
+        Number(f"transformers --preset cpu: training table, {label}",
+               r"\| " + re.escape(label).replace("\\ ", " ") + r" \| ([^|\n]+ \| [^|\n]+ \| [^|\n]+) \|",
+               **_from(_TFM_CPU, "results", "train_rows", convert=_train_table_row(key)))
+        for key, label in (("post", "post-LN"), ("post_warmup", "post-LN + warmup"), ("pre", "pre-LN"),
+                           ("deepnorm", "DeepNorm"), ("rezero", "ReZero"))
+    ),
+    Number("transformers --preset cpu: post-LN + warmup at L = 6, seeds that reached the target",
+           r"warmup helps it at L = 6 \((\d+/\d+) against",
+           **_from(_TFM_CPU, "results", "train_rows", convert=_train("post_warmup", 6, "reached"))),
+    Number("transformers --preset cpu: post-LN at L = 6, seeds that reached the target",
+           r"at L = 6 \(\d+/\d+ against (\d+/\d+)\)",
+           **_from(_TFM_CPU, "results", "train_rows", convert=_train("post", 6, "reached"))),
+    Number("transformers --preset cpu: post-LN + warmup at L = 12, final accuracy",
+           r"a\s+little at L = 12 \(([\d.]+) against",
+           **_from(_TFM_CPU, "results", "train_rows", convert=_train("post_warmup", 12, "accuracy"))),
+    Number("transformers --preset cpu: post-LN at L = 12, final accuracy", r"at L = 12 \([\d.]+ against ([\d.]+)\)",
+           **_from(_TFM_CPU, "results", "train_rows", convert=_train("post", 12, "accuracy"))),
+    Number("transformers --preset cpu: post-LN, seeds failing at L = 24 (with and without warmup)",
+           r"where both fail (\d+/\d+)\)",
+           **_from(_TFM_CPU, "results", "train_rows", convert=_train("post", 24, "failed"))),
+    Number("transformers --preset cpu: verdict \"post-LN needs warmup\"", r"where both fail \d+/\d+\) reads \"(\w+)\"",
+           **_from(_TFM_CPU, "results", "verdicts", {"claim": "post-LN needs warmup*"}, "agrees")),
+    Number("transformers --preset cpu: DeepNorm steps to target at L = 24", r"L = 6 \((\d+) against \d+, \d+ against \d+\)",
+           **_from(_TFM_CPU, "results", "train_rows", convert=_train("deepnorm", 24, "steps"))),
+    Number("transformers --preset cpu: DeepNorm steps to target at L = 6", r"L = 6 \(\d+ against (\d+), \d+ against \d+\)",
+           **_from(_TFM_CPU, "results", "train_rows", convert=_train("deepnorm", 6, "steps"))),
+    Number("transformers --preset cpu: ReZero steps to target at L = 24", r"L = 6 \(\d+ against \d+, (\d+) against \d+\)",
+           **_from(_TFM_CPU, "results", "train_rows", convert=_train("rezero", 24, "steps"))),
+    Number("transformers --preset cpu: ReZero steps to target at L = 6", r"L = 6 \(\d+ against \d+, \d+ against (\d+)\)",
+           **_from(_TFM_CPU, "results", "train_rows", convert=_train("rezero", 6, "steps"))),
+    Number("transformers --preset cpu: pre-LN steps to target at L = 24", r"pre-LN more \((\d+) against",
+           **_from(_TFM_CPU, "results", "train_rows", convert=_train("pre", 24, "steps"))),
+    Number("transformers --preset cpu: pre-LN steps to target at L = 6", r"pre-LN more \(\d+ against (\d+)\)",
+           **_from(_TFM_CPU, "results", "train_rows", convert=_train("pre", 6, "steps"))),
+    Number("transformers --preset cpu: pre-LN exponent (d_model 32)", r"pre-LN's exponent (−[\d.]+), post-LN's",
+           **_from(_TFM_CPU, "results", "exponents", "pre", "slope")),
+    Number("transformers --preset cpu: post-LN exponent (d_model 32)", r"post-LN's (−[\d.]+) \(both within",
+           **_from(_TFM_CPU, "results", "exponents", "post", "slope")),
+    Number("transformers --preset cpu: post-LN W2 gradient, last minus first (decades)",
+           r"gradient rises only ([\d.]+) decades over",
+           **_from(_TFM_CPU, "results", "exponents", "post", "last_minus_first")),
+    Number("transformers --preset cpu: verdict \"post-LN gradient grows toward the last layer\"",
+           r"\(verdict \"(\w+)\" at the",
+           **_from(_TFM_CPU, "results", "verdicts", {"claim": "post-LN: gradient grows toward*"}, "agrees")),
+    Number("transformers --preset cpu: pre-LN W2 gradient, first minus last (decades)", r"pre-LN's falls ([\d.]+);",
+           **_from(_TFM_CPU, "results", "exponents", "pre", "last_minus_first", convert=_neg)),
+    *(
+        Number(f"transformers --preset cpu: {norm}, {'unscaled' if scale == '1' else '1/sqrt(L) branches'}: c_L",
+               pattern, **_from(_TFM_CPU, "results", "rank_rows", {"norm": norm, "scale": scale}, "c_L"))
+        for norm, scale, pattern in (
+            ("none", "1", r"c_L = ([\d.]+), [\d.]+, [\d.]+ \(none, post, pre\)"),
+            ("post", "1", r"c_L = [\d.]+, ([\d.]+), [\d.]+ \(none, post, pre\)"),
+            ("pre", "1", r"c_L = [\d.]+, [\d.]+, ([\d.]+) \(none, post, pre\)"),
+            ("none", "1/sqrt(L)", r"unscaled, ([\d.]+), [\d.]+, [\d.]+ with 1/√L"),
+            ("post", "1/sqrt(L)", r"unscaled, [\d.]+, ([\d.]+), [\d.]+ with 1/√L"),
+            ("pre", "1/sqrt(L)", r"unscaled, [\d.]+, [\d.]+, ([\d.]+) with 1/√L"),
+        )
+    ),
+    Number("transformers --preset cpu: post-LN, unscaled: query/key deficit (decades)",
+           r"query/key deficit ([\d.]+) decades",
+           **_from(_TFM_CPU, "results", "rank_rows", convert=_qk_minus_value("post", "1", -1.0))),
+    Number("transformers --preset cpu: post-LN, 1/sqrt(L) branches: query/key deficit (decades)",
+           r"deficit [\d.]+ decades \(([\d.]+) scaled\)",
+           **_from(_TFM_CPU, "results", "rank_rows", convert=_qk_minus_value("post", "1/sqrt(L)", -1.0))),
+    # ---------------------------------------------------------------- Transformers, --preset cpu at lr 1e-3
+    Number("transformers --preset cpu --learning-rate 1e-3: wall time (minutes)",
+           r"only its\s+training cells were run, (\d+) minutes\)",
+           **_from(_TFM_LR, "results", "seconds", convert=_minutes)),
+    Number("transformers --preset cpu --learning-rate 1e-3: post-LN by depth",
+           r"\): post-LN (\d+/\d+(?: \([\d.]+\))?, \d+/\d+(?: \([\d.]+\))?, \d+/\d+(?: \([\d.]+\))?), with warmup",
+           **_from(_TFM_LR, "results", "train_rows", convert=_train_reached_or_accuracy("post"))),
+    Number("transformers --preset cpu --learning-rate 1e-3: post-LN + warmup by depth",
+           r", with warmup (\d+/\d+(?: \([\d.]+\))?, \d+/\d+(?: \([\d.]+\))?, \d+/\d+(?: \([\d.]+\))?); pre-LN",
+           **_from(_TFM_LR, "results", "train_rows", convert=_train_reached_or_accuracy("post_warmup"))),
+    Number("transformers --preset cpu --learning-rate 1e-3: pre-LN steps to target by depth",
+           r"; pre-LN (\d+/\d+ at \d+, \d+, \d+) steps; DeepNorm",
+           **_from(_TFM_LR, "results", "train_rows", convert=_train_steps("pre", reached=True))),
+    Number("transformers --preset cpu --learning-rate 1e-3: DeepNorm steps to target by depth",
+           r"steps; DeepNorm (\d+, \d+, \d+);",
+           **_from(_TFM_LR, "results", "train_rows", convert=_train_steps("deepnorm", reached=False))),
+    Number("transformers --preset cpu --learning-rate 1e-3: ReZero steps to target by depth",
+           r"ReZero (\d+, \d+, \d+); none diverged",
+           **_from(_TFM_LR, "results", "train_rows", convert=_train_steps("rezero", reached=False))),
 )  # fmt: skip
 
 # numbers that no file holds: what to run to see them
@@ -312,6 +640,23 @@ TIMINGS = (
     (
         "jax / torch eager, 4 shapes: 0.44-0.69",
         "python -m benchmarks.run: the 4 'gradient_flow jax / torch eager' rows",
+    ),
+    (
+        "tanh RNN at hidden 1024, decades per step over steps 10..90: 0.2019 measured vs 0.2025 mean field",
+        "python -m pytest tests/theory/test_recurrent.py -k hidden_1024 (the test's numbers, checked to 0.003)",
+    ),
+    (
+        "transformers --preset cpu: 12.8 CPU-minutes, load 3-5",
+        "time python -m experiments.transformers --preset cpu --out-dir results/transformers-cpu",
+    ),
+    (
+        "transformers --quick: 75 s wall (104 CPU-seconds) on 2 idle cores, 1 min 45 s at load 5 "
+        "(3 min 3 s before), 83 s of it compiling 15 programs",
+        "time python -m experiments.transformers --quick --out-dir /tmp/tq",
+    ),
+    (
+        "Transformer output and gradient_flow vs a float64 reference: to 1e-12",
+        "python -m pytest tests/nn/test_transformer.py -k float64_reference (its tolerance)",
     ),
 )
 

@@ -693,6 +693,10 @@ def csv_rows(res: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows + [{"part": "verdict", **r} for r in res["verdict_rows"]]
 
 
+# what `main` stores as metrics.json's "results", with "seconds" (the wall time of the call)
+METRICS_KEYS = ("init_rows", "adding_rows", "order_rows", "verdict_rows", "cells", "computed")
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse flags, run (resuming finished cells), write results/through_time/, print the verdict."""
     from jaxvg.report import cli, plotting
@@ -701,9 +705,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     res = report.run_resumable(run, config, log=lambda m: print(m, file=sys.stderr, flush=True))
     out = config.out_dir
-    stored = {
-        k: res[k] for k in ("init_rows", "adding_rows", "order_rows", "verdict_rows", "cells", "computed")
-    }
+    stored = {k: res[k] for k in METRICS_KEYS}
     stored["seconds"] = time.perf_counter() - t0
     report.write_metrics(out, config, stored, seeds=list(range(config.seeds)))
     report.write_csv(f"{out}/{NAME}.csv", csv_rows(res))

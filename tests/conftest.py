@@ -1,7 +1,8 @@
 """Shared fixtures (the compilation cache and rank promotion are set in the root conftest.py).
 
 The expensive ones are session-scoped, computed on first use and shared by the xdist workers: each
-experiment's `--quick` run (`run(Config(quick=True))`) and one `python -m benchmarks.run --quick`.
+experiment's `--quick` run (`run(Config(quick=True))`; transformers with 100 training steps) and one
+`python -m benchmarks.run --quick`.
 Under xdist a session fixture is per worker, so two workers that both need the vanishing quick run
 would each compute it (about two CPU-minutes); `_once_per_session` makes the first worker that asks
 compute it and pickle it under the session's shared temporary directory, and the others wait for it
@@ -62,6 +63,7 @@ xor_quick = _quick_fixture("xor")
 vanishing_quick = _quick_fixture("vanishing")
 phase_diagram_quick = _quick_fixture("phase_diagram")
 isometry_quick = _quick_fixture("isometry")
+through_time_quick = _quick_fixture("through_time")
 
 
 @pytest.fixture
@@ -96,3 +98,18 @@ def benchmarks_quick(request, tmp_path_factory):
         return run.main(["--quick", "--out-dir", str(out_dir)]), out_dir
 
     return _once_per_session(request, "benchmarks_quick", compute)
+
+
+@pytest.fixture(scope="session")
+def transformers_quick(request):
+    """(config, result, {key: cell as `on_cell` received it}) of `experiments.transformers` at its
+    quick sizes with 100 training steps (`Config(quick=True, steps=100)`)."""
+    from experiments import transformers
+
+    def compute():
+        config = transformers.Config(quick=True, steps=100)
+        stored = {}
+        res = transformers.run(config, on_cell=stored.__setitem__)
+        return config, res, stored
+
+    return _once_per_session(request, "transformers_quick", compute)

@@ -1,7 +1,9 @@
 """docs.readme_numbers: the README's cheap numbers are what the code computes, every number the
 README states is listed with its source, and every source field exists in what the commands write."""
 
+import copy
 import json
+import math
 import re
 
 import pytest
@@ -66,6 +68,34 @@ def test_lookup_follows_keys_and_row_selectors():
         rn.lookup(data, ("rows", 0, "w"))
 
 
+def test_converters_word_results_as_the_readme_does():
+    rows = [
+        {"key": "post", "depth": 12, "reached": "0/4", "steps_to_target": math.nan, "final_accuracy": 0.151},
+        {"key": "post", "depth": 6, "reached": "2/4", "steps_to_target": 322.5, "final_accuracy": 0.8712},
+        {"key": "pre", "depth": 6, "reached": "4/4", "steps_to_target": 140.0, "final_accuracy": 1.0},
+        {"key": "pre", "depth": 12, "reached": "4/4", "steps_to_target": 180.0, "final_accuracy": 0.998},
+    ]
+    assert rn._train_table_row("post")(rows) == "2/4, 322, 0.87 | 0/4, 0.15"
+    assert rn._train_table_row("pre")(rows) == "4/4, 140, 1.00 | 4/4, 180, 1.00"
+    assert rn._train_reached_or_accuracy("post")(rows) == "2/4, 0/4 (0.15)"
+    assert rn._train_steps("pre", reached=True)(rows) == "4/4 at 140, 180"
+    assert rn._train_steps("post", reached=True)(rows) == "2/4, 0/4"  # counts differ: no "at"
+    assert rn._train_steps("post", reached=False)(rows) == "322, -"
+    assert rn._train("post", 12, "failed")(rows) == "4/4" and rn._train("post", 6, "steps")(rows) == "322"
+    cells = {
+        "adding/T=00100/clip=on/lstm": {"T": 100, "success": 0.5, "test_mse": [0.0] * 4},
+        "adding/T=00050/clip=on/lstm": {"T": 50, "success": 1.0, "test_mse": [0.0] * 4},
+        "adding/T=00100/clip=off/lstm": {"T": 100, "success": 0.0, "test_mse": [0.0] * 4},
+        "adding/T=00050/clip=on/gru": {"T": 50, "success": 0.25, "test_mse": [0.0] * 4},
+    }
+    assert rn._solved_counts("lstm", of=True)(cells) == "4, 2 of 4"
+    assert rn._solved_counts("gru", of=False)(cells) == "1"
+    assert rn._solved_up_to("lstm")(cells) == 50 and rn._solved_up_to("gru")(cells) == 0
+    assert rn._min_s(763.4) == "12 min 43 s" and rn._min_s(59.6) == "1 min 0 s"
+    rank = [{"norm": "post", "scale": "1", "query_minus_value": -5.0, "key_minus_value": -6.2}]
+    assert rn._qk_minus_value("post", "1", -1.0)(rank) == pytest.approx(5.6)
+
+
 def test_main_prints_every_number_and_its_source(capsys, tmp_path):
     assert rn.main(["--results", str(tmp_path)]) == 0  # nothing run there: expensive ones "not run"
     lines = capsys.readouterr().out.splitlines()
@@ -88,13 +118,34 @@ def _metrics(module, config, res):
     return {"results": files.to_jsonable(module.report(config, res).results)}
 
 
+def _at_depths(metrics, depths):
+    """A copy of transformers' quick metrics whose training rows are those of the quick run's one
+    depth repeated at `depths`: the presets' rows, to look fields up in (no run trains them)."""
+    out = copy.deepcopy(metrics)
+    rows = out["results"]["train_rows"]
+    out["results"]["train_rows"] = [dict(r, depth=d) for d in depths for r in rows]
+    return out
+
+
 @pytest.mark.slow
 def test_every_source_field_exists_in_the_quick_outputs(
-    vanishing_quick, xor_quick, remedies_quick, phase_diagram_quick, isometry_quick, benchmarks_quick
+    vanishing_quick,
+    xor_quick,
+    remedies_quick,
+    phase_diagram_quick,
+    isometry_quick,
+    benchmarks_quick,
+    through_time_quick,
+    transformers_quick,
 ):
-    from experiments import isometry, phase_diagram, remedies, vanishing, xor
+    from experiments import isometry, phase_diagram, remedies, through_time, transformers, vanishing, xor
 
     config, res, _ = remedies_quick
+    bench = files.as_path(benchmarks_quick[1])
+    tfm_config, tfm_res, _ = transformers_quick
+    tfm = _metrics(transformers, tfm_config, tfm_res)
+    cpu_depths = transformers.Config(**transformers.Config.PRESETS["cpu"]).train_depths
+    stored = {k: through_time_quick[k] for k in (*through_time.METRICS_KEYS, "seconds")}
     outputs = {
         "vanishing/metrics.json": _metrics(vanishing, vanishing.Config(quick=True), vanishing_quick),
         "xor/metrics.json": _metrics(xor, xor.Config(quick=True), xor_quick),
@@ -103,8 +154,15 @@ def test_every_source_field_exists_in_the_quick_outputs(
             phase_diagram, phase_diagram.Config(quick=True), phase_diagram_quick
         ),
         "isometry/metrics.json": _metrics(isometry, isometry.Config(quick=True), isometry_quick),
-        "benchmarks/run.json": json.loads(files.as_path(benchmarks_quick[1] / "run.json").read_text()),
+        "benchmarks/run.json": json.loads((bench / "run.json").read_text()),
+        "benchmarks-time_flow/time_flow.json": json.loads((bench / "time_flow.json").read_text()),
+        "benchmarks-torch/analysis.json": json.loads((bench / "analysis.json").read_text()),
+        "through_time/metrics.json": {"results": files.to_jsonable(stored)},
+        "transformers/metrics.json": tfm,
+        "transformers-cpu/metrics.json": _at_depths(tfm, cpu_depths),
+        "transformers-cpu-lr1e-3/metrics.json": _at_depths(tfm, cpu_depths),
     }
+    assert set(outputs) >= {n.file for n in EXPENSIVE}
     torch = outputs["benchmarks/run.json"]["suites"]["analysis"]["ratios"]
     has_torch = any("torch" in r["name"] for r in torch)
     for n in EXPENSIVE:
@@ -113,6 +171,10 @@ def test_every_source_field_exists_in_the_quick_outputs(
         if n.file == "benchmarks/run.json":  # --quick runs other shapes: the ratio's name up to them
             label = n.field[1]["name"].rstrip("*").split(" (")[0]
             assert any(r["name"].startswith(label) for r in outputs[n.file]["ratios"]), n.what
+            continue
+        if n.file == "benchmarks-torch/analysis.json":  # --quick: other shapes, torch.compile off
+            row = outputs[n.file]["flow"][0]
+            assert n.field[-1] in row or "compile" in row.get("torch_compile_skipped", ""), n.what
             continue
         value = rn.lookup(outputs[n.file], n.field)
         if n.convert is not None:

@@ -9,9 +9,8 @@ from experiments import through_time as tt
 
 
 @pytest.fixture(scope="module")
-def quick():
-    config = tt.Config(quick=True)
-    return config, tt.run(config)
+def quick(through_time_quick):
+    return tt.Config(quick=True), through_time_quick  # the session's quick run (tests/conftest.py)
 
 
 @pytest.mark.slow

@@ -9,16 +9,12 @@ import pytest
 import jaxvg
 from experiments import transformers
 
-# quick sizes (init depths 2 and 8, rank depth 8, training at depth 2), 100 training steps
-CONFIG = dict(quick=True, steps=100)
-
 
 @pytest.fixture(scope="module")
-def quick():
-    config = transformers.Config(**CONFIG)
-    stored = {}
-    res = transformers.run(config, on_cell=stored.__setitem__)
-    return config, res, stored
+def quick(transformers_quick):
+    # the session's run (tests/conftest.py): quick sizes (init depths 2 and 8, rank depth 8, training
+    # at depth 2), 100 training steps
+    return transformers_quick
 
 
 @pytest.mark.slow  # the fixture: 67 s on 2 idle cores, most of it compiling 10 measurement and 5 training programs
