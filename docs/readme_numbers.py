@@ -307,11 +307,6 @@ _PHA = ("python -m experiments.phase_diagram", "phase_diagram/metrics.json")
 _ISO = ("python -m experiments.isometry", "isometry/metrics.json")
 _BEN = ("python -m benchmarks.run", "benchmarks/run.json")
 _TT = ("python -m experiments.through_time", "through_time/metrics.json")
-# a run of its own (`benchmarks.run` writes results/benchmarks/time_flow.json too)
-_TFL = (
-    "python -m benchmarks.time_flow --out-dir results/benchmarks-time_flow",
-    "benchmarks-time_flow/time_flow.json",
-)
 _TORCH = (
     "python -m benchmarks.analysis --depths 20 --widths 128 --out-dir results/benchmarks-torch",
     "benchmarks-torch/analysis.json",
@@ -487,7 +482,7 @@ NUMBERS: tuple[Number, ...] = (
            **_from(_TT, "results", "init_rows", {"net": "lru"}, "theory", convert=_neg)),
     Number("through_time: GRU, adding problem solved on every seed up to T", r"the GRU solves every T up to (\d+)",
            **_from(_TT, "results", "cells", convert=_solved_up_to("gru"))),
-    Number("through_time: LRU, adding problem solved on every seed up to T", r"500, the LRU up to (\d+), the LSTM",
+    Number("through_time: LRU, adding problem solved on every seed up to T", r"every\s+seed, the LRU up to (\d+) \(then",
            **_from(_TT, "results", "cells", convert=_solved_up_to("lru"))),
     Number("through_time: LSTM, adding problem seeds solved per T (of seeds)", r"the LSTM (\d+, \d+, \d+, \d+ of \d+) seeds",
            **_from(_TT, "results", "cells", convert=_solved_counts("lstm", of=True))),
@@ -495,13 +490,8 @@ NUMBERS: tuple[Number, ...] = (
            **_from(_TT, "results", "cells", convert=_solved_counts("irnn", of=False))),
     Number("through_time: IRNN, adding problem runs diverged with clipping", r"\((\d+) runs diverging despite clipping\)",
            **_from(_TT, "results", "adding_rows", convert=_irnn_diverged)),
-    Number("through_time: the default run's wall time (minutes)", r"The default run took (\d+) minutes",
+    Number("through_time: the default run's wall time (minutes)", r"The default run took (\d+) minutes of",
            **_from(_TT, "results", "seconds", convert=_minutes)),
-    Number("time_flow benchmark (its own run): time_flow / value_and_grad, tanh RNN",
-           r"`value_and_grad`\): ([\d.]+) \(tanh\) and",
-           **_from(_TFL, "ratios", {"name": "time_flow / value_and_grad (tanh*"}, "value")),
-    Number("time_flow benchmark (its own run): time_flow / value_and_grad, LSTM", r"\(tanh\) and ([\d.]+) \(LSTM\)",
-           **_from(_TFL, "ratios", {"name": "time_flow / value_and_grad (lstm*"}, "value")),
     # ---------------------------------------------------------------- Transformers, default (d_model 64)
     Number("transformers: pre-LN exponent of the last layer's W2 gradient in L", r"falls as\s+L\^(−[\d.]+) \(paper",
            **_from(_TFM, "results", "exponents", "pre", "slope")),
