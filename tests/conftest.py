@@ -62,6 +62,14 @@ xor_quick = _quick_fixture("xor")
 vanishing_quick = _quick_fixture("vanishing")
 phase_diagram_quick = _quick_fixture("phase_diagram")
 isometry_quick = _quick_fixture("isometry")
+through_time_quick = _quick_fixture("through_time")
+
+# `python -m experiments.transformers --preset cpu` at the quick sizes (d_model 16, init depths 2
+# and 8, rank depth 8, training at depth 2 for 100 steps): the cpu preset's own learning rate
+# (3e-3), warmup (50 steps) and logging interval (20 steps) and batch size (32) are kept
+TRANSFORMERS_CPU_ARGV = ["--preset", "cpu", "--d-model", "16", "--heads", "2", "--seq-len", "6", "--vocab", "6",
+                         "--init-depths", "2", "8", "--init-seeds", "2", "--init-batch", "8", "--rank-depth", "8",
+                         "--train-depths", "2", "--n-train", "256", "--steps", "100"]  # fmt: skip
 
 
 @pytest.fixture
@@ -83,6 +91,25 @@ def remedies_quick(request):
         return config, res, stored
 
     return _once_per_session(request, "remedies_quick", compute)
+
+
+@pytest.fixture(scope="session")
+def transformers_cpu(request, tmp_path_factory):
+    """(config, result, {key: stored cell}, output directory) of `experiments.transformers.main`
+    with `TRANSFORMERS_CPU_ARGV`: the cpu preset run end to end (all three parts, the five trained
+    variants), shared by the transformers tests and the preset dry runs."""
+    from experiments import transformers
+    from jaxvg import report
+    from jaxvg.report import cli
+
+    def compute():
+        out_dir = tmp_path_factory.mktemp("transformers_cpu")
+        argv = [*TRANSFORMERS_CPU_ARGV, "--out-dir", str(out_dir)]
+        res = transformers.main(argv)
+        config = cli.parse(transformers.Config, argv)
+        return config, res, report.finished_cells(out_dir, config=config), out_dir
+
+    return _once_per_session(request, "transformers_cpu", compute)
 
 
 @pytest.fixture(scope="session")

@@ -8,10 +8,9 @@ import pytest
 from experiments import through_time as tt
 
 
-@pytest.fixture(scope="module")
-def quick():
-    config = tt.Config(quick=True)
-    return config, tt.run(config)
+@pytest.fixture
+def quick(through_time_quick):
+    return tt.Config(quick=True), through_time_quick
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""experiments.transformers: one reduced quick run (module fixture) checked on real numbers, resuming
+"""experiments.transformers: one reduced run of the cpu preset (session fixture) checked on real numbers, resuming
 from its stored cells, the figure, and named config errors."""
 
 import math
@@ -9,15 +9,12 @@ import pytest
 import jaxvg
 from experiments import transformers
 
-# quick sizes (init depths 2 and 8, rank depth 8, training at depth 2), 100 training steps
-CONFIG = dict(quick=True, steps=100)
 
-
-@pytest.fixture(scope="module")
-def quick():
-    config = transformers.Config(**CONFIG)
-    stored = {}
-    res = transformers.run(config, on_cell=stored.__setitem__)
+@pytest.fixture
+def quick(transformers_cpu):
+    """The session's `--preset cpu` run at quick sizes (tests/conftest.py): init depths 2 and 8, rank
+    depth 8, training at depth 2 for 100 steps, lr 3e-3, warmup 50 steps."""
+    config, res, stored, _ = transformers_cpu
     return config, res, stored
 
 
