@@ -395,18 +395,27 @@ def _loadavg() -> list[float] | None:
 
 def run(config: Config) -> dict[str, Any]:
     """The measurements named in `config.only` (flow, jacobians, spectrum, compile); a JSON-ready
-    dict."""
+    dict. The persistent compilation cache is off while it runs (every first call compiles) and
+    restored after, so that a caller in the same process (the tests) keeps its cache."""
+    cache = jax.config.jax_enable_compilation_cache
     jax.config.update("jax_enable_compilation_cache", False)
-    want = set(config.only)
-    out: dict[str, Any] = {"suite": NAME, "config": dataclasses.asdict(config), "environment": environment()}
-    if "compile" in want:
-        out["compile"] = bench_compile(config)
-    if "flow" in want:
-        out["flow"] = [bench_flow(*dims("flow_shapes", shape, 3), config) for shape in config.flow_shapes]
-    if "jacobians" in want:
-        out["jacobians"] = bench_jacobians(config)
-    if "spectrum" in want:
-        out["spectrum"] = bench_spectrum(config)
+    try:
+        want = set(config.only)
+        out: dict[str, Any] = {
+            "suite": NAME,
+            "config": dataclasses.asdict(config),
+            "environment": environment(),
+        }
+        if "compile" in want:
+            out["compile"] = bench_compile(config)
+        if "flow" in want:
+            out["flow"] = [bench_flow(*dims("flow_shapes", s, 3), config) for s in config.flow_shapes]
+        if "jacobians" in want:
+            out["jacobians"] = bench_jacobians(config)
+        if "spectrum" in want:
+            out["spectrum"] = bench_spectrum(config)
+    finally:
+        jax.config.update("jax_enable_compilation_cache", cache)
     out["environment"]["loadavg_end"] = _loadavg()
     out["ratios"] = ratios(out)
     return out

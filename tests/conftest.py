@@ -1,8 +1,8 @@
 """Shared fixtures (the compilation cache and rank promotion are set in the root conftest.py).
 
 The expensive ones are session-scoped, computed on first use and shared by the xdist workers: each
-experiment's `--quick` run (`run(Config(quick=True))`; transformers with 100 training steps) and one
-`python -m benchmarks.run --quick`.
+experiment's `--quick` run (`run(Config(quick=True))`; transformers: `main` with its cpu preset at
+quick sizes, `TRANSFORMERS_CPU_ARGV`) and one `python -m benchmarks.run --quick`.
 Under xdist a session fixture is per worker, so two workers that both need the vanishing quick run
 would each compute it (about two CPU-minutes); `_once_per_session` makes the first worker that asks
 compute it and pickle it under the session's shared temporary directory, and the others wait for it
@@ -65,6 +65,13 @@ phase_diagram_quick = _quick_fixture("phase_diagram")
 isometry_quick = _quick_fixture("isometry")
 through_time_quick = _quick_fixture("through_time")
 
+# `python -m experiments.transformers --preset cpu` at the quick sizes (d_model 16, init depths 2
+# and 8, rank depth 8, training at depth 2 for 100 steps): the cpu preset's own learning rate
+# (3e-3), warmup (50 steps) and logging interval (20 steps) and batch size (32) are kept
+TRANSFORMERS_CPU_ARGV = ["--preset", "cpu", "--d-model", "16", "--heads", "2", "--seq-len", "6", "--vocab", "6",
+                         "--init-depths", "2", "8", "--init-seeds", "2", "--init-batch", "8", "--rank-depth", "8",
+                         "--train-depths", "2", "--n-train", "256", "--steps", "100"]  # fmt: skip
+
 
 @pytest.fixture
 def x64():
@@ -88,6 +95,25 @@ def remedies_quick(request):
 
 
 @pytest.fixture(scope="session")
+def transformers_cpu(request, tmp_path_factory):
+    """(config, result, {key: stored cell}, output directory) of `experiments.transformers.main`
+    with `TRANSFORMERS_CPU_ARGV`: the cpu preset run end to end (all three parts, the five trained
+    variants), shared by the transformers tests and the preset dry runs."""
+    from experiments import transformers
+    from jaxvg import report
+    from jaxvg.report import cli
+
+    def compute():
+        out_dir = tmp_path_factory.mktemp("transformers_cpu")
+        argv = [*TRANSFORMERS_CPU_ARGV, "--out-dir", str(out_dir)]
+        res = transformers.main(argv)
+        config = cli.parse(transformers.Config, argv)
+        return config, res, report.finished_cells(out_dir, config=config), out_dir
+
+    return _once_per_session(request, "transformers_cpu", compute)
+
+
+@pytest.fixture(scope="session")
 def benchmarks_quick(request, tmp_path_factory):
     """(run.json dict, output directory) of one `python -m benchmarks.run --quick` (all suites,
     each in its own subprocess)."""
@@ -98,18 +124,3 @@ def benchmarks_quick(request, tmp_path_factory):
         return run.main(["--quick", "--out-dir", str(out_dir)]), out_dir
 
     return _once_per_session(request, "benchmarks_quick", compute)
-
-
-@pytest.fixture(scope="session")
-def transformers_quick(request):
-    """(config, result, {key: cell as `on_cell` received it}) of `experiments.transformers` at its
-    quick sizes with 100 training steps (`Config(quick=True, steps=100)`)."""
-    from experiments import transformers
-
-    def compute():
-        config = transformers.Config(quick=True, steps=100)
-        stored = {}
-        res = transformers.run(config, on_cell=stored.__setitem__)
-        return config, res, stored
-
-    return _once_per_session(request, "transformers_quick", compute)

@@ -136,13 +136,13 @@ def test_every_source_field_exists_in_the_quick_outputs(
     isometry_quick,
     benchmarks_quick,
     through_time_quick,
-    transformers_quick,
+    transformers_cpu,
 ):
     from experiments import isometry, phase_diagram, remedies, through_time, transformers, vanishing, xor
 
     config, res, _ = remedies_quick
     bench = files.as_path(benchmarks_quick[1])
-    tfm_config, tfm_res, _ = transformers_quick
+    tfm_config, tfm_res, _, _ = transformers_cpu
     tfm = _metrics(transformers, tfm_config, tfm_res)
     cpu_depths = transformers.Config(**transformers.Config.PRESETS["cpu"]).train_depths
     stored = {k: through_time_quick[k] for k in (*through_time.METRICS_KEYS, "seconds")}

@@ -8,9 +8,9 @@ import pytest
 from experiments import through_time as tt
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def quick(through_time_quick):
-    return tt.Config(quick=True), through_time_quick  # the session's quick run (tests/conftest.py)
+    return tt.Config(quick=True), through_time_quick
 
 
 @pytest.mark.slow

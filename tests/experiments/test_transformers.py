@@ -1,4 +1,4 @@
-"""experiments.transformers: one reduced quick run (module fixture) checked on real numbers, resuming
+"""experiments.transformers: one reduced run of the cpu preset (session fixture) checked on real numbers, resuming
 from its stored cells, the figure, and named config errors."""
 
 import math
@@ -10,11 +10,12 @@ import jaxvg
 from experiments import transformers
 
 
-@pytest.fixture(scope="module")
-def quick(transformers_quick):
-    # the session's run (tests/conftest.py): quick sizes (init depths 2 and 8, rank depth 8, training
-    # at depth 2), 100 training steps
-    return transformers_quick
+@pytest.fixture
+def quick(transformers_cpu):
+    """The session's `--preset cpu` run at quick sizes (tests/conftest.py): init depths 2 and 8, rank
+    depth 8, training at depth 2 for 100 steps, lr 3e-3, warmup 50 steps."""
+    config, res, stored, _ = transformers_cpu
+    return config, res, stored
 
 
 @pytest.mark.slow  # the fixture: 67 s on 2 idle cores, most of it compiling 10 measurement and 5 training programs
