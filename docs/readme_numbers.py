@@ -307,10 +307,6 @@ _PHA = ("python -m experiments.phase_diagram", "phase_diagram/metrics.json")
 _ISO = ("python -m experiments.isometry", "isometry/metrics.json")
 _BEN = ("python -m benchmarks.run", "benchmarks/run.json")
 _TT = ("python -m experiments.through_time", "through_time/metrics.json")
-_TORCH = (
-    "python -m benchmarks.analysis --depths 20 --widths 128 --out-dir results/benchmarks-torch",
-    "benchmarks-torch/analysis.json",
-)
 _TFM = ("python -m experiments.transformers", "transformers/metrics.json")
 _TFM_CPU = (
     "python -m experiments.transformers --preset cpu --out-dir results/transformers-cpu",
@@ -320,7 +316,6 @@ _TFM_LR = (
     "python -m experiments.transformers --preset cpu --learning-rate 1e-3 --out-dir results/transformers-cpu-lr1e-3",
     "transformers-cpu-lr1e-3/metrics.json",
 )
-_TORCH_ROW = {"depth": 20, "width": 128}
 
 
 def _from(
@@ -336,6 +331,21 @@ def _bench(readme_label: str, name: str) -> Number:
         f"benchmark: {name}",
         r"\| " + re.escape(readme_label).replace("\\ ", " ") + r"[^|]*\|\s*([\d.]+)\s*\|",
         **_from(_BEN, "ratios", {"name": name + "*"}, "value"),
+    )
+
+
+def _bench_range(readme_label: str, name: str) -> Number:
+    """A Performance row over several shapes: the README's "lo-hi" of the row whose label starts with
+    `readme_label`, the min-max (2 decimals) of the run's ratios whose names start with `name`."""
+
+    def convert(ratios: Sequence[dict[str, Any]]) -> str:
+        values = [r["value"] for r in ratios if r["name"].startswith(name)]
+        return f"{min(values):.2f}-{max(values):.2f}"
+
+    return Number(
+        f"benchmark: {name} (range over shapes)",
+        r"\| " + re.escape(readme_label).replace("\\ ", " ") + r"[^|]*\|\s*([\d.]+-[\d.]+)\s*\|",
+        **_from(_BEN, "ratios", convert=convert),
     )
 
 
@@ -449,20 +459,22 @@ NUMBERS: tuple[Number, ...] = (
     _bench("analysis | exact `jacobian_norms` / naive", "exact jacobian_norms / naive jacrev loop"),
     _bench("analysis | Hutchinson k=8", "hutchinson k=8 / forward+backward"),
     _bench("analysis | Hutchinson jax / torch", "hutchinson jax / torch eager"),
+    _bench_range("analysis | `gradient_flow` jax / torch eager", "gradient_flow jax / torch eager"),
+    _bench_range("analysis | `gradient_flow` jax / torch.compile", "gradient_flow jax / torch.compile"),
+    _bench("measure_cost | public `gradient_flow` call / `value_and_grad` (depth 50",
+           "gradient_flow public call / value_and_grad (depth 50"),
+    _bench("measure_cost | public `gradient_flow` call / `value_and_grad` (depth 200",
+           "gradient_flow public call / value_and_grad (depth 200"),
+    _bench("measure_cost | `Probe.gradient_flow`", "Probe.gradient_flow / value_and_grad (depth 50"),
+    _bench("measure_cost | exact `jacobian_norms` public call", "exact jacobian_norms public call"),
+    _bench("measure_cost | Hutchinson k=8 public call", "hutchinson k=8 public call"),
+    _bench("measure_cost | `jacobian_spectrum` seconds", "jacobian_spectrum seconds per call"),
+    _bench("measure_cost | `gradient_flow` compile seconds, depth-1000",
+           "gradient_flow compile seconds, first call (depth-1000"),
+    _bench("measure_cost | `gradient_flow` compile seconds, 128 blocks",
+           "gradient_flow compile seconds, first call (128 blocks"),
     _bench("time_flow | `time_flow` / `value_and_grad` (tanh", "time_flow / value_and_grad (tanh"),
     _bench("time_flow | `time_flow` / `value_and_grad` (LSTM", "time_flow / value_and_grad (lstm"),
-    Number("torch: jax / torch.compile, depth 20 width 128", r"torch.compile ([\d.]+) \([\d.]+ vs [\d.]+ s per call",
-           **_from(_TORCH, "flow", _TORCH_ROW, "ratio_jax_over_torch_compile")),
-    Number("torch: jax gradient_flow s per call, depth 20 width 128", r"torch.compile [\d.]+ \(([\d.]+) vs [\d.]+ s per call",
-           **_from(_TORCH, "flow", _TORCH_ROW, "gradient_flow_s")),
-    Number("torch: torch.compile s per call, depth 20 width 128", r"torch.compile [\d.]+ \([\d.]+ vs ([\d.]+) s per call",
-           **_from(_TORCH, "flow", _TORCH_ROW, "torch_compile_gradient_flow_s")),
-    Number("torch: torch.compile first call (compile) s, depth 20 width 128", r"s per call, compile ([\d.]+) s\)",
-           **_from(_TORCH, "flow", _TORCH_ROW, "torch_compile_first_call_s")),
-    Number("torch: jax / torch eager, depth 20 width 128", r"jax / torch eager ([\d.]+) \([\d.]+ s\)\.",
-           **_from(_TORCH, "flow", _TORCH_ROW, "ratio_jax_over_torch")),
-    Number("torch: torch eager s per call, depth 20 width 128", r"jax / torch eager [\d.]+ \(([\d.]+) s\)\.",
-           **_from(_TORCH, "flow", _TORCH_ROW, "torch_gradient_flow_s")),
     # ---------------------------------------------------------------- Through time
     Number("through_time: tanh RNN at init, decades lost per step (seed mean)",
            r"tanh RNN \(hidden 128\) loses ([\d.]+)\s+decades of",
@@ -627,10 +639,6 @@ TIMINGS = (
         "time python -m pytest -n 2  (after rm -rf .jax_cache)",
     ),
     ("how many tests (2583; 83 slow)", "python -m pytest --collect-only -q [-m slow]"),
-    (
-        "jax / torch eager, 4 shapes: 0.44-0.69",
-        "python -m benchmarks.run: the 4 'gradient_flow jax / torch eager' rows",
-    ),
     (
         "tanh RNN at hidden 1024, decades per step over steps 10..90: 0.2022 (Gaussian) and 0.2030 (orthogonal) measured vs 0.2019 mean field",
         "python -m pytest tests/theory/test_recurrent.py -k hidden_1024 (the test's numbers, checked to 0.003)",
