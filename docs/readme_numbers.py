@@ -633,12 +633,12 @@ NUMBERS: tuple[Number, ...] = (
 
 # numbers that no file holds: what to run to see them
 TIMINGS = (
-    ("the main job: 1.5 minutes", "time python -m experiments.vanishing"),
+    ("the main job: 30 seconds, cold", "time python -m experiments.vanishing  (after rm -rf .jax_cache)"),
     (
-        "the whole test suite: 18 minutes, cold",
+        "the whole test suite: 15-20 minutes, cold",
         "time python -m pytest -n 2  (after rm -rf .jax_cache)",
     ),
-    ("how many tests (2583; 83 slow)", "python -m pytest --collect-only -q [-m slow]"),
+    ("how many tests (about 2700; 95 slow)", "python -m pytest --collect-only -q [-m slow]"),
     (
         "tanh RNN at hidden 1024, decades per step over steps 10..90: 0.2022 (Gaussian) and 0.2030 (orthogonal) measured vs 0.2019 mean field",
         "python -m pytest tests/theory/test_recurrent.py -k hidden_1024 (the test's numbers, checked to 0.003)",
