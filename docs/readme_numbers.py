@@ -233,8 +233,9 @@ def _last_log10_q(values: Sequence[Sequence[float]]) -> float:
 
 
 def _whole(steps: float) -> str:
-    """Mean steps to the target as the README prints them: "322"; "-" when no seed got there (NaN)."""
-    return str(round(steps)) if math.isfinite(steps) else "-"
+    """Mean steps to the target as the README prints them: "322"; "-" when no seed got there (NaN,
+    null in a JSON file)."""
+    return str(round(steps)) if steps is not None and math.isfinite(steps) else "-"
 
 
 def _train(key: str, depth: int, what: str) -> Callable[[Sequence[dict[str, Any]]], Any]:

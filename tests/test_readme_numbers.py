@@ -178,6 +178,10 @@ def test_every_source_field_exists_in_the_quick_outputs(
             assert any(r["name"].startswith(label) for r in ratios), n.what
             continue
         value = rn.lookup(outputs[n.file], n.field)
+        if value is None and isinstance(n.field[-1], str):  # there but empty at quick sizes (e.g.
+            parent = rn.lookup(outputs[n.file], n.field[:-1])  # no float32 underflow at T = 50)
+            assert isinstance(parent, dict) and n.field[-1] in parent, n.what
+            continue
         if n.convert is not None:
             value = n.convert(value)
         assert value is not None, n.what
