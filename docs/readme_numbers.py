@@ -636,7 +636,7 @@ NUMBERS: tuple[Number, ...] = (
 TIMINGS = (
     ("the main job: 30 seconds, cold", "time python -m experiments.vanishing  (after rm -rf .jax_cache)"),
     (
-        "the whole test suite: 15-20 minutes, cold",
+        "the whole test suite: 40 minutes, cold",
         "time python -m pytest -n 2  (after rm -rf .jax_cache)",
     ),
     ("how many tests (about 2700; 95 slow)", "python -m pytest --collect-only -q [-m slow]"),
