@@ -46,7 +46,6 @@ if __name__ == "__main__":  # before jax starts; importing this module (tests) c
 
 import dataclasses  # noqa: E402
 import inspect  # noqa: E402
-import platform  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
@@ -367,21 +366,13 @@ def bench_compile(config: Config) -> dict[str, Any]:
 
 def environment() -> dict[str, Any]:
     """`common.environment()` (what every suite records: versions, backend, device kind, CPU
-    threads, git commit) plus this script's keys."""
-    import flax
-
+    threads, git commit) plus this script's: the device as "platform:kind", XLA_FLAGS (the thread
+    pinning) and the load average at the start."""
     dev = jax.devices()[0]
     return {
         **common.environment(),
         "device": f"{dev.platform}:{getattr(dev, 'device_kind', '?')}",
-        "devices": len(jax.devices()),
-        "jax": jax.__version__,
-        "flax": flax.__version__,
-        "jaxvg": getattr(jaxvg, "__version__", "?"),
-        "python": platform.python_version(),
-        "machine": platform.machine(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "cpu_count": os.cpu_count(),
         "loadavg_start": _loadavg(),
     }
 
@@ -401,11 +392,7 @@ def run(config: Config) -> dict[str, Any]:
     jax.config.update("jax_enable_compilation_cache", False)
     try:
         want = set(config.only)
-        out: dict[str, Any] = {
-            "suite": NAME,
-            "config": dataclasses.asdict(config),
-            "environment": environment(),
-        }
+        out = {**common.record(NAME, config), "environment": environment()}
         if "compile" in want:
             out["compile"] = bench_compile(config)
         if "flow" in want:
