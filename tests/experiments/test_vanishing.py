@@ -92,6 +92,7 @@ def test_tanh_at_its_fixed_point_matches_chi_1():
     assert s["measured"] == pytest.approx(half_log10_chi_1, abs=0.01)
 
 
+@pytest.mark.slow  # over 20 s on 2 cores, cold cache
 def test_resume_skips_finished_cells_and_redoes_changed_ones(tmp_path):
     config = vanishing.Config(activations=("tanh", "relu"), out_dir=str(tmp_path), **TINY)
     first = vanishing.run(config, on_cell=report.cell_writer(tmp_path), done=report.finished_cells(tmp_path))

@@ -140,6 +140,7 @@ def _calls(precision):
     }
 
 
+@pytest.mark.slow  # over 20 s on 2 cores, cold cache
 @pytest.mark.parametrize("precision,want", [(None, "HIGHEST"), ("default", "DEFAULT")])
 def test_every_matmul_of_every_measure_carries_the_precision(tmp_path, precision, want):
     for name, call in _calls(precision).items():

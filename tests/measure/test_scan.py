@@ -60,6 +60,7 @@ def test_layout_max_period_and_ties_take_the_shortest_period():
     assert engine.layout([7] * 8, 2) == [(0, 1, 8)]  # period 1, not 2 x 4
 
 
+@pytest.mark.slow  # over 20 s on 2 cores, cold cache
 def test_period_two_scan_equals_unrolled_and_brute_force(x64):
     model = AlternatingNet(3, 6, 4, 2, dtype=jnp.float64, rngs=nnx.Rngs(0))
     x, y = data(1, 5, 3, 2, jnp.float64)

@@ -170,6 +170,7 @@ def _gemma_reference(model, tokens, labels, positions, mask):
     return act, hs, np.array(param), np.array(kernel), np.array(dphi), np.array(dead), float(loss(model))
 
 
+@pytest.mark.slow  # over 20 s on 2 cores, cold cache
 def test_gemma_wrapper_measures_the_original_model_float64(x64):
     model = gemma_like.TinyGemma(
         vocab=11, d=8, heads=2, hidden=12, layers=3, param_dtype=F64, rngs=nnx.Rngs(0)
@@ -243,6 +244,7 @@ class _SharedLayers(gemma_like.Measured):
         return self.head(h)
 
 
+@pytest.mark.slow  # over 20 s on 2 cores, cold cache
 def test_tied_blocks_are_refused_and_their_untied_copy_has_the_tied_models_act_grads(x64):
     model = gemma_like.TinyGemma(
         vocab=11, d=8, heads=2, hidden=12, layers=1, param_dtype=F64, rngs=nnx.Rngs(1)
