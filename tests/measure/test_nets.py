@@ -48,7 +48,7 @@ def test_map_nets_chunks_by_budget_and_equals_vmap():
         got = nets.map_nets(fn, w, x, max_memory=budget)
         assert nets.last_chunk() == chunk
         # float32 sums of 32 tanh values: a chunk of 3 and one of 7 may be vectorised differently
-        # (1.4e-6 apart at LLVM -O0, the suite's; bit-equal at -O2)
+        # (1.4e-6 apart at LLVM -O0, the suite's; within rtol 1e-6 at -O2)
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-5)
         got = jax.jit(lambda w, x, budget=budget: nets.map_nets(fn, w, x, max_memory=budget))(
             w, x

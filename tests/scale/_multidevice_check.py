@@ -104,7 +104,7 @@ def check_sweep_sigma_grid():
 
 def check_naive_shard_map_pitfall():
     """The pitfall map_nets avoids: shard_map(check_vma=True) sums the gradients of arrays created
-    inside the shard over devices. Reported, not asserted (a future jax may change it)."""
+    inside the shard over devices. Reported here; tests/scale/test_devices.py asserts it."""
     from jax.sharding import PartitionSpec as P
 
     from jaxvg import scale
