@@ -366,13 +366,12 @@ def bench_compile(config: Config) -> dict[str, Any]:
 
 def environment() -> dict[str, Any]:
     """`common.environment()` (what every suite records: versions, backend, device kind, CPU
-    threads, git commit) plus this script's: the device as "platform:kind", XLA_FLAGS (the thread
-    pinning) and the load average at the start."""
+    threads, git commit, XLA_FLAGS: the thread pinning) plus this script's: the device as
+    "platform:kind" and the load average at the start."""
     dev = jax.devices()[0]
     return {
         **common.environment(),
         "device": f"{dev.platform}:{getattr(dev, 'device_kind', '?')}",
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "loadavg_start": _loadavg(),
     }
 

@@ -63,8 +63,9 @@ How firm the success counts are: the run is deterministic (the same commit, jax 
 same bits; a rerun of the IRNN cells matched to the last digit, with XLA on one thread too), but
 1000 Adam steps amplify float32 rounding, so a change that only rounds differently moves a cell by
 a seed or two: the same IRNN cells compiled at LLVM -O0 (as the test suite compiles) solve 2 and 2
-of 4 seeds at T = 50 and 100 instead of 1 and 2, and earlier runs of this experiment (other code
-versions) recorded IRNN .75/.75/0/0 and LRU 1/1/.75/0. What holds in every run recorded: the tanh
+of 4 seeds at T = 50 and 100 instead of 1 and 2, and an earlier run on the same library code (its
+XLA settings not recorded; metrics.json records XLA_FLAGS now) had IRNN .75/.75/0/0 and LRU
+1/1/.75/0. What holds in every run recorded: the tanh
 nets never solve T >= 100, the GRU solves every T, clipping never rescues a tanh net, and the
 IRNN diverges at T >= 200.
 

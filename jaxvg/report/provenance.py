@@ -59,8 +59,11 @@ def environment(*, repo: str | os.PathLike[str] | None = None) -> dict[str, Any]
       A JSON-ready dict with keys `python`, `jax`, `jaxlib`, `flax`, `optax`, `numpy`, `jaxvg`
       (version strings or None), `platform` (OS string), `backend` (e.g. "cpu", "gpu", "tpu"),
       `device_kinds` (sorted distinct `device.device_kind` strings), `device_count`, `hostname`,
-      `timestamp_utc` (ISO 8601, seconds, "+00:00"), `git_commit` (40 hex digits or None) and
-      `git_dirty` (True when tracked files differ from the commit; None without git).
+      `timestamp_utc` (ISO 8601, seconds, "+00:00"), `xla_flags` (the XLA_FLAGS environment
+      variable, "" when unset: compiler settings change float32 rounding, and with it the outcome of
+      a long training run, e.g. which seeds of experiments.through_time solve a task), `git_commit`
+      (40 hex digits or None) and `git_dirty` (True when tracked files differ from the commit; None
+      without git).
     Raises:
       ValueError: if `repo` is "".
 
@@ -85,6 +88,7 @@ def environment(*, repo: str | os.PathLike[str] | None = None) -> dict[str, Any]
         env.update(backend=None, device_kinds=[], device_count=0)
     env["hostname"] = socket.gethostname()
     env["timestamp_utc"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    env["xla_flags"] = os.environ.get("XLA_FLAGS", "")
     if repo is None:  # only a checkout that holds jaxvg itself, never a repository around site-packages
         root = _REPO_ROOT if (_REPO_ROOT / ".git").exists() else None
     else:

@@ -130,6 +130,7 @@ def test_environment_has_versions_device_and_time():
     assert env["device_count"] == jax.device_count()
     assert env["device_kinds"] == sorted({d.device_kind for d in jax.devices()})
     assert env["hostname"]
+    assert env["xla_flags"] == os.environ.get("XLA_FLAGS", "")
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", env["timestamp_utc"])
     assert env["git_commit"] is None or re.fullmatch(r"[0-9a-f]{40}", env["git_commit"])
     json.dumps(env, allow_nan=False)
