@@ -31,7 +31,7 @@ the trainable region reaches the deepest nets of the grid, while deep nets in th
 (sigma_w2 ~ 1) and deep chaotic nets (sigma_w2 >= 3) stay near chance (10 %).
 
 Measured (defaults: digits, width 64, 300 SGD steps of lr 0.02, batch 64, 2 seeds; jax 0.10.2 on a
-2-core CPU, 9 minutes under a load of 7, with the training loop of jaxvg.train), train accuracy:
+2-core CPU, 2 minutes idle, 9 under a load of 7, with the training loop of jaxvg.train), train accuracy:
 
 | depth  |     1 |  1.25 |   1.5 |  1.75 |     2 |  2.25 |   2.5 |     3 |   3.5 |     4 |
 |:-------|------:|------:|------:|------:|------:|------:|------:|------:|------:|------:|
