@@ -341,6 +341,8 @@ def _bench_range(readme_label: str, name: str) -> Number:
 
     def convert(ratios: Sequence[dict[str, Any]]) -> str:
         values = [r["value"] for r in ratios if r["name"].startswith(name)]
+        if not values:  # e.g. the jax-vs-torch rows of a run without torch (the bench extra)
+            raise LookupError(f"no ratio named {name}* in this run")
         return f"{min(values):.2f}-{max(values):.2f}"
 
     return Number(
@@ -737,9 +739,9 @@ def value_of(number: Number, results: pathlib.Path) -> tuple[Any, str]:
         return None, f"{path} does not exist: run `{number.command}`"
     try:
         value = lookup(json.loads(path.read_text()), number.field)
+        return (number.convert(value) if number.convert else value), str(path)
     except LookupError as e:
         return None, f"{path}: {e}"
-    return (number.convert(value) if number.convert else value), str(path)
 
 
 def field_text(number: Number) -> str:

@@ -113,6 +113,19 @@ def test_main_prints_every_number_and_its_source(capsys, tmp_path):
     assert "DIFFERS  xor: shallow seeds that solve it: README '8'" in capsys.readouterr().out
 
 
+def test_a_benchmark_run_without_torch_reads_not_run_for_the_torch_rows(capsys, tmp_path):
+    """`benchmarks.run` without the bench extra writes no jax-vs-torch ratios: their README rows
+    (single values and ranges over shapes) read "not run", the others are still compared."""
+    (tmp_path / "benchmarks").mkdir()
+    ratios = [{"name": "fit chunks / plain scan (width 64)", "value": 1.12}]
+    (tmp_path / "benchmarks" / "run.json").write_text(json.dumps({"ratios": ratios}))
+    assert rn.main(["--results", str(tmp_path), "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "ok       benchmark: fit chunks / plain scan: README '1.12'" in out
+    assert "no ratio named gradient_flow jax / torch eager* in this run" in out
+    assert "not run  benchmark: gradient_flow jax / torch.compile (range over shapes)" in out
+
+
 def _metrics(module, config, res):
     """What `python -m experiments.NAME` writes as metrics.json's "results" (and the top level)."""
     return {"results": files.to_jsonable(module.report(config, res).results)}
