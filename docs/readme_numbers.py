@@ -53,6 +53,9 @@ class Number:
       field: the path to the value in that file: keys, list indices, or row selectors ({key: value}
         picks the one row of a list whose entries equal these; value MAX: the row with the largest).
       convert: turns the value found at `field` into the number compared (default: as is).
+      spread: a regular expression whose group 1 is the README's range ("1.05-1.24") of the values
+        earlier runs gave, where it states one (the Performance table's "runs so far"): a value that
+        differs from the README's own run but lies in that range reads "spread", not a difference.
     """
 
     what: str
@@ -62,6 +65,7 @@ class Number:
     file: str | None = None
     field: tuple[Any, ...] = ()
     convert: Callable[[Any], Any] | None = None
+    spread: str | None = None
 
     @property
     def cheap(self) -> bool:
@@ -325,13 +329,25 @@ def _from(
     return {"command": source[0], "file": source[1], "field": field, "convert": convert}
 
 
+def _row(readme_label: str) -> str:
+    """The start of the Performance table's row whose label starts with `readme_label`, up to the
+    end of its label column."""
+    return r"\| " + re.escape(readme_label).replace("\\ ", " ") + r"[^|]*\|"
+
+
+def _runs_so_far(readme_label: str) -> str:
+    """The "runs so far" range ("lo-hi") in the last column of that row."""
+    return _row(readme_label) + r"[^|]*\|[^|]*\|[^|]*\|\s*([\d.]+-[\d.]+)"
+
+
 def _bench(readme_label: str, name: str) -> Number:
     """A Performance row: the README's value of the row whose label starts with `readme_label`, the
-    value of the run's ratio whose name starts with `name`."""
+    value of the run's ratio whose name starts with `name`; its runs-so-far range is the spread."""
     return Number(
         f"benchmark: {name}",
-        r"\| " + re.escape(readme_label).replace("\\ ", " ") + r"[^|]*\|\s*([\d.]+)\s*\|",
+        _row(readme_label) + r"\s*([\d.]+)\s*\|",
         **_from(_BEN, "ratios", {"name": name + "*"}, "value"),
+        spread=_runs_so_far(readme_label),
     )
 
 
@@ -347,8 +363,9 @@ def _bench_range(readme_label: str, name: str) -> Number:
 
     return Number(
         f"benchmark: {name} (range over shapes)",
-        r"\| " + re.escape(readme_label).replace("\\ ", " ") + r"[^|]*\|\s*([\d.]+-[\d.]+)\s*\|",
+        _row(readme_label) + r"\s*([\d.]+-[\d.]+)\s*\|",
         **_from(_BEN, "ratios", convert=convert),
+        spread=_runs_so_far(readme_label),
     )
 
 
@@ -405,6 +422,9 @@ NUMBERS: tuple[Number, ...] = (
            **_from(_REM, "results", "rows", {"key": "wider_4x"}, "init_gain_per_block")),
     Number("remedies: relu + He, steps to 90%", r"residual connections reach 90% in (\d+)\s+steps",
            **_from(_REM, "results", "rows", {"key": "relu_he"}, "steps_to_90", convert=_steps)),
+    Number("remedies: the default run's wall time on an idle CPU (minutes)",
+           r"after a run \(([\d.]+) minutes on an idle 2-core CPU",
+           **_from(_REM, "results", "seconds", convert=_minutes)),
     # ---------------------------------------------------------------- gallery: phase_diagram
     Number("phase_diagram: mean train accuracy inside depth < 6 xi_c", r"average ([\d.]+) train accuracy",
            **_from(_PHA, "results", "summary", "mean_accuracy_inside_6xi_c")),
@@ -729,6 +749,32 @@ def matches(value: Any, text: str) -> bool:
     return round(value, digits) == round(float(t), digits)
 
 
+def spread_of(number: Number, readme: str) -> str | None:
+    """The README's range ("lo-hi") of earlier runs for `number` (None: it states none, e.g. a row
+    measured in one run so far)."""
+    if number.spread is None:
+        return None
+    found = re.findall(re.sub(" +", lambda _: r"\s+", number.spread), readme)
+    return found[0] if len(found) == 1 else None
+
+
+def within(value: Any, spread: str) -> bool:
+    """Whether a value (a number, or "lo-hi" over shapes) lies in the README's range `spread`
+    ("1.05-1.24"), each end widened by half a unit of its last printed digit (1.244 is in
+    1.05-1.24, 1.246 is not)."""
+    ends = spread.split("-")
+
+    def half_unit(t: str) -> float:
+        return 0.5 * 10.0 ** -(len(t.split(".")[1]) if "." in t else 0)
+
+    lo, hi = float(ends[0]) - half_unit(ends[0]), float(ends[1]) + half_unit(ends[1])
+    try:
+        values = [float(v) for v in (value.split("-") if isinstance(value, str) else [value])]
+    except ValueError:
+        return False
+    return all(lo <= v <= hi for v in values)
+
+
 def value_of(number: Number, results: pathlib.Path) -> tuple[Any, str]:
     """(value, where it came from): computed (cheap), read from `results/number.file`, or (None,
     why not)."""
@@ -782,11 +828,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             status, shown = "not run", ""
         else:
             ok = matches(value, text)
-            bad += not ok
-            status, shown = (
-                ("ok" if ok else "DIFFERS"),
-                (f"{value:.6g}" if isinstance(value, float) else str(value)),
-            )
+            spread = None if ok else spread_of(n, readme)
+            in_spread = spread is not None and within(value, spread)
+            bad += not (ok or in_spread)
+            status = "ok" if ok else ("spread" if in_spread else "DIFFERS")
+            shown = f"{value:.6g}" if isinstance(value, float) else str(value)
+            if spread is not None:
+                shown += f" (the README's runs so far: {spread})"
         source = "" if n.cheap else f"  [{n.command} -> {n.file}: {field_text(n)}]"
         print(
             f"{status:8} {n.what}: README {text!r}"

@@ -2,6 +2,7 @@
 README states is listed with its source, and every source field exists in what the commands write."""
 
 import copy
+import dataclasses
 import json
 import math
 import re
@@ -111,6 +112,26 @@ def test_main_prints_every_number_and_its_source(capsys, tmp_path):
     (tmp_path / "xor" / "metrics.json").write_text(json.dumps({"results": {"shallow": {"solved": 7}}}))
     assert rn.main(["--results", str(tmp_path), "--check"]) == 1
     assert "DIFFERS  xor: shallow seeds that solve it: README '8'" in capsys.readouterr().out
+
+
+def test_a_benchmark_value_inside_the_readmes_runs_so_far_reads_spread(capsys, tmp_path):
+    """A rerun's ratio that differs from the README's run but lies in its "runs so far" range
+    (ends widened by half their last digit) is not a difference; outside it, it is."""
+    assert rn.within(1.244, "1.05-1.24") and not rn.within(1.246, "1.05-1.24")
+    assert rn.within("0.70-1.10", "0.38-1.10") and not rn.within("0.30-1.10", "0.38-1.10")
+    assert rn.within(9.14, "9.1-17.7") and not rn.within(9.0, "9.1-17.7")
+    (label, name) = ("training | `fit` chunks / hand-written", "fit chunks / plain scan")
+    number = rn._bench(label, name)
+    assert rn.spread_of(number, rn.README.read_text()) == rn.readme_text(
+        dataclasses.replace(number, readme=number.spread)
+    )
+    (tmp_path / "benchmarks").mkdir()
+    low, high = (float(v) for v in rn.spread_of(number, rn.README.read_text()).split("-"))
+    for value, status in (((low + high) / 2 + 1e-3, "spread"), (high + 0.5, "DIFFERS")):
+        ratios = [{"name": name + " (width 64)", "value": value}]
+        (tmp_path / "benchmarks" / "run.json").write_text(json.dumps({"ratios": ratios}))
+        assert rn.main(["--results", str(tmp_path), "--check"]) == (status == "DIFFERS")
+        assert f"{status:8} benchmark: {name}: README" in capsys.readouterr().out
 
 
 def test_a_benchmark_run_without_torch_reads_not_run_for_the_torch_rows(capsys, tmp_path):
