@@ -635,7 +635,7 @@ NUMBERS: tuple[Number, ...] = (
            **_from(_TFM_CPU, "results", "rank_rows", convert=_qk_minus_value("post", "1/sqrt(L)", -1.0))),
     # ---------------------------------------------------------------- Transformers, --preset cpu at lr 1e-3
     Number("transformers --preset cpu --learning-rate 1e-3: wall time (minutes)",
-           r"only its\s+training cells were run, (\d+) minutes\)",
+           r"the\s+whole run (\d+) minutes on idle cores",
            **_from(_TFM_LR, "results", "seconds", convert=_minutes)),
     Number("transformers --preset cpu --learning-rate 1e-3: post-LN by depth",
            r"\): post-LN (\d+/\d+(?: \([\d.]+\))?, \d+/\d+(?: \([\d.]+\))?, \d+/\d+(?: \([\d.]+\))?), with warmup",
