@@ -55,7 +55,9 @@ def test_quick_run_is_resumable_and_writes_its_outputs(quick, tmp_path):
     cells = res["cells"]
     again = tt.run(config, done=cells)
     assert again["computed"] == []
-    assert again["verdict_rows"] == res["verdict_rows"]
+    # NaN-aware: `==` on the rows holds only when both NaNs are the same object, which fails when
+    # the shared quick run was computed by another xdist worker and unpickled here
+    np.testing.assert_equal(again["verdict_rows"], res["verdict_rows"])
     fig = tt.figure(res, config)
     assert len(fig.axes) == 4
     text = tt.summary_text(config, res)
