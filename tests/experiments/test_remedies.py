@@ -131,7 +131,8 @@ def test_rerun_with_all_cells_done_recomputes_nothing(quick, counted):
     again = remedies.run(config, done=stored)
     assert counted == {"fit": 0, "gradient_flow": 0}
     assert again["computed"] == []
-    np.testing.assert_equal(again["rows"], res["rows"])  # NaN-aware (a NaN unpickled from another worker is another object)
+    # NaN-aware: a NaN unpickled from another worker is another object, and == on the rows needs the same
+    np.testing.assert_equal(again["rows"], res["rows"])
 
 
 @pytest.mark.slow
