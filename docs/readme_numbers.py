@@ -658,14 +658,14 @@ NUMBERS: tuple[Number, ...] = (
 TIMINGS = (
     ("the main job: 30 seconds, cold", "time python -m experiments.vanishing  (after rm -rf .jax_cache)"),
     (
-        "the whole test suite: 23 minutes, cold (1358 s of pytest in a clean-clone .ci/run)",
+        "the whole test suite: 14 minutes, cold (815 s of pytest in a clean-clone .ci/run)",
         "time python -m pytest -n 2  (after rm -rf .jax_cache)",
     ),
     (
-        "the fast subset: 2590 tests in 12.5 minutes, cold (750 s)",
+        "the fast subset: 2594 tests in 8 minutes, cold (484 s)",
         'time python -m pytest -m "not slow" -n 2  (after rm -rf .jax_cache)',
     ),
-    ("how many tests (2691; 101 slow)", "python -m pytest --collect-only -q [-m slow]"),
+    ("how many tests (2695; 101 slow)", "python -m pytest --collect-only -q [-m slow]"),
     (
         "tanh RNN at hidden 1024, decades per step over steps 10..90: 0.2022 (Gaussian) and 0.2030 (orthogonal) measured vs 0.2019 mean field",
         "python -m pytest tests/theory/test_recurrent.py -k hidden_1024 (the test's numbers, checked to 0.003)",
