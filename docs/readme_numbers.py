@@ -658,7 +658,7 @@ NUMBERS: tuple[Number, ...] = (
 TIMINGS = (
     ("the main job: 30 seconds, cold", "time python -m experiments.vanishing  (after rm -rf .jax_cache)"),
     (
-        "the whole test suite: 14-16 minutes, cold (815 s and 936 s of pytest in two clean-clone .ci/run)",
+        "the whole test suite: 14-17 minutes, cold (815, 936 and 981 s of pytest in three clean-clone .ci/run)",
         "time python -m pytest -n 2  (after rm -rf .jax_cache)",
     ),
     (
