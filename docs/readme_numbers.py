@@ -689,15 +689,24 @@ TIMINGS = (
 # --------------------------------------------------------------------------- reading and comparing
 
 
+def _found(pattern: str, readme: str) -> list[str]:
+    """Group 1 of every match of `pattern` in `readme`; a space in `pattern` matches any whitespace,
+    a line break too."""
+    return re.findall(re.sub(" +", lambda _: r"\s+", pattern), readme)
+
+
+def _decimals(text: str) -> int:
+    """Digits after the decimal point of a number as printed ("1.24": 2, "17": 0)."""
+    return len(text.split(".")[1]) if "." in text else 0
+
+
 def readme_text(number: Number, readme: str | None = None) -> str:
     """The number as the README prints it (group 1 of `number.readme`).
 
     Raises:
       LookupError: the pattern does not match the README exactly once.
     """
-    text = README.read_text() if readme is None else readme
-    pattern = re.sub(" +", lambda _: r"\s+", number.readme)  # a space matches a line break too
-    found = re.findall(pattern, text)
+    found = _found(number.readme, README.read_text() if readme is None else readme)
     if len(found) != 1:
         raise LookupError(
             f"README.md must state {number.what!r} once (pattern {number.readme!r}), found {len(found)} matches."
@@ -745,16 +754,14 @@ def matches(value: Any, text: str) -> bool:
         value = float(value)
     except (TypeError, ValueError):
         return False
-    digits = len(t.split(".")[1]) if "." in t else 0
+    digits = _decimals(t)
     return round(value, digits) == round(float(t), digits)
 
 
 def spread_of(number: Number, readme: str) -> str | None:
     """The README's range ("lo-hi") of earlier runs for `number` (None: it states none, e.g. a row
     measured in one run so far)."""
-    if number.spread is None:
-        return None
-    found = re.findall(re.sub(" +", lambda _: r"\s+", number.spread), readme)
+    found = [] if number.spread is None else _found(number.spread, readme)
     return found[0] if len(found) == 1 else None
 
 
@@ -762,12 +769,9 @@ def within(value: Any, spread: str) -> bool:
     """Whether a value (a number, or "lo-hi" over shapes) lies in the README's range `spread`
     ("1.05-1.24"), each end widened by half a unit of its last printed digit (1.244 is in
     1.05-1.24, 1.246 is not)."""
-    ends = spread.split("-")
-
-    def half_unit(t: str) -> float:
-        return 0.5 * 10.0 ** -(len(t.split(".")[1]) if "." in t else 0)
-
-    lo, hi = float(ends[0]) - half_unit(ends[0]), float(ends[1]) + half_unit(ends[1])
+    lo_text, hi_text = spread.split("-")
+    lo = float(lo_text) - 0.5 * 10.0 ** -_decimals(lo_text)
+    hi = float(hi_text) + 0.5 * 10.0 ** -_decimals(hi_text)
     try:
         values = [float(v) for v in (value.split("-") if isinstance(value, str) else [value])]
     except ValueError:

@@ -65,9 +65,8 @@ same bits; a rerun of the IRNN cells matched to the last digit, with XLA on one 
 a seed or two: the same IRNN cells compiled at LLVM -O0 (as the test suite compiles) solve 2 and 2
 of 4 seeds at T = 50 and 100 instead of 1 and 2, and an earlier run on the same library code (its
 XLA settings not recorded; metrics.json records XLA_FLAGS now) had IRNN .75/.75/0/0 and LRU
-1/1/.75/0. What holds in every run recorded: the tanh
-nets never solve T >= 100, the GRU solves every T, clipping never rescues a tanh net, and the
-IRNN diverges at T >= 200.
+1/1/.75/0. What holds in every run recorded: the tanh nets never solve T >= 100, the GRU solves
+every T, clipping never rescues a tanh net, and the IRNN diverges at T >= 200.
 
 Where the runs agree with the literature: the tanh RNN does not learn long lags (Bengio et al. 1994;
 Le et al. 2015 see it stuck at the baseline from T = 150, here from T = 100 within 1000 steps);
