@@ -27,6 +27,16 @@ with xdist's default per-test distribution both workers traced and compiled most
 (the persistent cache spares a compile only once the other worker has written it, never the
 tracing). A cold clone on 2 idle cores, 2026-12-02: 922 s wall and 1610 CPU-seconds, against about
 1250 s and 2300 CPU-seconds per test.
+
+A worker that crashes (jaxlib 0.10.2 has segfaulted in `put_executable_and_time`, serialising an
+executable for the cache, on a different test each time and not reproducibly) must not hang the
+session: xdist 3.8.0's file scheduler re-queues every file the dead worker had, finished ones too,
+and sends a finished file to a live worker as an empty batch, after which that worker waits for work
+that never comes and the session never ends (it hung a whole-suite run on 2026-12-02). It also cannot
+put the crashed test back for pytest-rerunfailures (`--reruns 1 --only-rerun 'crashed while
+running'`), so the crash would count as a failure. `_CrashSafeFileScheduling` does both;
+tests/test_suite_scheduler.py crashes a worker in a small project and checks the session ends, the
+test reruns and passes.
 """
 
 import os
@@ -42,3 +52,36 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
 import jax  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadfile` (the suite's default) with `_CrashSafeFileScheduling`; others unchanged."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    return _crash_safe_file_scheduling()(config, log)
+
+
+def _crash_safe_file_scheduling():
+    """xdist's `LoadFileScheduling`, fixed for a worker that dies mid-file (see the docstring above)."""
+    from xdist.scheduler import LoadFileScheduling
+
+    class _CrashSafeFileScheduling(LoadFileScheduling):
+        def remove_node(self, node):
+            # Only files with tests still to run go back to the queue.
+            work = self.assigned_work[node]
+            for scope in [scope for scope, unit in work.items() if all(unit.values())]:
+                del work[scope]
+            return super().remove_node(node)
+
+        def mark_test_pending(self, item):
+            # `remove_node` has re-queued (or already re-assigned) the crashed test's file with the
+            # test not done: mark it so and pytest-rerunfailures reports a rerun, not a failure.
+            scope = self._split_scope(item)
+            units = [self.workqueue.get(scope), *(work.get(scope) for work in self.assigned_work.values())]
+            for unit in units:
+                if unit is not None and item in unit:
+                    unit[item] = False
+                    return
+            raise NotImplementedError(f"{item} is in no pending file")
+
+    return _CrashSafeFileScheduling
