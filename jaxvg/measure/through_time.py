@@ -13,10 +13,11 @@ The Jacobians through time (`time_jacobian_norms`, `time_jacobian_spectrum`) are
 `jaxvg.measure.time_jacobians`; both modules split a model the same way (`_split`).
 
 Cost: one forward scan that stores the states, one reverse scan that recomputes each step's cell
-inside its VJP (no residuals stacked per step), with a few norms per step: about the cost of a jitted
-`value_and_grad` of the same scanned model (benchmarks/time_flow.py measures the ratio). One compiled program per
-model structure, shapes, loss and precision; a repeated call does O(1) Python work (a few `nnx.split`
-of the cell, embed and head).
+inside its VJP (no residuals stacked per step), with one sum of squares per state leaf and one over
+the recurrent weights' gradient per step (`_unit`, `lognorm.fast_log_norm`): about the cost of a
+jitted `value_and_grad` of the same scanned model (benchmarks/time_flow.py measures the ratio). One
+compiled program per model structure, shapes, loss and precision; a repeated call does O(1) Python
+work (a few `nnx.split` of the cell, embed and head).
 
 Example:
   >>> import jax.numpy as jnp
@@ -197,19 +198,62 @@ def _normalise(tree: Any, keep: int = 0) -> tuple[Any, jax.Array]:
     return jax.tree.unflatten(jax.tree.structure(tree), unit), log
 
 
+def _log_sum(logs: list[jax.Array]) -> jax.Array:
+    """log ‖(v_1, ..., v_k)‖ from the leaves' log norms log ‖v_i‖ (natural logs); NaN for k = 0."""
+    if not logs:
+        return jnp.full((), jnp.nan, jnp.float32)
+    return 0.5 * jax.nn.logsumexp(2 * jnp.stack(logs))
+
+
+def _unit(leaves: list[jax.Array]) -> tuple[list[jax.Array], jax.Array, list[jax.Array]]:
+    """(leaves / ‖leaves‖, log ‖leaves‖, [log ‖leaf‖ per leaf]) over all leaves (natural logs): the
+    reverse scan's renormalisation and every per-step norm it reports, from one sum of squares per
+    leaf. One pass over the data where those sums are exact (`lognorm.sum_is_exact`: a leaf that is
+    exactly zero, or one whose squares underflow, is not), the scaled two-pass path otherwise (on CPU
+    under `lax.cond`: one branch runs; under `vmap` both do); branch-free on GPU and TPU
+    (`lognorm.scaled_sums`, one pass). All-zero leaves give zeros and -inf."""
+    return jax.lax.platform_dependent(leaves, cpu=_unit_cond, default=_unit_select)
+
+
+def _unit_cond(leaves: list[jax.Array]) -> tuple[list[jax.Array], jax.Array, list[jax.Array]]:
+    sums = [lognorm.sum_squares(v) for v in leaves]
+    ok = functools.reduce(
+        jnp.logical_and, [lognorm.sum_is_exact(s, v.size, s.dtype) for s, v in zip(sums, leaves, strict=True)]
+    )
+
+    def fast(leaves, sums):
+        total = sum(sums)
+        r = jax.lax.rsqrt(total)
+        return [v * r.astype(v.dtype) for v in leaves], 0.5 * jnp.log(total), [0.5 * jnp.log(s) for s in sums]
+
+    def scaled(leaves, sums):
+        logs = [lognorm.log_norm(v).astype(s.dtype) for v, s in zip(leaves, sums, strict=True)]
+        unit, log = _normalise(leaves)
+        return unit, log.astype(sums[0].dtype), logs
+
+    return jax.lax.cond(ok, fast, scaled, leaves, sums)
+
+
+def _unit_select(leaves: list[jax.Array]) -> tuple[list[jax.Array], jax.Array, list[jax.Array]]:
+    logs, units = [], []
+    for v in leaves:  # per leaf the exact one of three scaled sums, and v·2^e of norm exp(l + log_a)
+        log_a, s = lognorm.pick_scale(lognorm.scaled_sums(v, tuple(range(v.ndim))), v.size)
+        logs.append(jnp.where(s == 0, -jnp.inf, 0.5 * jnp.log(s) - log_a))
+        units.append((v * lognorm.scale_of(log_a).astype(v.dtype), log_a))
+    log = _log_sum(logs)
+    # v / ‖v‖ = (v·2^e) · exp(−(log ‖v‖ + e ln 2)); an exponent below float range flushes a leaf
+    # that is negligible against the others to zero
+    unit = [
+        jnp.where(jnp.isneginf(log), 0, w * jnp.exp(-(log + log_a)).astype(w.dtype)) for w, log_a in units
+    ]
+    return unit, log, logs
+
+
 def _with_leaf(like: Any, index: int, value: jax.Array) -> Any:
     """A pytree shaped like `like`, zeros everywhere but `value` at leaf `index`."""
     leaves, treedef = jax.tree.flatten(like)
     leaves = [value if i == index else jnp.zeros(v.shape, value.dtype) for i, v in enumerate(leaves)]
     return jax.tree.unflatten(treedef, leaves)
-
-
-def _log_other(tree: Any, index: int, keep: int = 0) -> jax.Array:
-    leaves = [v for i, v in enumerate(jax.tree.leaves(tree)) if i != index]
-    if not leaves:
-        ref = jax.tree.leaves(tree)[0]
-        return jnp.full(ref.shape[:keep], jnp.nan, ref.dtype)
-    return lognorm.log_norm(leaves, keep)
 
 
 def _forward(program: _Program, arrays: _Arrays, xs: jax.Array) -> tuple[Any, Any, jax.Array]:
@@ -267,52 +311,65 @@ def _flow_body(program: _Program, arrays: _Arrays, xs, y, loss: LossArg) -> Time
     loss_value, (g_head, g_h) = jax.value_and_grad(objective, argnums=(0, 1))(head_p, h)
     loss_value = loss_value.astype(dtype)
 
+    treedef = jax.tree.structure(s_last)
+
+    def unit_of(leaves):
+        """(unit state cotangent, the log norm it was divided by, the unit's leaves' log norms)."""
+        unit, log, logs = _unit(leaves)
+        log = log.astype(dtype)
+        logs = [jnp.where(jnp.isneginf(log), -jnp.inf, v.astype(dtype) - log) for v in logs]
+        return jax.tree.unflatten(treedef, unit), log, logs
+
     def carry_from(g):
-        return _normalise(_with_leaf(s_last, rep, g.astype(dtype)))
+        return unit_of(jax.tree.leaves(_with_leaf(s_last, rep, g.astype(dtype))))
 
     if all_steps:
         g_steps = jnp.swapaxes(g_h, 0, 1).astype(dtype)  # (T, batch, ...)
         u0 = jax.tree.map(lambda v: jnp.zeros(v.shape, dtype), s_last)
         S0 = jnp.full((), -jnp.inf, dtype)
+        logs0 = [S0] * treedef.num_leaves
     else:
         g_steps = None
-        u0, S0 = carry_from(g_h)
+        u0, S0, logs0 = carry_from(g_h)
     G0 = jax.tree.map(lambda v: jnp.zeros(v.shape, dtype), cell_p)
     L0 = jnp.full((), -jnp.inf, dtype)
     want_x = embed_p is not None and bool(jax.tree.leaves(embed_p))
 
     def back(carry, inp):
-        u, (S, comp), G, L = carry
+        # u: the unit cotangent of s_t, logs: its leaves' log norms, exp(S - comp) its scale
+        u, logs, (S, comp), G, L = carry
         s, x, g = inp
         if g is not None:  # add this step's own loss gradient, in log space
-            gu, lg = carry_from(g)
+            gu, lg, _ = carry_from(g)
             M = jnp.maximum(S, lg)
-            u, dn = _normalise(jax.tree.map(lambda a, b: _ratio(S, M) * a + _ratio(lg, M) * b, u, gu))
+            u, dn, logs = unit_of(
+                jax.tree.leaves(jax.tree.map(lambda a, b: _ratio(S, M) * a + _ratio(lg, M) * b, u, gu))
+            )
             S, comp = _kahan(M, jnp.where(lg > S, 0.0, comp).astype(comp.dtype), dn)
         S_true = S - comp
-        u_leaves = jax.tree.leaves(u)
-        lu = lognorm.log_norm(u_leaves[rep])
-        log_h = S_true + lu
-        log_c = S_true + _log_other(u, rep)
+        log_h = S_true + logs[rep]
+        log_c = S_true + _log_sum([v for i, v in enumerate(logs) if i != rep]).astype(dtype)
         _, vjp = jax.vjp(lambda p, ss, xx: _apply(program.cell, (p, cell_r), ss, xx), cell_p, s, x)
         gp, a, gx = vjp(u)
-        log_gain = lognorm.log_norm(jax.tree.leaves(a)[rep]) - lu
+        a, dS, a_logs = unit_of(jax.tree.leaves(a))
+        log_gain = a_logs[rep] + dS - logs[rep]
         gp_leaves = jax.tree.leaves(gp)
-        log_lag = S_true + lognorm.log_norm([gp_leaves[i] for i in program.recurrent])
+        log_lag = S_true + lognorm.fast_log_norm([gp_leaves[i] for i in program.recurrent]).astype(dtype)
         M = jnp.maximum(L, S_true)
         G = jax.tree.map(lambda acc, d: _ratio(L, M) * acc + _ratio(S_true, M) * d.astype(dtype), G, gp)
-        u, dS = _normalise(a)
         ys = (log_h, log_c, log_gain, log_lag, (gx, S_true) if want_x else None)
-        return (u, _kahan(S, comp, dS), G, M), ys
+        return (a, a_logs, _kahan(S, comp, dS), G, M), ys
 
     zero = jnp.zeros((), dtype)
-    (u, (S, comp), G, L), ys = jax.lax.scan(
-        back, (u0, (S0, zero), G0, L0), (s_prev, xt, g_steps), reverse=True
+    (u, logs, (S, comp), G, L), ys = jax.lax.scan(
+        back, (u0, logs0, (S0, zero), G0, L0), (s_prev, xt, g_steps), reverse=True
     )
     S = S - comp
     log_h, log_c, log_gain, log_lag, xgrads = ys
-    log_state = jnp.concatenate([(S + lognorm.log_norm(jax.tree.leaves(u)[rep]))[None], log_h])
-    log_cell = jnp.concatenate([(S + _log_other(u, rep))[None], log_c])
+    log_state = jnp.concatenate([(S + logs[rep])[None], log_h])
+    log_cell = jnp.concatenate(
+        [(S + _log_sum([v for i, v in enumerate(logs) if i != rep]).astype(dtype))[None], log_c]
+    )
 
     cell_names, embed_names, head_names = program.names
     params: dict[str, jax.Array] = {}

@@ -380,3 +380,36 @@ def test_bad_inputs_get_named_errors():
         measure.time_jacobian_spectrum(model, jnp.ones((1, 9, 2)))
     with pytest.raises(ValueError, match=r"`method` must be one of"):
         measure.time_jacobian_norms(model, jnp.ones((2, 9, 2)), method="probe")
+
+
+_UNIT_CASES = {
+    "normal": (1.0, 1.0),
+    "tiny_leaf": (1e-25, 1.0),  # its squares underflow float32: the scaled path
+    "huge_and_tiny": (1e25, 1e-20),  # squares overflow and underflow
+    "zero_leaf": (0.0, 1.0),  # the LSTM's cell cotangent at the last step of a last-step loss
+    "all_zero": (0.0, 0.0),
+}
+
+
+@pytest.mark.parametrize("path", ["cond", "select"])
+@pytest.mark.parametrize("case", list(_UNIT_CASES))
+def test_reverse_scan_renormalisation_is_exact_on_both_platform_paths(case, path):
+    """`_unit` (one pass where the sums of squares are exact): the CPU path (`lax.cond` to the scaled
+    sums) and the GPU/TPU path (the exact one of three scaled sums), both run here on CPU, give
+    the float64 unit vector and log norms of float32 leaves at any scale."""
+    a, b = _UNIT_CASES[case]
+    k1, k2 = jax.random.split(jax.random.key(3))
+    leaves = [a * jax.random.normal(k1, (6, 5)), b * jax.random.normal(k2, (7,))]
+    fn = {"cond": tf._unit_cond, "select": tf._unit_select}[path]
+    unit, log, logs = jax.jit(fn)(leaves)
+    ref = [np.asarray(v, np.float64) for v in leaves]
+    norms = [float(np.sqrt(np.sum(v**2))) for v in ref]
+    total = math.sqrt(sum(n**2 for n in norms))
+    with np.errstate(divide="ignore"):
+        np.testing.assert_allclose(float(log), np.log(total), rtol=1e-7, atol=2e-6)  # float32 logs
+        np.testing.assert_allclose(np.asarray(logs, np.float64), np.log(norms), rtol=1e-7, atol=2e-6)
+    for u, v in zip(unit, ref, strict=True):
+        assert u.dtype == jnp.float32
+        np.testing.assert_allclose(
+            np.asarray(u, np.float64), v / total if total > 0 else v, rtol=2e-6, atol=1e-30
+        )
