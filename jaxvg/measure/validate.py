@@ -390,9 +390,14 @@ def check_forward(
 
 
 def all_finite(h: Any) -> jax.Array:
-    """() bool: every floating entry of `h` (an array or a pytree) is finite (traceable)."""
+    """() bool: every floating entry of `h` (an array or a pytree) is finite (traceable).
+
+    As isfinite(Σ v·0) per leaf: v·0 is 0 for a finite entry and NaN for ±inf or NaN (XLA does not
+    fold a float multiply by zero), so the sum is NaN exactly when an entry is not finite, and the
+    check is one vectorised add-reduction. `jnp.all(jnp.isfinite(v))`, a reduction over booleans,
+    took about 10 % of a depth-50 width-256 `gradient_flow` on CPU (one check per block)."""
     flags = [
-        jnp.all(jnp.isfinite(v))
+        jnp.isfinite(jnp.sum(v * 0))
         for v in jax.tree.leaves(h)
         if jnp.issubdtype(jnp.result_type(v), jnp.inexact)
     ]

@@ -339,3 +339,37 @@ def test_branch_free_norms_of_gpu_and_tpu_give_the_same_measurements(monkeypatch
         measure.jacobian_norms(model, x, method="hutchinson", num_probes=3), cpu_norms, rtol=0, atol=1e-4
     )
     plan.cache_clear()
+
+
+_DPHI_CASES = {  # (activation, scale of z, a column of z set to a value): which path each takes
+    "tanh": ("tanh", 1.0, None),  # every unit alive: the one-pass path
+    "relu_dead_unit": ("relu", 1.0, -1.0),  # a unit at phi' = 0 on every example: the scaled path
+    "sigmoid_tiny": ("sigmoid", 1.0, -60.0),  # phi' ~ 1e-26, its squares underflow: scaled path
+    "sigmoid_all_tiny": ("sigmoid", 0.0, -60.0),  # every phi' ~ 1e-26
+    "tanh_saturated_unit": ("tanh", 1.0, 100.0),  # phi' exactly 0 in float32: a dead tanh unit
+    "nan": ("tanh", 1.0, jnp.nan),
+}
+
+
+@pytest.mark.parametrize("case", list(_DPHI_CASES))
+def test_dphi_statistics_equal_float64_on_both_platform_paths(case):
+    """`_dphi_stats`: the CPU path (one pass, `lax.cond` to the scaled two passes where the per-unit
+    sums of squares are not exact) and the GPU/TPU path (scaled, branch-free), both run here, give
+    float64's 1/2 log10 mean(phi'^2) (NaN with a NaN) and the exact fraction of units with phi' = 0
+    on every example."""
+    from jaxvg.measure import flow as flow_module
+    from jaxvg.nn import activations
+
+    name, scale, column = _DPHI_CASES[case]
+    z = scale * jax.random.normal(jax.random.key(0), (16, 8))
+    if column is not None:
+        z = z.at[:, 3].set(column) if scale else jnp.full_like(z, column)
+    dphi = activations.get(name).dfn
+    a = np.abs(np.asarray(jax.jit(dphi)(z), np.float64))  # float32 phi', then float64 statistics
+    with np.errstate(divide="ignore"):
+        ref_rms = 0.5 * np.log10(np.mean(a**2)) if not np.isnan(a).any() else np.nan
+    ref_dead = np.mean(np.max(a, axis=0) == 0)  # a unit with a NaN is not dead (nor alive)
+    for path in (flow_module._dphi_stats_cond, flow_module._dphi_stats_scaled):
+        rms, dead = jax.jit(lambda z, path=path: path(z, dphi=dphi, dtype=jnp.float32))(z)
+        np.testing.assert_allclose(float(rms), ref_rms, rtol=1e-6, atol=1e-6, err_msg=path.__name__)
+        np.testing.assert_equal(float(dead), ref_dead, err_msg=path.__name__)

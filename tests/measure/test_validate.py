@@ -444,3 +444,19 @@ def test_retying_blocks_after_a_first_measurement_is_seen():
     model.blocks[1] = model.blocks[0]
     with pytest.raises(ValueError, match=r"tied blocks"):
         measure.gradient_flow(model, X, X)
+
+
+@pytest.mark.parametrize(
+    "value, finite",
+    [(1.0, True), (3e38, True), (-3e38, True), (jnp.inf, False), (-jnp.inf, False), (jnp.nan, False)],
+)
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
+def test_all_finite_flags_exactly_the_non_finite_entries(value, finite, dtype):
+    """`all_finite` (isfinite of Σ v·0) under jit: one entry among finite ones decides; the largest
+    finite float32 entries (whose plain sum would overflow) are finite, and so are their bf16/fp16
+    casts only where representable (fp16 overflows 3e38 to inf, so that one is not)."""
+    v = jnp.ones((3, 5), jnp.float32).at[1, 2].set(value).astype(dtype)
+    expected = bool(np.all(np.isfinite(np.asarray(v, np.float32))))
+    assert expected == (finite and not (dtype == jnp.float16 and abs(value) > 1e5))
+    assert bool(jax.jit(validate.all_finite)(v)) == expected
+    assert bool(jax.jit(validate.all_finite)({"a": jnp.ones(2), "b": [v, jnp.arange(3)]})) == expected
