@@ -5,12 +5,15 @@ experiment's `--quick` run (`run(Config(quick=True))`; transformers: `main` with
 quick sizes, `TRANSFORMERS_CPU_ARGV`) and one `python -m benchmarks.run --quick`.
 Under xdist a session fixture is per worker, so two workers that both need the vanishing quick run
 would each compute it (about two CPU-minutes); `_once_per_session` makes the first worker that asks
-compute it and pickle it under the session's shared temporary directory, and the others wait for it
-(a file lock) and load it.
+compute it and pickle it under the session's shared temporary directory, and the others load it.
+A worker that needs a run another worker is computing does not sit idle on the lock: it computes a
+run nobody has started yet (the session needs every one of them:
+`tests/test_readme_numbers.py` reads them all), then waits.
 """
 
 import copy
 import importlib
+import pathlib
 import pickle
 from collections.abc import Callable
 from typing import Any
@@ -22,48 +25,98 @@ import pytest
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
-def _once_per_session(request: pytest.FixtureRequest, name: str, compute: Callable[[], Any]) -> Any:
-    """`compute()` once per test session, whatever the number of xdist workers.
+# name -> compute(request): every run `_once_per_session` shares, registered by the fixtures below
+_SHARED: dict[str, Callable[[pytest.FixtureRequest], Any]] = {}
+_STARTED_HERE: set[str] = set()  # the runs this worker has computed or tried to, ahead of their tests
 
-    Without xdist (worker "master") it is just `compute()`. Under xdist the value is pickled to
-    `<session basetemp>/shared/NAME.pkl` by the first worker to ask, under a file lock; the others
-    wait on the lock and unpickle it. A worker whose compute raises writes nothing, so the next one
-    to ask computes again (and raises the same error in its own test).
+
+def _shared(name: str):
+    """Register `compute(request)` as the shared run `name` (a decorator)."""
+
+    def register(compute: Callable[[pytest.FixtureRequest], Any]) -> Callable[[pytest.FixtureRequest], Any]:
+        _SHARED[name] = compute
+        return compute
+
+    return register
+
+
+def _shared_path(request: pytest.FixtureRequest, name: str) -> pathlib.Path:
+    root = request.getfixturevalue("tmp_path_factory").getbasetemp().parent / "shared"
+    root.mkdir(exist_ok=True)
+    return root / f"{name}.pkl"
+
+
+def _compute_into(request: pytest.FixtureRequest, name: str, path: pathlib.Path) -> Any:
+    """Under `path`'s lock (held by the caller): the pickled value, computed here if it is not there."""
+    if path.exists():
+        return pickle.loads(path.read_bytes())
+    value = _SHARED[name](request)
+    path.write_bytes(pickle.dumps(value))
+    return value
+
+
+def _compute_an_unstarted_run(request: pytest.FixtureRequest, skip: str) -> bool:
+    """Compute one shared run that no worker has computed or started (not `skip`); False if none.
+    An error here is left for the test that needs that run: it computes it again and fails there."""
+    for name in _SHARED:
+        path = _shared_path(request, name)
+        if name == skip or name in _STARTED_HERE or path.exists():
+            continue
+        try:
+            with filelock.FileLock(str(path) + ".lock", timeout=0):
+                _STARTED_HERE.add(name)
+                if not path.exists():
+                    try:
+                        _compute_into(request, name, path)
+                    except Exception:  # noqa: BLE001 - reported by the test that needs it
+                        pass
+                return True
+        except filelock.Timeout:
+            continue
+    return False
+
+
+def _once_per_session(request: pytest.FixtureRequest, name: str) -> Any:
+    """The shared run `name`, computed once per test session whatever the number of xdist workers.
+
+    Without xdist (worker "master") it is just computed. Under xdist the value is pickled to
+    `<session basetemp>/shared/NAME.pkl` by the first worker to ask, under a file lock. A worker
+    that finds the lock taken computes another run that nobody has started
+    (`_compute_an_unstarted_run`) and asks again; when none is left it waits on the lock and
+    unpickles. A worker whose compute raises writes nothing, so the next one to ask computes again
+    (and raises the same error in its own test).
     """
     worker = getattr(request.config, "workerinput", {}).get("workerid", "master")
     if worker == "master":
-        return compute()
-    root = request.getfixturevalue("tmp_path_factory").getbasetemp().parent / "shared"
-    root.mkdir(exist_ok=True)
-    path = root / f"{name}.pkl"
-    with filelock.FileLock(str(path) + ".lock"):
-        if path.exists():
-            return pickle.loads(path.read_bytes())
-        value = compute()
-        path.write_bytes(pickle.dumps(value))
-        return value
+        return _SHARED[name](request)
+    path = _shared_path(request, name)
+    lock = filelock.FileLock(str(path) + ".lock")
+    while True:
+        try:
+            with lock.acquire(timeout=0):
+                return _compute_into(request, name, path)
+        except filelock.Timeout:
+            if not _compute_an_unstarted_run(request, skip=name):
+                break
+    with lock:
+        return _compute_into(request, name, path)
 
 
 def _quick_fixture(name: str):
     """A session fixture `NAME_quick`: `experiments.NAME.run(Config(quick=True))`, run once."""
 
-    def compute():
+    @_shared(f"{name}_quick")
+    def compute(request):
         module = importlib.import_module(f"experiments.{name}")
         return module.run(module.Config(quick=True))
 
     def fixture(request):
-        return _once_per_session(request, f"{name}_quick", compute)
+        return _once_per_session(request, f"{name}_quick")
 
     fixture.__name__ = fixture.__qualname__ = f"{name}_quick"
     fixture.__doc__ = f"`experiments.{name}.run(Config(quick=True))`, once per session."
     return pytest.fixture(scope="session", name=f"{name}_quick")(fixture)
 
-
-xor_quick = _quick_fixture("xor")
-vanishing_quick = _quick_fixture("vanishing")
-phase_diagram_quick = _quick_fixture("phase_diagram")
-isometry_quick = _quick_fixture("isometry")
-through_time_quick = _quick_fixture("through_time")
 
 # `python -m experiments.transformers --preset cpu` at the quick sizes (d_model 16, init depths 2
 # and 8, rank depth 8, training at depth 2 for 100 steps): the cpu preset's own learning rate
@@ -80,47 +133,64 @@ def x64():
         yield
 
 
-@pytest.fixture(scope="session")
-def remedies_quick(request):
-    """(config, result, {key: cell as `on_cell` received it}) of `experiments.remedies`' quick run."""
-    from experiments import remedies
-
-    def compute():
-        config = remedies.Config(quick=True)
-        stored = {}
-        res = remedies.run(config, on_cell=lambda key, cell: stored.__setitem__(key, copy.deepcopy(cell)))
-        return config, res, stored
-
-    return _once_per_session(request, "remedies_quick", compute)
+# registered longest first (CPU-seconds of a cold run on 2 cores: 100, 76, 51, 46, 17, 17, 14, 4),
+# the order in which a worker that would wait starts the runs nobody has started
+through_time_quick = _quick_fixture("through_time")
 
 
-@pytest.fixture(scope="session")
-def transformers_cpu(request, tmp_path_factory):
-    """(config, result, {key: stored cell}, output directory) of `experiments.transformers.main`
-    with `TRANSFORMERS_CPU_ARGV`: the cpu preset run end to end (all three parts, the five trained
-    variants), shared by the transformers tests and the preset dry runs."""
+@_shared("transformers_cpu")
+def _transformers_cpu(request):
     from experiments import transformers
     from jaxvg import report
     from jaxvg.report import cli
 
-    def compute():
-        out_dir = tmp_path_factory.mktemp("transformers_cpu")
-        argv = [*TRANSFORMERS_CPU_ARGV, "--out-dir", str(out_dir)]
-        res = transformers.main(argv)
-        config = cli.parse(transformers.Config, argv)
-        return config, res, report.finished_cells(out_dir, config=config), out_dir
+    out_dir = request.getfixturevalue("tmp_path_factory").mktemp("transformers_cpu")
+    argv = [*TRANSFORMERS_CPU_ARGV, "--out-dir", str(out_dir)]
+    res = transformers.main(argv)
+    config = cli.parse(transformers.Config, argv)
+    return config, res, report.finished_cells(out_dir, config=config), out_dir
 
-    return _once_per_session(request, "transformers_cpu", compute)
+
+@_shared("remedies_quick")
+def _remedies_quick(request):
+    from experiments import remedies
+
+    config = remedies.Config(quick=True)
+    stored = {}
+    res = remedies.run(config, on_cell=lambda key, cell: stored.__setitem__(key, copy.deepcopy(cell)))
+    return config, res, stored
+
+
+@_shared("benchmarks_quick")
+def _benchmarks_quick(request):
+    from benchmarks import run
+
+    out_dir = request.getfixturevalue("tmp_path_factory").mktemp("bench")
+    return run.main(["--quick", "--out-dir", str(out_dir)]), out_dir
 
 
 @pytest.fixture(scope="session")
-def benchmarks_quick(request, tmp_path_factory):
+def transformers_cpu(request):
+    """(config, result, {key: stored cell}, output directory) of `experiments.transformers.main`
+    with `TRANSFORMERS_CPU_ARGV`: the cpu preset run end to end (all three parts, the five trained
+    variants), shared by the transformers tests and the preset dry runs."""
+    return _once_per_session(request, "transformers_cpu")
+
+
+@pytest.fixture(scope="session")
+def remedies_quick(request):
+    """(config, result, {key: cell as `on_cell` received it}) of `experiments.remedies`' quick run."""
+    return _once_per_session(request, "remedies_quick")
+
+
+@pytest.fixture(scope="session")
+def benchmarks_quick(request):
     """(run.json dict, output directory) of one `python -m benchmarks.run --quick` (all suites,
     each in its own subprocess)."""
-    from benchmarks import run
+    return _once_per_session(request, "benchmarks_quick")
 
-    def compute():
-        out_dir = tmp_path_factory.mktemp("bench")
-        return run.main(["--quick", "--out-dir", str(out_dir)]), out_dir
 
-    return _once_per_session(request, "benchmarks_quick", compute)
+phase_diagram_quick = _quick_fixture("phase_diagram")
+isometry_quick = _quick_fixture("isometry")
+vanishing_quick = _quick_fixture("vanishing")
+xor_quick = _quick_fixture("xor")
