@@ -23,7 +23,7 @@ orthogonal W ("tanh_orthogonal"); IRNN (relu, W = I; Le et al. 2015); LSTM (orth
 forget bias 1); GRU; LRU (Orvieto et al. 2023, ring |λ| in [0.9, 0.999], a relu step embed).
 
 Run:    python -m experiments.through_time              (the CPU default; see the budget below)
-        python -m experiments.through_time --quick      (T = 50, 2 seeds: 2 min on 2 cores)
+        python -m experiments.through_time --quick      (T = 20 and 50, 2 seeds: 2 min on 2 cores)
         python -m experiments.through_time --preset full  (the literature's sizes: hidden 128, T up to 1000,
                                                             20k steps; accelerators)
 Writes: results/through_time/{metrics.json, through_time.csv, through_time.png, summary.md, cells/}.
@@ -162,7 +162,7 @@ class Config:
     success_mse: float = 0.01  # adding problem: solved below this test MSE
     success_error: float = 0.01  # temporal order: solved below this test error rate
     out_dir: str = "results/through_time"  # where main() writes
-    quick: bool = False  # T = 50, 2 seeds, 300 steps (tests/CI); fields you set yourself are kept
+    quick: bool = False  # T = 20 and 50, 2 seeds, 300 steps (tests/CI); fields you set yourself are kept
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "full": {
@@ -183,7 +183,7 @@ class Config:
         "init_length": 200,
         "init_hidden": 32,
         "init_seeds": 2,
-        "lengths": (50,),
+        "lengths": (20, 50),
         "clip_off_lengths": (50,),
         "order_lengths": (20,),
         "seeds": 2,
