@@ -138,11 +138,12 @@ def test_a_benchmark_run_without_torch_reads_not_run_for_the_torch_rows(capsys, 
     """`benchmarks.run` without the bench extra writes no jax-vs-torch ratios: their README rows
     (single values and ranges over shapes) read "not run", the others are still compared."""
     (tmp_path / "benchmarks").mkdir()
-    ratios = [{"name": "fit chunks / plain scan (width 64)", "value": 1.12}]
+    readme = rn.readme_text(rn._bench("training | `fit` chunks / hand-written", "fit chunks / plain scan"))
+    ratios = [{"name": "fit chunks / plain scan (width 64)", "value": float(readme)}]
     (tmp_path / "benchmarks" / "run.json").write_text(json.dumps({"ratios": ratios}))
     assert rn.main(["--results", str(tmp_path), "--check"]) == 0
     out = capsys.readouterr().out
-    assert "ok       benchmark: fit chunks / plain scan: README '1.12'" in out
+    assert f"ok       benchmark: fit chunks / plain scan: README '{readme}'" in out
     assert "no ratio named gradient_flow jax / torch eager* in this run" in out
     assert "not run  benchmark: gradient_flow jax / torch.compile (range over shapes)" in out
 
