@@ -12,9 +12,10 @@ Modules, one concern each:
   compiled kernels), cached per structure, so a repeated call does O(1) Python work per block;
 - `probe`: `Probe`, a handle that reads a model's arrays without even flattening it;
 - `nets`: many nets (a leading seeds/cells axis) in chunks that fit the device's memory;
-- `lognorm`: underflow- and overflow-safe norms in log space (one pass where that is exact), and
-  the `renorm` VJP node;
-- `flow`: `GradientFlow`, `gradient_flow`, `gradient_flow_from_split`;
+- `lognorm`: underflow- and overflow-safe norms and renormalisation in log space (one pass where
+  that is exact), and the `renorm` VJP node;
+- `flow`: `GradientFlow`, `gradient_flow`, `gradient_flow_from_split`; `dphi`: the per-block
+  activation-derivative statistics it reports (log10 RMS of φ′, dead units);
 - `jacobians`: `JacobianNorms`, `JacobianSpectrum`, `jacobian_norms(_from_split)`, `jacobian_spectrum`;
 - `taps`: `tap`, `tapped_gradients`, `TapGradient` for models that are not block-structured
   (`tap_layers`: one entry per layer for taps inside a scan over layers);
@@ -34,6 +35,7 @@ where the platform's default float32 matmul is TF32 (GPU) or a bfloat16 pass (TP
 The public functions and result types are re-exported here.
 """
 
+from jaxvg.measure import dphi as dphi
 from jaxvg.measure import engine as engine
 from jaxvg.measure import flow as flow
 from jaxvg.measure import host as host

@@ -11,7 +11,6 @@ number is exact to working precision at any depth, in float32. Fields are in dec
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
-from jaxvg.measure import engine, host, lognorm, nets, plan, validate
+from jaxvg.measure import dphi, engine, host, lognorm, nets, plan, validate
 from jaxvg.nn import contracts, losses
 
 __all__ = ["GradientFlow", "gradient_flow", "gradient_flow_from_split"]
@@ -73,59 +72,6 @@ class GradientFlow:
         """log10_act_grad[..., L] - log10_act_grad[..., 0]: decades the signal loses from the output
         to the input (positive: vanishing; negative: exploding). Keeps leading axes."""
         return self.log10_act_grad[..., -1] - self.log10_act_grad[..., 0]
-
-
-def _dphi_stats(block: nnx.Module, h: jax.Array, dtype) -> tuple[jax.Array, jax.Array]:
-    """(1/2 log10 mean(phi'(z)^2), dead fraction) of one block at its input h; NaNs when the block does
-    not expose its activation (z itself is the block's own preactivation: XLA's CSE shares it with
-    the forward pass). A unit is dead when phi'(z) is exactly 0 over the whole batch.
-
-    On CPU one pass where it is exact: the per-unit sums of squares over the batch; when every one
-    is safely above float underflow (no unit dead, nothing flushed) and their total cannot
-    overflow, they are the answer, otherwise `lax.cond` takes the scaled two-pass path below (one
-    branch runs; under `vmap` both do). On GPU and TPU, where a conditional stalls the device, the
-    scaled path, branch-free."""
-    hooks = contracts.preactivation_fn(block)
-    if hooks is None:
-        nan = jnp.full((), jnp.nan, dtype)
-        return nan, nan
-    z_of, dphi = hooks
-    z = z_of(h)
-    return jax.lax.platform_dependent(
-        z,
-        cpu=functools.partial(_dphi_stats_cond, dphi=dphi, dtype=dtype),
-        default=functools.partial(_dphi_stats_scaled, dphi=dphi, dtype=dtype),
-    )
-
-
-def _dphi_stats_cond(z: jax.Array, *, dphi: Callable, dtype) -> tuple[jax.Array, jax.Array]:
-    unit_ss = jnp.sum(jnp.square(dphi(z).astype(dtype)), axis=0)  # over the batch
-    info = jnp.finfo(dtype)
-    ok = jnp.all(unit_ss >= float(info.tiny) * z.shape[0] * 2.0**24) & jnp.all(
-        unit_ss <= float(info.max) / max(unit_ss.size, 1)
-    )
-
-    def fast(unit_ss, z):
-        log_rms = 0.5 * jnp.log(jnp.sum(unit_ss)) - 0.5 * math.log(z.size)
-        return (log_rms / lognorm.LN10).astype(dtype), jnp.zeros((), dtype)
-
-    def scaled(unit_ss, z):
-        return _dphi_stats_scaled(z, dphi=dphi, dtype=dtype)
-
-    return jax.lax.cond(ok, fast, scaled, unit_ss, z)
-
-
-def _dphi_stats_scaled(z: jax.Array, *, dphi: Callable, dtype) -> tuple[jax.Array, jax.Array]:
-    """Two passes over phi'(z): the per-unit max over the batch (dead units; its max scales the
-    second), then the scaled sum of squares."""
-    a = jnp.abs(dphi(z)).astype(dtype)
-    unit_max = jnp.max(a, axis=0)  # over the batch
-    dead = jnp.mean((unit_max == 0).astype(dtype))
-    m = jnp.max(unit_max)
-    safe = jnp.where(m > 0, m, 1)
-    log_sq = jnp.log(jnp.sum(jnp.square(a / safe)))
-    log_rms = jnp.where(m == 0, -jnp.inf, jnp.log(safe) + 0.5 * log_sq) - 0.5 * math.log(a.size)
-    return log_rms / lognorm.LN10, dead  # m NaN: NaN
 
 
 def _leaf_index(tree: Any, path: tuple[str, ...] | None) -> int | None:
@@ -244,7 +190,7 @@ def _flow_kernel(program, arrays, x, y, key, *, loss) -> GradientFlow:
         embed_ok = validate.all_finite(h)
 
         def body(h, piece, d):
-            stats = _dphi_stats(nnx.merge(*piece, copy=True), jax.lax.stop_gradient(h), dtype)
+            stats = dphi.dphi_stats(nnx.merge(*piece, copy=True), jax.lax.stop_gradient(h), dtype)
             h = lognorm.renorm(_tapped(piece, d[1])(h), d[0])
             return h, (*stats, validate.all_finite(h))
 

@@ -40,9 +40,11 @@ __all__ = [
     "fast_log_norm",
     "log10_norm",
     "log_norm",
+    "log_norm_of_parts",
     "max_abs",
     "normalise",
     "normalise_probes",
+    "normalise_tree",
     "pick_scale",
     "renorm",
     "scale_of",
@@ -50,6 +52,7 @@ __all__ = [
     "scaled_unit_scales",
     "sum_is_exact",
     "sum_squares",
+    "unit_leaves",
     "unit_scales",
 ]
 
@@ -315,6 +318,74 @@ def _normalise_probes_select(c: jax.Array, want_q: bool):
         chosen = jnp.where(log_a == 0, per_probe[1], jnp.where(log_a > 0, per_probe[0], per_probe[2]))
         q = chosen * jnp.where(zero, 0, 1 / jnp.where(zero, 1, total))[None]
     return u, jnp.where(zero, -jnp.inf, 0.5 * jnp.log(total) - log_a), q
+
+
+def normalise_tree(tree: Any, keep: int = 0) -> tuple[Any, jax.Array]:
+    """(tree / ‖tree‖, log ‖tree‖) over all leaves, keeping `keep` leading axes (one norm per entry);
+    zeros and −inf for an all-zero entry."""
+    leaves = jax.tree.leaves(tree)
+    m = max_abs(leaves, keep)
+    safe = jnp.where(m > 0, m, 1)
+
+    def expand(a, v):
+        return a.reshape(a.shape + (1,) * (v.ndim - keep))
+
+    scaled = [v / expand(safe, v) for v in leaves]
+    n = jnp.sqrt(sum(jnp.sum(jnp.square(v), axis=tuple(range(keep, v.ndim))) for v in scaled))
+    unit = [jnp.where(expand(m == 0, v), 0, v / expand(jnp.where(m == 0, 1, n), v)) for v in scaled]
+    log = jnp.where(m == 0, -jnp.inf, jnp.log(safe) + jnp.log(n))
+    return jax.tree.unflatten(jax.tree.structure(tree), unit), log
+
+
+def log_norm_of_parts(logs: list[jax.Array]) -> jax.Array:
+    """log ‖(v_1, ..., v_k)‖ from the leaves' log norms log ‖v_i‖ (natural logs); NaN for k = 0."""
+    if not logs:
+        return jnp.full((), jnp.nan, jnp.float32)
+    return 0.5 * jax.nn.logsumexp(2 * jnp.stack(logs))
+
+
+def unit_leaves(leaves: list[jax.Array]) -> tuple[list[jax.Array], jax.Array, list[jax.Array]]:
+    """(leaves / ‖leaves‖, log ‖leaves‖, [log ‖leaf‖ per leaf]) over all leaves (natural logs): the
+    reverse scan's renormalisation and every per-step norm it reports, from one sum of squares per
+    leaf. One pass over the data where those sums are exact (`sum_is_exact`: a leaf that is
+    exactly zero, or one whose squares underflow, is not), the scaled two-pass path otherwise (on CPU
+    under `lax.cond`: one branch runs; under `vmap` both do); branch-free on GPU and TPU
+    (`scaled_sums`, one pass). All-zero leaves give zeros and -inf."""
+    return jax.lax.platform_dependent(leaves, cpu=_unit_leaves_cond, default=_unit_leaves_select)
+
+
+def _unit_leaves_cond(leaves: list[jax.Array]) -> tuple[list[jax.Array], jax.Array, list[jax.Array]]:
+    sums = [sum_squares(v) for v in leaves]
+    ok = functools.reduce(
+        jnp.logical_and, [sum_is_exact(s, v.size, s.dtype) for s, v in zip(sums, leaves, strict=True)]
+    )
+
+    def fast(leaves, sums):
+        total = sum(sums)
+        r = jax.lax.rsqrt(total)
+        return [v * r.astype(v.dtype) for v in leaves], 0.5 * jnp.log(total), [0.5 * jnp.log(s) for s in sums]
+
+    def scaled(leaves, sums):
+        logs = [log_norm(v).astype(s.dtype) for v, s in zip(leaves, sums, strict=True)]
+        unit, log = normalise_tree(leaves)
+        return unit, log.astype(sums[0].dtype), logs
+
+    return jax.lax.cond(ok, fast, scaled, leaves, sums)
+
+
+def _unit_leaves_select(leaves: list[jax.Array]) -> tuple[list[jax.Array], jax.Array, list[jax.Array]]:
+    logs, units = [], []
+    for v in leaves:  # per leaf the exact one of three scaled sums, and v·2^e of norm exp(l + log_a)
+        log_a, s = pick_scale(scaled_sums(v, tuple(range(v.ndim))), v.size)
+        logs.append(jnp.where(s == 0, -jnp.inf, 0.5 * jnp.log(s) - log_a))
+        units.append((v * scale_of(log_a).astype(v.dtype), log_a))
+    log = log_norm_of_parts(logs)
+    # v / ‖v‖ = (v·2^e) · exp(−(log ‖v‖ + e ln 2)); an exponent below float range flushes a leaf
+    # that is negligible against the others to zero
+    unit = [
+        jnp.where(jnp.isneginf(log), 0, w * jnp.exp(-(log + log_a)).astype(w.dtype)) for w, log_a in units
+    ]
+    return unit, log, logs
 
 
 @jax.custom_vjp

@@ -14,7 +14,7 @@ The Jacobians through time (`time_jacobian_norms`, `time_jacobian_spectrum`) are
 
 Cost: one forward scan that stores the states, one reverse scan that recomputes each step's cell
 inside its VJP (no residuals stacked per step), with one sum of squares per state leaf and one over
-the recurrent weights' gradient per step (`_unit`, `lognorm.fast_log_norm`): about the cost of a
+the recurrent weights' gradient per step (`lognorm.unit_leaves`, `lognorm.fast_log_norm`): about the cost of a
 jitted `value_and_grad` of the same scanned model (benchmarks/time_flow.py measures the ratio). One
 compiled program per model structure, shapes, loss and precision; a repeated call does O(1) Python
 work (a few `nnx.split` of the cell, embed and head).
@@ -181,74 +181,6 @@ def _kahan(S: jax.Array, comp: jax.Array, d: jax.Array) -> tuple[jax.Array, jax.
     return t, comp
 
 
-def _normalise(tree: Any, keep: int = 0) -> tuple[Any, jax.Array]:
-    """(tree / ‖tree‖, log ‖tree‖) over all leaves, keeping `keep` leading axes (one norm per entry);
-    zeros and −inf for an all-zero entry."""
-    leaves = jax.tree.leaves(tree)
-    m = lognorm.max_abs(leaves, keep)
-    safe = jnp.where(m > 0, m, 1)
-
-    def expand(a, v):
-        return a.reshape(a.shape + (1,) * (v.ndim - keep))
-
-    scaled = [v / expand(safe, v) for v in leaves]
-    n = jnp.sqrt(sum(jnp.sum(jnp.square(v), axis=tuple(range(keep, v.ndim))) for v in scaled))
-    unit = [jnp.where(expand(m == 0, v), 0, v / expand(jnp.where(m == 0, 1, n), v)) for v in scaled]
-    log = jnp.where(m == 0, -jnp.inf, jnp.log(safe) + jnp.log(n))
-    return jax.tree.unflatten(jax.tree.structure(tree), unit), log
-
-
-def _log_sum(logs: list[jax.Array]) -> jax.Array:
-    """log ‖(v_1, ..., v_k)‖ from the leaves' log norms log ‖v_i‖ (natural logs); NaN for k = 0."""
-    if not logs:
-        return jnp.full((), jnp.nan, jnp.float32)
-    return 0.5 * jax.nn.logsumexp(2 * jnp.stack(logs))
-
-
-def _unit(leaves: list[jax.Array]) -> tuple[list[jax.Array], jax.Array, list[jax.Array]]:
-    """(leaves / ‖leaves‖, log ‖leaves‖, [log ‖leaf‖ per leaf]) over all leaves (natural logs): the
-    reverse scan's renormalisation and every per-step norm it reports, from one sum of squares per
-    leaf. One pass over the data where those sums are exact (`lognorm.sum_is_exact`: a leaf that is
-    exactly zero, or one whose squares underflow, is not), the scaled two-pass path otherwise (on CPU
-    under `lax.cond`: one branch runs; under `vmap` both do); branch-free on GPU and TPU
-    (`lognorm.scaled_sums`, one pass). All-zero leaves give zeros and -inf."""
-    return jax.lax.platform_dependent(leaves, cpu=_unit_cond, default=_unit_select)
-
-
-def _unit_cond(leaves: list[jax.Array]) -> tuple[list[jax.Array], jax.Array, list[jax.Array]]:
-    sums = [lognorm.sum_squares(v) for v in leaves]
-    ok = functools.reduce(
-        jnp.logical_and, [lognorm.sum_is_exact(s, v.size, s.dtype) for s, v in zip(sums, leaves, strict=True)]
-    )
-
-    def fast(leaves, sums):
-        total = sum(sums)
-        r = jax.lax.rsqrt(total)
-        return [v * r.astype(v.dtype) for v in leaves], 0.5 * jnp.log(total), [0.5 * jnp.log(s) for s in sums]
-
-    def scaled(leaves, sums):
-        logs = [lognorm.log_norm(v).astype(s.dtype) for v, s in zip(leaves, sums, strict=True)]
-        unit, log = _normalise(leaves)
-        return unit, log.astype(sums[0].dtype), logs
-
-    return jax.lax.cond(ok, fast, scaled, leaves, sums)
-
-
-def _unit_select(leaves: list[jax.Array]) -> tuple[list[jax.Array], jax.Array, list[jax.Array]]:
-    logs, units = [], []
-    for v in leaves:  # per leaf the exact one of three scaled sums, and v·2^e of norm exp(l + log_a)
-        log_a, s = lognorm.pick_scale(lognorm.scaled_sums(v, tuple(range(v.ndim))), v.size)
-        logs.append(jnp.where(s == 0, -jnp.inf, 0.5 * jnp.log(s) - log_a))
-        units.append((v * lognorm.scale_of(log_a).astype(v.dtype), log_a))
-    log = _log_sum(logs)
-    # v / ‖v‖ = (v·2^e) · exp(−(log ‖v‖ + e ln 2)); an exponent below float range flushes a leaf
-    # that is negligible against the others to zero
-    unit = [
-        jnp.where(jnp.isneginf(log), 0, w * jnp.exp(-(log + log_a)).astype(w.dtype)) for w, log_a in units
-    ]
-    return unit, log, logs
-
-
 def _with_leaf(like: Any, index: int, value: jax.Array) -> Any:
     """A pytree shaped like `like`, zeros everywhere but `value` at leaf `index`."""
     leaves, treedef = jax.tree.flatten(like)
@@ -315,7 +247,7 @@ def _flow_body(program: _Program, arrays: _Arrays, xs, y, loss: LossArg) -> Time
 
     def unit_of(leaves):
         """(unit state cotangent, the log norm it was divided by, the unit's leaves' log norms)."""
-        unit, log, logs = _unit(leaves)
+        unit, log, logs = lognorm.unit_leaves(leaves)
         log = log.astype(dtype)
         logs = [jnp.where(jnp.isneginf(log), -jnp.inf, v.astype(dtype) - log) for v in logs]
         return jax.tree.unflatten(treedef, unit), log, logs
@@ -348,7 +280,7 @@ def _flow_body(program: _Program, arrays: _Arrays, xs, y, loss: LossArg) -> Time
             S, comp = _kahan(M, jnp.where(lg > S, 0.0, comp).astype(comp.dtype), dn)
         S_true = S - comp
         log_h = S_true + logs[rep]
-        log_c = S_true + _log_sum([v for i, v in enumerate(logs) if i != rep]).astype(dtype)
+        log_c = S_true + lognorm.log_norm_of_parts([v for i, v in enumerate(logs) if i != rep]).astype(dtype)
         _, vjp = jax.vjp(lambda p, ss, xx: _apply(program.cell, (p, cell_r), ss, xx), cell_p, s, x)
         gp, a, gx = vjp(u)
         a, dS, a_logs = unit_of(jax.tree.leaves(a))
@@ -368,7 +300,10 @@ def _flow_body(program: _Program, arrays: _Arrays, xs, y, loss: LossArg) -> Time
     log_h, log_c, log_gain, log_lag, xgrads = ys
     log_state = jnp.concatenate([(S + logs[rep])[None], log_h])
     log_cell = jnp.concatenate(
-        [(S + _log_sum([v for i, v in enumerate(logs) if i != rep]).astype(dtype))[None], log_c]
+        [
+            (S + lognorm.log_norm_of_parts([v for i, v in enumerate(logs) if i != rep]).astype(dtype))[None],
+            log_c,
+        ]
     )
 
     cell_names, embed_names, head_names = program.names

@@ -16,6 +16,7 @@ import pytest
 from flax import nnx
 
 from jaxvg import measure
+from jaxvg.measure import lognorm
 from jaxvg.measure import through_time as tf
 from jaxvg.nn import contracts, losses, rnn
 
@@ -394,13 +395,13 @@ _UNIT_CASES = {
 @pytest.mark.parametrize("path", ["cond", "select"])
 @pytest.mark.parametrize("case", list(_UNIT_CASES))
 def test_reverse_scan_renormalisation_is_exact_on_both_platform_paths(case, path):
-    """`_unit` (one pass where the sums of squares are exact): the CPU path (`lax.cond` to the scaled
+    """`lognorm.unit_leaves` (one pass where the sums of squares are exact): the CPU path (`lax.cond` to the scaled
     sums) and the GPU/TPU path (the exact one of three scaled sums), both run here on CPU, give
     the float64 unit vector and log norms of float32 leaves at any scale."""
     a, b = _UNIT_CASES[case]
     k1, k2 = jax.random.split(jax.random.key(3))
     leaves = [a * jax.random.normal(k1, (6, 5)), b * jax.random.normal(k2, (7,))]
-    fn = {"cond": tf._unit_cond, "select": tf._unit_select}[path]
+    fn = {"cond": lognorm._unit_leaves_cond, "select": lognorm._unit_leaves_select}[path]
     unit, log, logs = jax.jit(fn)(leaves)
     ref = [np.asarray(v, np.float64) for v in leaves]
     norms = [float(np.sqrt(np.sum(v**2))) for v in ref]

@@ -1,0 +1,78 @@
+"""The activation-derivative statistics of one block that `gradient_flow` reports per layer.
+
+For a block with pre-activations z (batch, units) and activation phi, `dphi_stats` gives
+1/2 log10 mean(phi'(z)^2) over the batch and units (the per-layer factor of the textbook product of
+derivatives: at most log10(1/4) = -0.602 for the sigmoid) and the fraction of dead units, those whose
+phi'(z) is exactly 0 on every example (ReLU's dying units). Both are exact in float32 at any scale
+of z: squares that would underflow are rescaled first.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxvg.measure import lognorm
+from jaxvg.nn import contracts
+
+__all__ = ["dphi_stats", "dphi_stats_cond", "dphi_stats_scaled"]
+
+
+def dphi_stats(block: nnx.Module, h: jax.Array, dtype) -> tuple[jax.Array, jax.Array]:
+    """(1/2 log10 mean(phi'(z)^2), dead fraction) of one block at its input h; NaNs when the block does
+    not expose its activation (z itself is the block's own preactivation: XLA's CSE shares it with
+    the forward pass). A unit is dead when phi'(z) is exactly 0 over the whole batch.
+
+    On CPU one pass where it is exact: the per-unit sums of squares over the batch; when every one
+    is safely above float underflow (no unit dead, nothing flushed) and their total cannot
+    overflow, they are the answer, otherwise `lax.cond` takes the scaled two-pass path below (one
+    branch runs; under `vmap` both do). On GPU and TPU, where a conditional stalls the device, the
+    scaled path, branch-free."""
+    hooks = contracts.preactivation_fn(block)
+    if hooks is None:
+        nan = jnp.full((), jnp.nan, dtype)
+        return nan, nan
+    z_of, dphi = hooks
+    z = z_of(h)
+    return jax.lax.platform_dependent(
+        z,
+        cpu=functools.partial(dphi_stats_cond, dphi=dphi, dtype=dtype),
+        default=functools.partial(dphi_stats_scaled, dphi=dphi, dtype=dtype),
+    )
+
+
+def dphi_stats_cond(z: jax.Array, *, dphi: Callable, dtype) -> tuple[jax.Array, jax.Array]:
+    """`dphi_stats` of phi'(z) on the CPU path: one pass where every per-unit sum of squares is
+    exact, `lax.cond` to `dphi_stats_scaled` otherwise."""
+    unit_ss = jnp.sum(jnp.square(dphi(z).astype(dtype)), axis=0)  # over the batch
+    info = jnp.finfo(dtype)
+    ok = jnp.all(unit_ss >= float(info.tiny) * z.shape[0] * 2.0**24) & jnp.all(
+        unit_ss <= float(info.max) / max(unit_ss.size, 1)
+    )
+
+    def fast(unit_ss, z):
+        log_rms = 0.5 * jnp.log(jnp.sum(unit_ss)) - 0.5 * math.log(z.size)
+        return (log_rms / lognorm.LN10).astype(dtype), jnp.zeros((), dtype)
+
+    def scaled(unit_ss, z):
+        return dphi_stats_scaled(z, dphi=dphi, dtype=dtype)
+
+    return jax.lax.cond(ok, fast, scaled, unit_ss, z)
+
+
+def dphi_stats_scaled(z: jax.Array, *, dphi: Callable, dtype) -> tuple[jax.Array, jax.Array]:
+    """Two passes over phi'(z): the per-unit max over the batch (dead units; its max scales the
+    second), then the scaled sum of squares."""
+    a = jnp.abs(dphi(z)).astype(dtype)
+    unit_max = jnp.max(a, axis=0)  # over the batch
+    dead = jnp.mean((unit_max == 0).astype(dtype))
+    m = jnp.max(unit_max)
+    safe = jnp.where(m > 0, m, 1)
+    log_sq = jnp.log(jnp.sum(jnp.square(a / safe)))
+    log_rms = jnp.where(m == 0, -jnp.inf, jnp.log(safe) + 0.5 * log_sq) - 0.5 * math.log(a.size)
+    return log_rms / lognorm.LN10, dead  # m NaN: NaN
