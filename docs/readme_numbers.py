@@ -658,7 +658,7 @@ NUMBERS: tuple[Number, ...] = (
 TIMINGS = (
     ("the main job: 30 seconds, cold", "time python -m experiments.vanishing  (after rm -rf .jax_cache)"),
     (
-        "the whole test suite: 14-18 minutes, cold (847 and 1073 s of pytest in clean clones on 2026-12-03; 815, 936 and 981 s on 2026-12-02)",
+        "the whole test suite: 12-18 minutes, cold (747, 847 and 1073 s of pytest in clean clones on 2026-12-03; 815, 936 and 981 s on 2026-12-02)",
         "time python -m pytest -n 2  (after rm -rf .jax_cache)",
     ),
     (
