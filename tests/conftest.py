@@ -25,19 +25,9 @@ import pytest
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
-# name -> compute(request): every run `_once_per_session` shares, registered by the fixtures below
+# name -> compute(request): every run `_once_per_session` shares, registered by `_shared_fixture`
 _SHARED: dict[str, Callable[[pytest.FixtureRequest], Any]] = {}
 _STARTED_HERE: set[str] = set()  # the runs this worker has computed or tried to, ahead of their tests
-
-
-def _shared(name: str):
-    """Register `compute(request)` as the shared run `name` (a decorator)."""
-
-    def register(compute: Callable[[pytest.FixtureRequest], Any]) -> Callable[[pytest.FixtureRequest], Any]:
-        _SHARED[name] = compute
-        return compute
-
-    return register
 
 
 def _shared_path(request: pytest.FixtureRequest, name: str) -> pathlib.Path:
@@ -62,17 +52,20 @@ def _compute_an_unstarted_run(request: pytest.FixtureRequest, skip: str) -> bool
         path = _shared_path(request, name)
         if name == skip or name in _STARTED_HERE or path.exists():
             continue
+        lock = filelock.FileLock(str(path) + ".lock")
         try:
-            with filelock.FileLock(str(path) + ".lock", timeout=0):
-                _STARTED_HERE.add(name)
-                if not path.exists():
-                    try:
-                        _compute_into(request, name, path)
-                    except Exception:  # noqa: BLE001 - reported by the test that needs it
-                        pass
-                return True
+            lock.acquire(timeout=0)
         except filelock.Timeout:
             continue
+        _STARTED_HERE.add(name)
+        try:
+            if not path.exists():  # (another worker may have finished it since the check above)
+                path.write_bytes(pickle.dumps(_SHARED[name](request)))
+        except Exception:  # noqa: BLE001 - reported by the test that needs it
+            pass
+        finally:
+            lock.release()
+        return True
     return False
 
 
@@ -102,20 +95,32 @@ def _once_per_session(request: pytest.FixtureRequest, name: str) -> Any:
         return _compute_into(request, name, path)
 
 
+def _shared_fixture(name: str, doc: str):
+    """Register `compute(request)` (the decorated function) as the shared run `name` and return the
+    session fixture `name` that serves it through `_once_per_session`."""
+
+    def register(compute: Callable[[pytest.FixtureRequest], Any]):
+        _SHARED[name] = compute
+
+        def fixture(request):
+            return _once_per_session(request, name)
+
+        fixture.__name__ = fixture.__qualname__ = name
+        fixture.__doc__ = doc
+        return pytest.fixture(scope="session", name=name)(fixture)
+
+    return register
+
+
 def _quick_fixture(name: str):
     """A session fixture `NAME_quick`: `experiments.NAME.run(Config(quick=True))`, run once."""
 
-    @_shared(f"{name}_quick")
     def compute(request):
         module = importlib.import_module(f"experiments.{name}")
         return module.run(module.Config(quick=True))
 
-    def fixture(request):
-        return _once_per_session(request, f"{name}_quick")
-
-    fixture.__name__ = fixture.__qualname__ = f"{name}_quick"
-    fixture.__doc__ = f"`experiments.{name}.run(Config(quick=True))`, once per session."
-    return pytest.fixture(scope="session", name=f"{name}_quick")(fixture)
+    doc = f"`experiments.{name}.run(Config(quick=True))`, once per session."
+    return _shared_fixture(f"{name}_quick", doc)(compute)
 
 
 # `python -m experiments.transformers --preset cpu` at the quick sizes (d_model 16, init depths 2
@@ -138,8 +143,13 @@ def x64():
 through_time_quick = _quick_fixture("through_time")
 
 
-@_shared("transformers_cpu")
-def _transformers_cpu(request):
+@_shared_fixture(
+    "transformers_cpu",
+    """(config, result, {key: stored cell}, output directory) of `experiments.transformers.main`
+    with `TRANSFORMERS_CPU_ARGV`: the cpu preset run end to end (all three parts, the five trained
+    variants), shared by the transformers tests and the preset dry runs.""",
+)
+def transformers_cpu(request):
     from experiments import transformers
     from jaxvg import report
     from jaxvg.report import cli
@@ -151,8 +161,11 @@ def _transformers_cpu(request):
     return config, res, report.finished_cells(out_dir, config=config), out_dir
 
 
-@_shared("remedies_quick")
-def _remedies_quick(request):
+@_shared_fixture(
+    "remedies_quick",
+    "(config, result, {key: cell as `on_cell` received it}) of `experiments.remedies`' quick run.",
+)
+def remedies_quick(request):
     from experiments import remedies
 
     config = remedies.Config(quick=True)
@@ -161,33 +174,16 @@ def _remedies_quick(request):
     return config, res, stored
 
 
-@_shared("benchmarks_quick")
-def _benchmarks_quick(request):
+@_shared_fixture(
+    "benchmarks_quick",
+    """(run.json dict, output directory) of one `python -m benchmarks.run --quick` (all suites,
+    each in its own subprocess).""",
+)
+def benchmarks_quick(request):
     from benchmarks import run
 
     out_dir = request.getfixturevalue("tmp_path_factory").mktemp("bench")
     return run.main(["--quick", "--out-dir", str(out_dir)]), out_dir
-
-
-@pytest.fixture(scope="session")
-def transformers_cpu(request):
-    """(config, result, {key: stored cell}, output directory) of `experiments.transformers.main`
-    with `TRANSFORMERS_CPU_ARGV`: the cpu preset run end to end (all three parts, the five trained
-    variants), shared by the transformers tests and the preset dry runs."""
-    return _once_per_session(request, "transformers_cpu")
-
-
-@pytest.fixture(scope="session")
-def remedies_quick(request):
-    """(config, result, {key: cell as `on_cell` received it}) of `experiments.remedies`' quick run."""
-    return _once_per_session(request, "remedies_quick")
-
-
-@pytest.fixture(scope="session")
-def benchmarks_quick(request):
-    """(run.json dict, output directory) of one `python -m benchmarks.run --quick` (all suites,
-    each in its own subprocess)."""
-    return _once_per_session(request, "benchmarks_quick")
 
 
 phase_diagram_quick = _quick_fixture("phase_diagram")

@@ -35,7 +35,7 @@ def test_a_worker_that_would_wait_computes_another_run(tmp_path):
 
         shared._SHARED.clear()  # the suite's own runs are not this project's
         for name in "ab":
-            shared._shared(name)(_run(name))
+            shared._SHARED[name] = _run(name)
 
         @pytest.fixture
         def barrier(request):

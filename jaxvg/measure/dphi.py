@@ -29,8 +29,8 @@ def dphi_stats(block: nnx.Module, h: jax.Array, dtype) -> tuple[jax.Array, jax.A
     the forward pass). A unit is dead when phi'(z) is exactly 0 over the whole batch.
 
     On CPU one pass where it is exact: the per-unit sums of squares over the batch; when every one
-    is safely above float underflow (no unit dead, nothing flushed) and their total cannot
-    overflow, they are the answer, otherwise `lax.cond` takes the scaled two-pass path below (one
+    is exact (`lognorm.sum_is_exact`: no unit dead, nothing flushed) and so is their total, they
+    are the answer, otherwise `lax.cond` takes the scaled two-pass path below (one
     branch runs; under `vmap` both do). On GPU and TPU, where a conditional stalls the device, the
     scaled path, branch-free."""
     hooks = contracts.preactivation_fn(block)
@@ -50,19 +50,20 @@ def dphi_stats_cond(z: jax.Array, *, dphi: Callable, dtype) -> tuple[jax.Array, 
     """`dphi_stats` of phi'(z) on the CPU path: one pass where every per-unit sum of squares is
     exact, `lax.cond` to `dphi_stats_scaled` otherwise."""
     unit_ss = jnp.sum(jnp.square(dphi(z).astype(dtype)), axis=0)  # over the batch
-    info = jnp.finfo(dtype)
-    ok = jnp.all(unit_ss >= float(info.tiny) * z.shape[0] * 2.0**24) & jnp.all(
-        unit_ss <= float(info.max) / max(unit_ss.size, 1)
+    total = jnp.sum(unit_ss)
+    # every unit's sum exact (none dead, nothing flushed), and their total in range
+    ok = jnp.all(lognorm.sum_is_exact(unit_ss, z.shape[0], dtype)) & lognorm.sum_is_exact(
+        total, z.size, dtype
     )
 
-    def fast(unit_ss, z):
-        log_rms = 0.5 * jnp.log(jnp.sum(unit_ss)) - 0.5 * math.log(z.size)
+    def fast(total, z):
+        log_rms = 0.5 * jnp.log(total) - 0.5 * math.log(z.size)
         return (log_rms / lognorm.LN10).astype(dtype), jnp.zeros((), dtype)
 
-    def scaled(unit_ss, z):
+    def scaled(total, z):
         return dphi_stats_scaled(z, dphi=dphi, dtype=dtype)
 
-    return jax.lax.cond(ok, fast, scaled, unit_ss, z)
+    return jax.lax.cond(ok, fast, scaled, total, z)
 
 
 def dphi_stats_scaled(z: jax.Array, *, dphi: Callable, dtype) -> tuple[jax.Array, jax.Array]:

@@ -44,7 +44,6 @@ __all__ = [
     "max_abs",
     "normalise",
     "normalise_probes",
-    "normalise_tree",
     "pick_scale",
     "renorm",
     "scale_of",
@@ -99,14 +98,22 @@ def log10_norm(tree: Any, axes_keep: int = 0) -> jax.Array:
     return log_norm(leaves, axes_keep) / LN10
 
 
-def normalise(v: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(v / ‖v‖_F, log ‖v‖_F) for one array; zeros and -inf when v == 0, NaNs when v has a NaN."""
-    m = jnp.max(jnp.abs(v))
+def normalise(tree: Any, keep: int = 0) -> tuple[Any, jax.Array]:
+    """(tree / ‖tree‖_F, log ‖tree‖_F) over all leaves of `tree` (one array is a tree of one leaf),
+    keeping `keep` leading axes (one norm per entry); zeros and -inf for an all-zero entry, NaNs
+    where an entry has a NaN. Scaled by max|v| first: nothing underflows or overflows."""
+    leaves = jax.tree.leaves(tree)
+    m = max_abs(leaves, keep)
     safe = jnp.where(m > 0, m, 1)
-    u = v / safe
-    n = jnp.sqrt(jnp.sum(jnp.square(u)))
-    u = jnp.where(m == 0, 0, u / jnp.where(m == 0, 1, n))  # m NaN: n NaN
-    return u, jnp.where(m == 0, -jnp.inf, jnp.log(safe) + jnp.log(n))
+
+    def expand(a, v):
+        return a.reshape(a.shape + (1,) * (v.ndim - keep))
+
+    scaled = [v / expand(safe, v) for v in leaves]
+    n = jnp.sqrt(sum(jnp.sum(jnp.square(v), axis=tuple(range(keep, v.ndim))) for v in scaled))
+    unit = [jnp.where(expand(m == 0, v), 0, v / expand(jnp.where(m == 0, 1, n), v)) for v in scaled]
+    log = jnp.where(m == 0, -jnp.inf, jnp.log(safe) + jnp.log(n))
+    return jax.tree.unflatten(jax.tree.structure(tree), unit), log
 
 
 def _compute_dtype(v: jax.Array) -> jnp.dtype:
@@ -320,23 +327,6 @@ def _normalise_probes_select(c: jax.Array, want_q: bool):
     return u, jnp.where(zero, -jnp.inf, 0.5 * jnp.log(total) - log_a), q
 
 
-def normalise_tree(tree: Any, keep: int = 0) -> tuple[Any, jax.Array]:
-    """(tree / ‖tree‖, log ‖tree‖) over all leaves, keeping `keep` leading axes (one norm per entry);
-    zeros and −inf for an all-zero entry."""
-    leaves = jax.tree.leaves(tree)
-    m = max_abs(leaves, keep)
-    safe = jnp.where(m > 0, m, 1)
-
-    def expand(a, v):
-        return a.reshape(a.shape + (1,) * (v.ndim - keep))
-
-    scaled = [v / expand(safe, v) for v in leaves]
-    n = jnp.sqrt(sum(jnp.sum(jnp.square(v), axis=tuple(range(keep, v.ndim))) for v in scaled))
-    unit = [jnp.where(expand(m == 0, v), 0, v / expand(jnp.where(m == 0, 1, n), v)) for v in scaled]
-    log = jnp.where(m == 0, -jnp.inf, jnp.log(safe) + jnp.log(n))
-    return jax.tree.unflatten(jax.tree.structure(tree), unit), log
-
-
 def log_norm_of_parts(logs: list[jax.Array]) -> jax.Array:
     """log ‖(v_1, ..., v_k)‖ from the leaves' log norms log ‖v_i‖ (natural logs); NaN for k = 0."""
     if not logs:
@@ -367,7 +357,7 @@ def _unit_leaves_cond(leaves: list[jax.Array]) -> tuple[list[jax.Array], jax.Arr
 
     def scaled(leaves, sums):
         logs = [log_norm(v).astype(s.dtype) for v, s in zip(leaves, sums, strict=True)]
-        unit, log = normalise_tree(leaves)
+        unit, log = normalise(leaves)
         return unit, log.astype(sums[0].dtype), logs
 
     return jax.lax.cond(ok, fast, scaled, leaves, sums)

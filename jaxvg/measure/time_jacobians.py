@@ -64,10 +64,10 @@ def _norms_core(program: _Program, arrays: _Arrays, xs, key, *, method: str, num
             mean = total / k
             return S + 0.5 * jnp.log(mean), hutchinson_stderr(q, mean[None], axis=0)
 
-        # one scale per example over (probes, state): move the batch axis first for lognorm.normalise_tree
+        # one scale per example over (probes, state): move the batch axis first for lognorm.normalise
         def normalise(c):
             moved = jax.tree.map(lambda v: jnp.swapaxes(v, 0, 1), c)
-            u, S = lognorm.normalise_tree(moved, keep=1)
+            u, S = lognorm.normalise(moved, keep=1)
             return jax.tree.map(lambda v: jnp.swapaxes(v, 0, 1), u), S
 
         u, S = normalise(cts)
@@ -175,7 +175,7 @@ def _spectrum_core(program: _Program, arrays: _Arrays, x, *, steps: tuple[int, .
             c, S = carry
             s, xx = inp
             _, vjp = jax.vjp(lambda ss: cell(ss, xx), s)
-            c, dS = lognorm.normalise_tree(jax.vmap(lambda ct: vjp(ct)[0])(c))
+            c, dS = lognorm.normalise(jax.vmap(lambda ct: vjp(ct)[0])(c))
             return (c, S + dS), None
 
         log10_sv, upper = [], T
