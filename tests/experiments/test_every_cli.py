@@ -9,6 +9,7 @@ import json
 import pathlib
 import re
 
+import numpy as np
 import pytest
 
 from jaxvg import report
@@ -375,7 +376,12 @@ def test_transformers_cpu_preset_trains_every_variant_with_warmup(transformers_c
     assert {r["key"] for r in res["train_rows"]} == {v[0] for v in transformers_train.VARIANTS}
     post, warm = (stored[f"train/{k}/L=2"] for k in ("post", "post_warmup"))
     assert post["setup"]["warmup_steps"] == warm["setup"]["warmup_steps"] == 50
-    assert post["step"][0] == 0 and [r[0] for r in post["train/loss"]] == [r[0] for r in warm["train/loss"]]
+    # the same initial loss, computed by two compiled programs (the schedules differ): equal to float32
+    # rounding, not bit for bit (XLA may fuse the two differently)
+    assert post["step"][0] == 0
+    np.testing.assert_allclose(
+        [r[0] for r in post["train/loss"]], [r[0] for r in warm["train/loss"]], rtol=1e-6
+    )
     assert all(p[1] != w[1] for p, w in zip(post["train/loss"], warm["train/loss"], strict=True))
     metrics = report.read_json(out_dir / "metrics.json")
     assert metrics["config"]["learning_rate"] == 3e-3 and metrics["config"]["warmup_steps"] == 50

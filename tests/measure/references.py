@@ -211,3 +211,27 @@ class TinyTransformer(BlockNet):
 
 def token_loss(logits, labels):
     return jnp.mean(jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, labels[..., None], -1)[..., 0])
+
+
+def assert_spectra_close(got, want, *, blocks, rel=1e-11, atol=1e-12):
+    """Two `JacobianSpectrum`s of one model agree wherever rounding determines them.
+
+    A rank-deficient Jacobian (layer norm's mean direction, a dead relu unit) has singular values
+    that are rounding noise, of size eps * its largest or exactly 0, whose log10 differs from one
+    program to another (two fusions, scanned against unrolled). So: each layer's singular values
+    agree to `rel` times its largest; the log10 of those above that floor to `atol` decades; and the
+    Lyapunov exponents (decades per block over `blocks` blocks) to `atol` where they lie less than
+    -log10(rel) decades in all below the top one, and are both below that floor otherwise.
+    """
+    for g, w in zip(got.log10_sv, want.log10_sv, strict=True):
+        g, w = np.asarray(g, np.float64), np.asarray(w, np.float64)
+        np.testing.assert_array_equal(np.isnan(g), np.isnan(w))  # (fewer singular values than slots)
+        g, w = g[~np.isnan(w)], w[~np.isnan(w)]
+        floor = rel * 10.0 ** w.max()
+        np.testing.assert_allclose(10.0**g, 10.0**w, rtol=0, atol=floor)
+        kept = 10.0**w > floor
+        np.testing.assert_allclose(g[kept], w[kept], rtol=0, atol=atol)
+    g, w = (np.asarray(s.log10_lyapunov, np.float64) for s in (got, want))
+    noise = (w - w[0]) * blocks < np.log10(rel)
+    np.testing.assert_array_equal((g - g[0]) * blocks < np.log10(rel), noise)
+    np.testing.assert_allclose(g[~noise], w[~noise], rtol=0, atol=atol)

@@ -12,7 +12,7 @@ import jaxvg
 from jaxvg import measure
 from jaxvg.measure import engine
 
-from .references import TinyTransformer, data, token_loss
+from .references import TinyTransformer, assert_spectra_close, data, token_loss
 
 
 def test_scan_equals_unrolled(x64, monkeypatch):
@@ -25,7 +25,7 @@ def test_scan_equals_unrolled(x64, monkeypatch):
     assert [run.scan for run in program.runs] == [False, True]
     scanned = measure.gradient_flow(model, x, y)
     chex.assert_trees_all_close(scanned, unrolled, rtol=0, atol=1e-12)
-    chex.assert_trees_all_close(measure.jacobian_spectrum(model, x[0], layers=(1, 4)), spectrum, atol=1e-12)
+    assert_spectra_close(measure.jacobian_spectrum(model, x[0], layers=(1, 4)), spectrum, blocks=6 - 1)
     norms = measure.jacobian_norms(model, x)
     monkeypatch.setattr(engine, "SCAN_MIN_RUN", 10**6)
     chex.assert_trees_all_close(norms, measure.jacobian_norms(model, x), rtol=0, atol=1e-12)
