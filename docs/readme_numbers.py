@@ -658,11 +658,11 @@ NUMBERS: tuple[Number, ...] = (
 TIMINGS = (
     ("the main job: 30 seconds, cold", "time python -m experiments.vanishing  (after rm -rf .jax_cache)"),
     (
-        "the whole test suite: 12-18 minutes, cold (747, 847 and 1073 s of pytest in clean clones on 2026-12-03; 815, 936 and 981 s on 2026-12-02)",
+        "the whole test suite: 11-13 minutes, cold (692 and 723 s of pytest in clean clones on 2026-12-03 with the legacy CPU emitters; 747-1073 s before them)",
         "time python -m pytest -n 2  (after rm -rf .jax_cache)",
     ),
     (
-        "the fast subset: 2629 tests and one skip in 8 minutes, cold (460 s)",
+        "the fast subset: 2629 tests and one skip in 8 minutes, cold (460 s, before the emitter change)",
         'time python -m pytest -m "not slow" -n 2  (after rm -rf .jax_cache)',
     ),
     ("how many tests (2730; 101 slow)", "python -m pytest --collect-only -q [-m slow]"),

@@ -36,6 +36,13 @@ def _targets(res):
     return [(r["target"], r["op"]) for r in res["ratios"] if r["target"] is not None]
 
 
+def _assert_same_losses_and_targets(res, losses, targets):
+    """Every method of a suite ended at the same loss (the same nets, trained the same way) and the
+    suite's ratios carry exactly `targets`, as (target, op)."""
+    np.testing.assert_allclose(losses, losses[0], rtol=RTOL)
+    assert _targets(res) == targets
+
+
 def _read(out_dir, name):
     return json.loads((out_dir / f"{name}.json").read_text())
 
@@ -129,8 +136,7 @@ def test_training_json_and_its_loops_agree(quick_run):
     assert res["ceiling"]["flop"] == 2 * res["config"]["matmul_size"] ** 3
     # the same 20 Adam steps three ways (nnx_steps=None in --quick: as many steps as the others)
     losses = [res["methods"][k]["final_loss"] for k in ("fit", "fit_chunks", "plain_scan", "nnx_jit")]
-    np.testing.assert_allclose(losses, losses[0], rtol=RTOL)
-    assert _targets(res) == [(1.1, "<=")]
+    _assert_same_losses_and_targets(res, losses, [(1.1, "<=")])
 
 
 @pytest.mark.slow
@@ -142,8 +148,7 @@ def test_seeds_json_and_its_methods_agree(quick_run):
     assert set(res["methods"]) == {"vmapped_fit", "loop_of_fits", "nnx_jit", "vmapped_plain_scan"}
     # seed s is the same net in every method (fit's seeds path: nnx.Rngs(key(s)) == nnx.Rngs(s))
     losses = [m["mean_final_loss"] for m in res["methods"].values()]
-    np.testing.assert_allclose(losses, losses[0], rtol=RTOL)
-    assert _targets(res) == [(10.0, ">=")]
+    _assert_same_losses_and_targets(res, losses, [(10.0, ">=")])
 
 
 @pytest.mark.slow

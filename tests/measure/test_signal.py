@@ -233,7 +233,8 @@ def test_wide_tanh_follows_the_q_and_c_maps(phase):
         states.append(state)
     stacked = jax.tree.map(lambda *v: jnp.stack(v), *states)
     x = jnp.broadcast_to(jnp.asarray(_inputs(64, width, 1.0, c0), jnp.float32), (seeds, 64, width))
-    fn = jax.jit(jax.vmap(lambda s, x: measure.signal_propagation_from_split(graphdef, s, x)))
+    # scanned (one compiled block instead of 20: the layout is not what this test is about)
+    fn = jax.jit(jax.vmap(lambda s, x: measure.signal_propagation_from_split(graphdef, s, x, scan=True)))
     sig = fn(stacked, x)
     q, c, pre = (
         np.asarray(v) for v in theory.signal_profile("tanh", sigma_w2, sigma_b2, depth=depth, q0=1.0, c0=c0)
