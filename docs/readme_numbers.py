@@ -658,7 +658,7 @@ NUMBERS: tuple[Number, ...] = (
 TIMINGS = (
     ("the main job: 30 seconds, cold", "time python -m experiments.vanishing  (after rm -rf .jax_cache)"),
     (
-        "the whole test suite: 11-13 minutes, cold (692 and 723 s of pytest in clean clones on 2026-12-03 with the legacy CPU emitters; 747-1073 s before them)",
+        "the whole test suite: 10-13 minutes, cold (622, 692 and 723 s of pytest in clean clones on 2026-12-03 with the legacy CPU emitters; 747-1073 s before them)",
         "time python -m pytest -n 2  (after rm -rf .jax_cache)",
     ),
     (
