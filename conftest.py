@@ -58,31 +58,36 @@ os.environ.setdefault(
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 
-def _xla_knows(flag: str) -> bool:
-    """Whether the installed jaxlib has the XLA flag `flag` (an unknown flag in XLA_FLAGS aborts
-    the process): its name is among jaxlib's strings (a ~0.2 s memory-mapped search)."""
+def _xla_flags_known(names: tuple[str, ...]) -> set[str]:
+    """Those of `names` that the installed jaxlib has as XLA flags (an unknown flag in XLA_FLAGS
+    aborts the process): the names found among its libraries' strings, in one memory-mapped pass
+    over them (~0.2 s)."""
     import importlib.util
     import mmap
 
     spec = importlib.util.find_spec("jaxlib")
     if spec is None or spec.origin is None:
-        return False
+        return set()
+    known: set[str] = set()
     for library in pathlib.Path(spec.origin).parent.glob("*.so*"):
         with open(library, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            if data.find(flag.encode()) >= 0:
-                return True
-    return False
+            known.update(name for name in names if name not in known and data.find(name.encode()) >= 0)
+        if len(known) == len(names):
+            break
+    return known
 
 
-def _add_xla_flag(name: str, value: str) -> None:
-    """Append `--name=value` to XLA_FLAGS unless XLA_FLAGS sets `name` or jaxlib lacks it."""
-    flags = os.environ.get("XLA_FLAGS", "")
-    if name not in flags and _xla_knows(name):
-        os.environ["XLA_FLAGS"] = f"{flags} --{name}={value}".strip()
+def _add_xla_flags(**flags: str) -> None:
+    """Append `--name=value` to XLA_FLAGS for each flag that XLA_FLAGS does not set and jaxlib has."""
+    current = os.environ.get("XLA_FLAGS", "")
+    wanted = tuple(name for name in flags if name not in current)
+    known = _xla_flags_known(wanted) if wanted else set()
+    added = [f"--{name}={flags[name]}" for name in wanted if name in known]
+    if added:
+        os.environ["XLA_FLAGS"] = " ".join([current, *added]).strip()
 
 
-_add_xla_flag("xla_backend_optimization_level", "0")
-_add_xla_flag("xla_cpu_use_fusion_emitters", "false")
+_add_xla_flags(xla_backend_optimization_level="0", xla_cpu_use_fusion_emitters="false")
 
 import jax  # noqa: E402
 
