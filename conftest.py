@@ -51,6 +51,7 @@ test reruns and passes.
 
 import os
 import pathlib
+import socket
 
 os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR", str(pathlib.Path(__file__).resolve().parent / ".jax_cache")
@@ -90,8 +91,22 @@ def _add_xla_flags(**flags: str) -> None:
 _add_xla_flags(xla_backend_optimization_level="0", xla_cpu_use_fusion_emitters="false")
 
 import jax  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config):
+    """Under xdist, pytest-rerunfailures' worker asks the controller for each test's rerun count
+    over a local TCP socket: one unanswered "set" and then the next test's "get", each a small
+    write. With Nagle's algorithm on, the "get" waits for the controller's delayed ACK of the
+    "set" (40 ms on Linux): 936 fast tests took 49.5 s on 2 workers against 12.7 s without the
+    plugin (2026-12-03). `TCP_NODELAY` on the worker's socket sends each message at once."""
+    db = getattr(config, "failures_db", None)
+    sock = getattr(db, "sock", None)
+    if hasattr(config, "workerinput") and isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def pytest_xdist_make_scheduler(config, log):

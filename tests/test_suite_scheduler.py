@@ -1,11 +1,15 @@
 """The suite's xdist scheduler (root conftest.py): a worker that crashes mid-file neither hangs the
-session nor fails it when the crashed test passes on its rerun."""
+session nor fails it when the crashed test passes on its rerun; the workers' rerun bookkeeping
+socket sends each message at once."""
 
+import importlib.util
 import pathlib
+import socket
 import subprocess
 import sys
 import textwrap
 import tomllib
+import types
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -48,3 +52,27 @@ def test_a_crashed_worker_is_replaced_and_its_test_rerun(tmp_path):
     assert "node down" in proc.stdout, tail
     assert proc.returncode == 0, tail
     assert "15 passed, 1 rerun" in tail, tail
+
+
+def _nodelay(sock: socket.socket) -> bool:
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+def test_the_rerun_bookkeeping_socket_of_a_worker_sends_at_once(request):
+    """The root conftest's `pytest_configure` turns Nagle's algorithm off on a worker's
+    pytest-rerunfailures socket (each test waited 40 ms for a delayed ACK), and only there; when this
+    test runs in an xdist worker, its own socket has it off."""
+    spec = importlib.util.spec_from_file_location("root_conftest", ROOT / "conftest.py")
+    root = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(root)
+    for is_worker in (True, False):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            config = types.SimpleNamespace(failures_db=types.SimpleNamespace(sock=sock))
+            if is_worker:
+                config.workerinput = {}
+            root.pytest_configure(config)
+            assert _nodelay(sock) is is_worker
+    root.pytest_configure(types.SimpleNamespace(workerinput={}))  # no rerun plugin: nothing to do
+    sock = getattr(getattr(request.config, "failures_db", None), "sock", None)
+    if hasattr(request.config, "workerinput") and isinstance(sock, socket.socket):
+        assert _nodelay(sock)
