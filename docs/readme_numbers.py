@@ -658,14 +658,14 @@ NUMBERS: tuple[Number, ...] = (
 TIMINGS = (
     ("the main job: 30 seconds, cold", "time python -m experiments.vanishing  (after rm -rf .jax_cache)"),
     (
-        "the whole test suite: 10-13 minutes, cold (622, 692 and 723 s of pytest in clean clones on 2026-12-03 with the legacy CPU emitters; 747-1073 s before them)",
+        "the whole test suite: 8-9 minutes, cold (505 and 541 s of pytest in fresh clones on 2026-12-03; 622-723 s before the rerun socket was set TCP_NODELAY, 929 s before the legacy CPU emitters)",
         "time python -m pytest -n 2  (after rm -rf .jax_cache)",
     ),
     (
-        "the fast subset: 2629 tests and one skip in 8 minutes, cold (460 s, before the emitter change)",
+        "the fast subset: 2630 tests and one skip in 5 minutes, cold (309 s)",
         'time python -m pytest -m "not slow" -n 2  (after rm -rf .jax_cache)',
     ),
-    ("how many tests (2730; 101 slow)", "python -m pytest --collect-only -q [-m slow]"),
+    ("how many tests (2731; 101 slow)", "python -m pytest --collect-only -q [-m slow]"),
     (
         "tanh RNN at hidden 1024, decades per step over steps 10..90: 0.2022 (Gaussian) and 0.2030 (orthogonal) measured vs 0.2019 mean field",
         "python -m pytest tests/theory/test_recurrent.py -k hidden_1024 (the test's numbers, checked to 0.003)",
