@@ -9,13 +9,20 @@ compute it and pickle it under the session's shared temporary directory, and the
 A worker that needs a run another worker is computing does not sit idle on the lock: it computes a
 run nobody has started yet (the session needs every one of them:
 `tests/test_readme_numbers.py` reads them all), then waits.
+
+Tests that need a fresh Python process (several devices, several processes, a memory peak) start it
+through `run_python`, the suite's one subprocess runner.
 """
 
 import copy
 import importlib
+import os
 import pathlib
 import pickle
-from collections.abc import Callable
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import filelock
@@ -23,6 +30,8 @@ import jax
 import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]  # the repository root: the jaxvg under test
 
 
 # name -> compute(request): every run `_once_per_session` shares, registered by `_shared_fixture`
@@ -129,6 +138,73 @@ def _quick_fixture(name: str):
 TRANSFORMERS_CPU_ARGV = ["--preset", "cpu", "--d-model", "16", "--heads", "2", "--seq-len", "6", "--vocab", "6",
                          "--init-depths", "2", "8", "--init-seeds", "2", "--init-batch", "8", "--rank-depth", "8",
                          "--train-depths", "2", "--n-train", "256", "--steps", "100"]  # fmt: skip
+
+
+def _run_python(
+    *commands: str | pathlib.Path | Sequence[str | pathlib.Path],
+    env: Mapping[str, str | None] | None = None,
+    timeout: float = 300,
+    returncodes: Sequence[int] = (0,),
+) -> list[str]:
+    """Run Python processes at the same time and return their standard outputs.
+
+    Each command is a code string (`python -c`), a script path, or a sequence of Python's
+    arguments (a script path, or "-c" and code, then the script's arguments). Every process gets JAX_PLATFORMS=cpu, PYTHONPATH=the repository root, and
+    `env` on top (a value None removes that variable). All are waited for (and killed when one
+    times out); the test fails, with the output and errors of each failed process, when a return
+    code is not in `returncodes`.
+    """
+    base = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
+    for name, value in (env or {}).items():
+        if value is None:
+            base.pop(name, None)
+        else:
+            base[name] = value
+    argvs = []
+    for command in commands:
+        if isinstance(command, str):
+            argvs.append([sys.executable, "-c", command])
+        elif isinstance(command, pathlib.Path):
+            argvs.append([sys.executable, str(command)])
+        else:
+            argvs.append([sys.executable, *map(str, command)])
+    # Output goes to files, not pipes: a process blocked on a full pipe while another waits for it
+    # in a collective would never finish.
+    outs = [(tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")) for _ in argvs]
+    procs = [
+        subprocess.Popen(argv, env=base, cwd=ROOT, stdout=out, stderr=err, text=True)
+        for argv, (out, err) in zip(argvs, outs, strict=True)
+    ]
+    try:
+        for proc in procs:
+            proc.wait(timeout=timeout)
+    finally:
+        for proc in procs:  # only the processes started here
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    logs = []
+    for out, err in outs:
+        logs.append((_read(out), _read(err)))
+    failed = [i for i, proc in enumerate(procs) if proc.returncode not in returncodes]
+    assert not failed, "\n".join(
+        f"process {i} ({' '.join(argvs[i][1:])[:200]}) exited {procs[i].returncode}:\n"
+        f"{logs[i][0]}\n{logs[i][1]}"
+        for i in failed
+    )
+    return [stdout for stdout, _ in logs]
+
+
+def _read(file) -> str:
+    with file:
+        file.seek(0)
+        return file.read()
+
+
+@pytest.fixture(scope="session")
+def run_python():
+    """`run_python(*commands, env=None, timeout=300, returncodes=(0,)) -> list of stdouts`."""
+    return _run_python
 
 
 @pytest.fixture

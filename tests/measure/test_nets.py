@@ -3,10 +3,6 @@ peak memory (RSS of a subprocess) stays under the budget plus a stated margin, a
 kernel never holds all L parameter gradients (XLA's memory analysis)."""
 
 import json
-import os
-import pathlib
-import subprocess
-import sys
 import textwrap
 
 import chex
@@ -21,8 +17,6 @@ from jaxvg import measure
 from jaxvg.measure import nets
 
 from .references import data
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _stacked(n, d_in, width, depth, d_out, batch, seed=0):
@@ -145,20 +139,15 @@ _RSS_SCRIPT = textwrap.dedent(
 )
 
 
-def _rss_run(tmp_path, name, max_memory, shape):
+def _rss_run(run_python, tmp_path, name, max_memory, shape):
     out = tmp_path / f"{name}.npy"
-    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
-    proc = subprocess.run(
-        [sys.executable, "-c", _RSS_SCRIPT, *map(str, shape), str(max_memory), str(out)],
-        capture_output=True, text=True, env=env, timeout=600, cwd=ROOT,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    (stdout,) = run_python(["-c", _RSS_SCRIPT, *shape, max_memory, out], timeout=600)
+    info = json.loads(stdout.strip().splitlines()[-1])
     return info, np.load(out)
 
 
 @pytest.mark.slow
-def test_chunked_run_fits_max_memory_and_equals_the_unchunked_run(tmp_path):
+def test_chunked_run_fits_max_memory_and_equals_the_unchunked_run(tmp_path, run_python):
     """40 nets of depth 4, width 64, batch 6144: measured all at once (one jitted vmap), the
     process's resident memory grows by ~550 MB (XLA's analysis: ~12 MB of buffers per net, plus
     compilation; ~770 MB when the unchunked vmap ran op by op). With
@@ -170,8 +159,8 @@ def test_chunked_run_fits_max_memory_and_equals_the_unchunked_run(tmp_path):
     shape = (40, 64, 4, 6144)
     max_memory = 96 * 2**20
     margin = 200 * 2**20
-    chunked, got = _rss_run(tmp_path, "chunked", max_memory, shape)
-    whole, want = _rss_run(tmp_path, "whole", "none", shape)
+    chunked, got = _rss_run(run_python, tmp_path, "chunked", max_memory, shape)
+    whole, want = _rss_run(run_python, tmp_path, "whole", "none", shape)
     assert whole["chunk"] == 40 and 1 <= chunked["chunk"] < 40
     grown = chunked["after"] - chunked["before"]
     grown_whole = whole["after"] - whole["before"]
