@@ -149,10 +149,10 @@ def _run_python(
     """Run Python processes at the same time and return their standard outputs.
 
     Each command is a code string (`python -c`), a script path, or a sequence of Python's
-    arguments (a script path, or "-c" and code, then the script's arguments). Every process gets JAX_PLATFORMS=cpu, PYTHONPATH=the repository root, and
-    `env` on top (a value None removes that variable). All are waited for (and killed when one
-    times out); the test fails, with the output and errors of each failed process, when a return
-    code is not in `returncodes`.
+    arguments (a script path, or "-c" and code, then the script's arguments). Every process gets
+    JAX_PLATFORMS=cpu, PYTHONPATH=the repository root, and `env` on top (a value None removes that
+    variable). All are waited for (and killed when one times out); the test fails, with the output
+    and errors of each failed process, when a return code is not in `returncodes`.
     """
     base = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
     for name, value in (env or {}).items():
