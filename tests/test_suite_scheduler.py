@@ -2,7 +2,6 @@
 session nor fails it when the crashed test passes on its rerun; the workers' rerun bookkeeping
 socket sends each message at once."""
 
-import importlib.util
 import pathlib
 import socket
 import subprocess
@@ -62,9 +61,11 @@ def test_the_rerun_bookkeeping_socket_of_a_worker_sends_at_once(request):
     """The root conftest's `pytest_configure` turns Nagle's algorithm off on a worker's
     pytest-rerunfailures socket (each test waited 40 ms for a delayed ACK), and only there; when this
     test runs in an xdist worker, its own socket has it off."""
-    spec = importlib.util.spec_from_file_location("root_conftest", ROOT / "conftest.py")
-    root = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(root)
+    root = next(  # the root conftest as pytest loaded it (not executed a second time)
+        p
+        for p in request.config.pluginmanager.get_plugins()
+        if getattr(p, "__file__", None) == str(ROOT / "conftest.py")
+    )
     for is_worker in (True, False):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             config = types.SimpleNamespace(failures_db=types.SimpleNamespace(sock=sock))
