@@ -98,10 +98,34 @@ def _finite_flags(leaves: list) -> jax.Array:
     return jnp.stack([jnp.all(jnp.isfinite(v)) for v in leaves])
 
 
+_KNOWN_FINITE: dict[int, weakref.ref] = {}
+_KNOWN_FINITE_MAX = 64
+
+
+def _known_finite(v: Any) -> bool:
+    ref = _KNOWN_FINITE.get(id(v))
+    return ref is not None and ref() is v
+
+
+def _remember_finite(v: Any) -> None:
+    """Record the (immutable) jax array `v` as checked finite, while it lives; the oldest of
+    `_KNOWN_FINITE_MAX` records goes first."""
+    i = id(v)
+    try:
+        ref = weakref.ref(v, lambda _, i=i: _KNOWN_FINITE.pop(i, None))
+    except TypeError:
+        return
+    while len(_KNOWN_FINITE) >= _KNOWN_FINITE_MAX:
+        _KNOWN_FINITE.pop(next(iter(_KNOWN_FINITE)), None)
+    _KNOWN_FINITE[i] = ref
+
+
 def check_finite(name: str, value: Any) -> None:
     """Raise a ValueError naming `name` when a floating array in `value` (an array or a pytree of
-    them) holds a NaN or an infinity. Host arrays are checked on the host; device arrays by one small
-    compiled reduction (one device round trip). Traced values are not checked.
+    them) holds a NaN or an infinity. Host arrays are checked on the host, every call (numpy arrays
+    are mutable); device arrays by one small compiled reduction (one device round trip), once per
+    array: a jax array is immutable, so the one passed again (the same object, e.g. a fixed probe
+    batch measured at every training step) is not checked again. Traced values are not checked.
 
     Raises:
       ValueError: with the number of bad entries and the first one's index.
@@ -113,10 +137,13 @@ def check_finite(name: str, value: Any) -> None:
     if not leaves or any(isinstance(v, jax.core.Tracer) for v in leaves):
         return
     host = [v for v in leaves if isinstance(v, np.ndarray | np.generic)]
-    device = [v for v in leaves if not isinstance(v, np.ndarray | np.generic)]
+    device = [v for v in leaves if not isinstance(v, np.ndarray | np.generic) and not _known_finite(v)]
     ok = all(bool(np.isfinite(v).all()) for v in host)
     if ok and device:
         ok = bool(np.all(_finite_flags(device)))
+        if ok:
+            for v in device:
+                _remember_finite(v)
     if ok:
         return
     for v in leaves:

@@ -62,6 +62,20 @@ def test_hutchinson_error_falls_as_one_over_sqrt_probes_and_stderr_covers(x64):
     assert np.all(covered >= 0.9), covered
 
 
+def test_rademacher_probes_are_independent_fair_signs(x64):
+    from jaxvg.measure.jacobians import rademacher
+
+    u = np.asarray(rademacher(jax.random.key(3), (5, 7, 1001), jnp.float64))  # 35035: not a multiple of 32
+    assert u.shape == (5, 7, 1001) and u.dtype == np.float64 and set(np.unique(u)) == {-1.0, 1.0}
+    flat, n = u.ravel(), u.size
+    bound = 4 / np.sqrt(n)  # 4 standard errors
+    assert abs(flat.mean()) < bound
+    for lag in (1, 31, 32, 33, 1001):  # neighbours within a word, across words, across rows
+        assert abs(np.mean(flat[lag:] * flat[:-lag])) < 4 / np.sqrt(n - lag), lag
+    other = np.asarray(rademacher(jax.random.key(4), (5, 7, 1001), jnp.float64))
+    assert abs(np.mean(flat * other.ravel())) < bound  # another key: another draw
+
+
 # ------------------------------------------------------------------------------------------------
 # Jacobian spectrum
 # ------------------------------------------------------------------------------------------------

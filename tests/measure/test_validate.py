@@ -374,6 +374,47 @@ def test_forward_check_runs_once_per_structure(monkeypatch):
     assert len(calls) <= 2
 
 
+def test_a_device_array_is_checked_finite_once_a_host_array_every_call(monkeypatch):
+    calls = []
+    flags = validate._finite_flags
+    monkeypatch.setattr(validate, "_finite_flags", lambda leaves: calls.append(len(leaves)) or flags(leaves))
+    model = jaxvg.MLP(3, 5, 2, 1, rngs=nnx.Rngs(0))
+    x, y = jax.random.normal(jax.random.key(7), (3, 3)), jnp.zeros((3, 1))
+    first = measure.gradient_flow(model, x, y)
+    assert calls == [1]
+    measure.gradient_flow(model, x, y)
+    measure.jacobian_norms(model, x)
+    assert calls == [1]  # the same (immutable) jax array: not checked again
+    same_values = x + 0
+    measure.gradient_flow(model, same_values, y)
+    assert calls == [1, 1]  # another array object is checked
+    bad = x.at[1, 2].set(jnp.nan)
+    for _ in range(2):  # a non-finite array is never remembered as finite
+        with pytest.raises(ValueError, match=r"`x` must be finite, got 1 NaN/Inf"):
+            measure.gradient_flow(model, bad, y)
+    host = np.asarray(x).copy()
+    measure.gradient_flow(model, host, y)
+    host[0, 0] = np.inf  # numpy arrays are mutable: checked on the host at every call
+    with pytest.raises(ValueError, match=r"`x` must be finite, got 1 NaN/Inf"):
+        measure.gradient_flow(model, host, y)
+    assert calls == [1, 1, 1, 1]
+    np.testing.assert_array_equal(measure.gradient_flow(model, x, y).log10_act_grad, first.log10_act_grad)
+
+
+def test_remembered_arrays_are_forgotten_when_they_die_and_bounded():
+    validate._KNOWN_FINITE.clear()
+    x = jnp.ones((2, 3))
+    validate.check_finite("x", x)
+    assert validate._known_finite(x)
+    del x
+    assert not validate._KNOWN_FINITE
+    keep = [jnp.full((2,), float(i)) for i in range(validate._KNOWN_FINITE_MAX + 5)]
+    for v in keep:
+        validate.check_finite("x", v)
+    assert len(validate._KNOWN_FINITE) == validate._KNOWN_FINITE_MAX
+    assert validate._known_finite(keep[-1]) and not validate._known_finite(keep[0])
+
+
 def _state(model):
     def host(v):
         return np.asarray(jax.random.key_data(v) if jnp.issubdtype(v.dtype, jax.dtypes.prng_key) else v)
