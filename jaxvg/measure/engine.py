@@ -62,6 +62,7 @@ from jaxvg.nn import contracts
 __all__ = [
     "PRECISIONS",
     "SCAN_CHOICES",
+    "SCAN_CHUNK_ARRAYS",
     "SCAN_MAX_PERIOD",
     "SCAN_MIN_RUN",
     "BlockArrays",
@@ -73,6 +74,7 @@ __all__ = [
     "as_key",
     "block_pieces",
     "by_position",
+    "chunk_layout",
     "check_precision",
     "check_scan",
     "check_x",
@@ -100,6 +102,11 @@ SCAN_MIN_RUN = 128
 """With `scan="auto"`, runs covering at least this many blocks are scanned, shorter ones unrolled:
 below it the unrolled loop's faster run time wins, above it the scan's shorter compile time. Read
 at call time (part of the cache key of the compiled programs)."""
+
+SCAN_CHUNK_ARRAYS = 256
+"""A scanned stretch of blocks is cut into runs of at most this many arrays each (see
+`chunk_layout`): the most that one stacking program of `jaxvg.measure.plan` takes (XLA's compile
+time grows faster than linearly with a program's arguments)."""
 
 SCAN_CHOICES = ("auto", True, False)
 
@@ -231,6 +238,28 @@ def split_pieces(model: contracts.BlockModel) -> tuple[list[Piece], Piece | None
     return pieces, end(contracts.embed_of(model)), end(contracts.head_of(model)), kernel_paths
 
 
+def chunk_layout(lay: list[tuple[int, int, int]], arrays: list[int]) -> list[tuple[int, int, int]]:
+    """`lay` (from `layout`) with every scanned stretch cut into consecutive runs of at most
+    `SCAN_CHUNK_ARRAYS` arrays each (`arrays[i]`: block i's array count), as near equal in repeats
+    as may be; a piece of one repeat is unrolled. A run's stacked arrays then come from one stacking
+    program (`jaxvg.measure.plan`) and go into its `lax.scan` as they are: one long stack would be
+    concatenated from such pieces inside the kernel at every call, a copy of every scanned array
+    (and XLA's CPU scans over shorter stacks run faster too)."""
+    out = []
+    for start, k, r in lay:
+        if not r:
+            out.append((start, k, r))
+            continue
+        per_repeat = max(1, sum(arrays[start : start + k]))
+        n = -(-r // max(2, SCAN_CHUNK_ARRAYS // per_repeat))
+        base, extra = divmod(r, n)
+        for c in range(n):
+            rc = base + (c < extra)
+            out += [(start + j, 1, 0) for j in range(k)] if rc == 1 else [(start, k, rc)]
+            start += k * rc
+    return out
+
+
 def stack_program(
     pieces: list[Piece],
     embed: Piece | None,
@@ -242,7 +271,7 @@ def stack_program(
     """The `BlockProgram` of split pieces (see `layout`) and the layout it was made from."""
     interned: dict[Any, int] = {}
     ids = [interned.setdefault(_signature(p), len(interned)) for p in pieces]
-    lay = layout(ids, min_run, max_period)
+    lay = chunk_layout(layout(ids, min_run, max_period), [len(jax.tree.leaves(p[1:])) for p in pieces])
     runs = []
     for start, k, r in lay:
         if r:

@@ -11,14 +11,15 @@ shapes and dtypes of its arrays, plus the mode (train or eval) and the scan thre
   state takes, so a call only indexes the flat list of arrays;
 - the `engine.BlockProgram` (the layout of scanned and unrolled runs) and the treedef of its
   `engine.BlockArrays`;
-- the stacking plan of scanned runs: a run of r repeats is stacked by small compiled programs of at
-  most `STACK_ARGS` arrays each (one dispatch per chunk), and the kernel concatenates the chunks:
-  XLA's compile time grows faster than linearly with the number of arguments of a program (CPU:
-  5.6 s for 1000, 17 s for 2000), so a depth-1000 model is never one program of 2000 arguments;
+- the stacking plan of scanned runs: `engine.chunk_layout` cuts a long scanned stretch into runs
+  of at most `STACK_ARGS` arrays, each stacked by one small compiled program (one dispatch per run)
+  whose outputs the kernel scans over as they are. XLA's compile time grows faster than linearly
+  with the number of arguments of a program (CPU: 5.6 s for 1000, 17 s for 2000), so a depth-1000
+  model is never one program of 2000 arguments, and nothing is concatenated inside the kernel;
 - the output shape per input shape, and the compiled kernels per option set (loss, precision, ...).
 
 Per call: one `jax.tree.flatten` of the model (or none, through `jaxvg.measure.Probe`), a cache
-lookup, list indexing, the chunked stacking of scanned runs, and one dispatch of the compiled kernel.
+lookup, list indexing, the stacking of scanned runs, and one dispatch of the compiled kernel.
 Models that are not pytrees (NNX modules declared with `pytree=False`) take the graph path: one
 `nnx.split` per call, then the same cache.
 
@@ -51,8 +52,9 @@ from jaxvg.nn import contracts
 
 __all__ = ["STACK_ARGS", "Bound", "Plan", "bind", "cache_clear", "cache_info", "flatten", "lookup"]
 
-STACK_ARGS = 128
-"""Most arrays one stacking program (or the kernel itself, for a short scanned run) takes per run."""
+STACK_ARGS = engine.SCAN_CHUNK_ARRAYS
+"""Most arrays one stacking program takes (one scanned run: `engine.chunk_layout`), and the most
+that the kernel itself stacks over all scanned runs."""
 
 _MAX_PLANS = 64
 
@@ -92,8 +94,9 @@ class Plan:
         self._treedef = treedef  # of engine.BlockArrays
         self._slots = slots  # per flat slot: ("d", index into direct) or ("s", run, slot)
         self._direct: list[int] = direct  # per direct slot, the index of its array in the leaves
-        # per scanned run: (leaf index lists, one per stacked slot; repeats per chunk)
-        self._stacked_runs: list[tuple[list[list[int]], int]] = stacked_runs
+        # per scanned run: the leaf index lists, one per stacked slot (one index per repeat)
+        self._stacked_runs: list[list[list[int]]] = stacked_runs
+        self._stack_inside = sum(len(s) for run in stacked_runs for s in run) <= STACK_ARGS
         self._kernels: dict[Any, Callable] = {}
         self._out_shapes: dict[Any, tuple[int, ...]] = {}
 
@@ -101,30 +104,18 @@ class Plan:
 
     def inputs(self, leaves: list) -> tuple[list, list]:
         """The kernel's array arguments from the model's flat arrays: (direct, stacked), `stacked`
-        per scanned run a list over chunks of per-slot arrays (pre-stacked by a compiled program)
-        or, for a run of at most `STACK_ARGS` arrays, per-slot lists (stacked inside the kernel)."""
+        per scanned run its per-slot arrays, stacked by one compiled program per run, or, when
+        all scanned runs together hold at most `STACK_ARGS` arrays, per-slot lists (stacked inside
+        the kernel: no extra dispatch)."""
         direct = [leaves[i] for i in self._direct]
-        stacked = []
-        for slots, per_chunk in self._stacked_runs:
-            r = len(slots[0])
-            if r <= per_chunk:
-                stacked.append([[[leaves[i] for i in s] for s in slots]])
-                continue
-            chunks = []
-            for c in range(0, r, per_chunk):
-                chunks.append(_stack_lists([[leaves[i] for i in s[c : c + per_chunk]] for s in slots]))
-            stacked.append(chunks)
-        return direct, stacked
+        lists = [[[leaves[i] for i in s] for s in slots] for slots in self._stacked_runs]
+        if self._stack_inside:
+            return direct, lists
+        return direct, [_stack_lists(run) for run in lists]
 
     def assemble(self, direct: list, stacked: list) -> engine.BlockArrays:
-        """Inside a kernel: the `engine.BlockArrays` from `inputs` (chunks concatenated)."""
-        full = []
-        for chunks in stacked:
-            per_slot = []
-            for s in range(len(chunks[0])):
-                parts = [c[s] if not isinstance(c[s], list) else jnp.stack(c[s]) for c in chunks]
-                per_slot.append(parts[0] if len(parts) == 1 else jnp.concatenate(parts))
-            full.append(per_slot)
+        """Inside a kernel: the `engine.BlockArrays` from `inputs`."""
+        full = [[jnp.stack(a) if isinstance(a, list) else a for a in run] for run in stacked]
         flat = [direct[i] if kind == "d" else full[i][j] for kind, i, j in self._slots]
         return jax.tree.unflatten(self._treedef, flat)
 
@@ -247,8 +238,7 @@ def build(
         else:
             slots.append(("d", len(direct_idx), 0))
             direct_idx.append(idx[0])
-    stacked_runs = [(r, max(1, STACK_ARGS // len(r))) for r in run_slots]
-    return Plan(info["program"], info["treedef"], slots, direct_idx, stacked_runs, info["dropout"], info["d_in"],
+    return Plan(info["program"], info["treedef"], slots, direct_idx, run_slots, info["dropout"], info["d_in"],
                 rebuild)  # fmt: skip
 
 

@@ -114,10 +114,42 @@ def test_transformer_attention_and_mlp_blocks_scan_as_pairs(x64):
     chex.assert_trees_all_close(scanned, unrolled, rtol=0, atol=1e-12)
 
 
-def test_auto_scans_long_periodic_runs_only():
+def test_chunk_layout_cuts_long_runs_into_near_equal_pieces():
+    per_run = engine.SCAN_CHUNK_ARRAYS // 2  # repeats of a block of 2 arrays that one run holds
+    n = 2 * per_run + 1  # needs three runs
+    lay = engine.chunk_layout([(0, 1, 0), (1, 1, n)], [2] * (n + 1))
+    sizes = [r for _, _, r in lay[1:]]
+    assert lay[0] == (0, 1, 0) and len(sizes) == 3 and sum(sizes) == n
+    assert max(sizes) - min(sizes) <= 1 and max(sizes) <= per_run
+    assert [start for start, _, _ in lay[1:]] == [1, 1 + sizes[0], 1 + sizes[0] + sizes[1]]
+    assert all(k == 1 for _, k, _ in lay)
+    # period 2 of blocks holding the whole limit each: two repeats per run at least; a last piece
+    # of one repeat is unrolled, block by block
+    big = engine.SCAN_CHUNK_ARRAYS
+    assert engine.chunk_layout([(3, 2, 5)], [0, 0, 0] + [big] * 10) == [
+        (3, 2, 2), (7, 2, 2), (11, 1, 0), (12, 1, 0)
+    ]  # fmt: skip
+    assert engine.chunk_layout([(0, 1, 0), (1, 1, 0)], [5, 5]) == [(0, 1, 0), (1, 1, 0)]
+    assert engine.chunk_layout([(0, 1, 4)], [2] * 4) == [(0, 1, 4)]  # short: one run
+
+
+def test_auto_scans_long_periodic_runs_only_and_the_kernel_concatenates_no_stack():
     deep = jaxvg.MLP(4, 8, 300, 1, rngs=nnx.Rngs(0))  # block 1 takes 4 features: 1 + 299 identical
-    p, _ = plan.lookup(deep, train=False, scan="auto")
-    assert [(r.start, r.n, r.scan, r.period) for r in p.program.runs] == [(0, 1, False, 1), (1, 299, True, 1)]
+    p, leaves = plan.lookup(deep, train=False, scan="auto")
+    runs = [(r.start, r.n, r.scan, r.period) for r in p.program.runs]
+    # the 299 identical blocks (kernel and bias: 2 arrays each) scanned in near-equal runs of at
+    # most SCAN_CHUNK_ARRAYS arrays
+    pieces = -(-299 // (engine.SCAN_CHUNK_ARRAYS // 2))
+    sizes = [299 // pieces + (i < 299 % pieces) for i in range(pieces)]
+    starts = [1 + sum(sizes[:i]) for i in range(pieces)]
+    assert runs == [(0, 1, False, 1)] + [(s, n, True, 1) for s, n in zip(starts, sizes, strict=True)]
+    # each run's stacked arrays go into its scan as they come: no rank-3 (stacked kernel) concatenate
+    x, y = jnp.ones((2, 4)), jnp.zeros((2, 1))
+    measure.gradient_flow(deep, x, y)
+    kernel = next(iter(p._kernels.values()))
+    hlo = kernel.lower(*p.inputs(leaves), x, y, None).as_text()
+    assert hlo.count("stablehlo.while") >= pieces
+    assert not [line for line in hlo.splitlines() if "concatenate" in line and "x8x8xf32>" in line]
     pairs = AlternatingNet(4, 8, engine.SCAN_MIN_RUN // 2, 1, rngs=nnx.Rngs(0))  # 1 + 128 blocks
     p, _ = plan.lookup(pairs, train=False, scan="auto")
     assert [(r.n, r.scan, r.period) for r in p.program.runs] == [
