@@ -9,9 +9,10 @@ machine it moves much less with other processes' load):
 - `gradient_flow(model, x, y)` / a jitted `jax.value_and_grad` of the same mse loss (parameter
   gradients of the same model, its parameters passed as a flat list of arrays: the cheapest
   dispatch). Both sides trace their matmuls at the same precision ("highest"). Targets: <= 1.10,
-  <= 1.3 at the host-bound 200 x 16 x 16. The CPU shapes are 50 x 256 x 256 and 200 x 16 x 16
-  (depth x width x batch); `python -m benchmarks.analysis` times the jitted kernel at depth 20/100
-  x width 128/512 (and PyTorch there).
+  <= 1.3 at the host-bound 200 x 16 x 16. The CPU shapes are 50 x 256 x 256, 200 x 16 x 16 and
+  200 x 128 x 128 (depth x width x batch; the depth-200 nets are one scanned stretch of identical
+  blocks, `engine.SCAN_MIN_RUN`); `python -m benchmarks.analysis` times the jitted kernel at depth
+  20/100 x width 128/512 (and PyTorch there).
 - `Probe(model).gradient_flow(x, y)`: the reusable handle, same ratio.
 - `jacobian_norms(method="exact")` / (N x one VJP chain h_0 -> h_L with one cotangent), N = dim h_L:
   target <= 1. Hutchinson k = 8 / one forward+backward (value_and_grad at the same batch):
@@ -75,7 +76,8 @@ PARTS = ("flow", "jacobians", "spectrum", "compile")
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    flow_shapes: tuple[str, ...] = ("50x256x256", "200x16x16")  # depth x width x batch, gradient_flow ratios
+    # depth x width x batch, gradient_flow ratios (depth 200: a scanned run, see engine.SCAN_MIN_RUN)
+    flow_shapes: tuple[str, ...] = ("50x256x256", "200x16x16", "200x128x128")
     jacobian_shape: str = "20x128x32"  # depth x width x batch for the jacobian_norms ratios
     spectrum_shape: str = "20x128"  # depth x width for jacobian_spectrum (one example)
     compile_deep: str = "1000x64x32"  # depth x width x batch of the deep MLP whose compile time is timed
