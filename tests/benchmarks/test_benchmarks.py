@@ -277,8 +277,8 @@ def test_suite_flags_carry_quick_preset_and_out_dir():
     # the preset the flag selects exists and changes the training sizes
     assert bench_training.Config.PRESETS["accelerator"]["width"] > bench_training.Config().width
     assert bench_run.PRESET_SUITES["accelerator"] == ("training", "analysis", "measure_cost", "time_flow")
-    # and measure_cost's accelerator shapes differ from its CPU ones (which keep the two CPU shapes)
-    assert bench_measure_cost.Config().flow_shapes == ("50x256x256", "200x16x16")
+    # and measure_cost's accelerator shapes differ from its CPU ones (which keep the three CPU shapes)
+    assert bench_measure_cost.Config().flow_shapes == ("50x256x256", "200x16x16", "200x128x128")
     assert cli.parse(bench_measure_cost.Config, ["--preset", "accelerator"]).flow_shapes[0] == "50x1024x1024"
 
 
