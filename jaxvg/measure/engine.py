@@ -106,7 +106,8 @@ at call time (part of the cache key of the compiled programs)."""
 SCAN_CHUNK_ARRAYS = 256
 """A scanned stretch of blocks is cut into runs of at most this many arrays each (see
 `chunk_layout`): the most that one stacking program of `jaxvg.measure.plan` takes (XLA's compile
-time grows faster than linearly with a program's arguments)."""
+time grows faster than linearly with a program's arguments). Read at call time (part of the cache
+key of the compiled programs)."""
 
 SCAN_CHOICES = ("auto", True, False)
 

@@ -12,7 +12,7 @@ shapes and dtypes of its arrays, plus the mode (train or eval) and the scan thre
 - the `engine.BlockProgram` (the layout of scanned and unrolled runs) and the treedef of its
   `engine.BlockArrays`;
 - the stacking plan of scanned runs: `engine.chunk_layout` cuts a long scanned stretch into runs
-  of at most `STACK_ARGS` arrays, each stacked by one small compiled program (one dispatch per run)
+  of at most `engine.SCAN_CHUNK_ARRAYS` arrays, each stacked by one small compiled program (one dispatch per run)
   whose outputs the kernel scans over as they are. XLA's compile time grows faster than linearly
   with the number of arguments of a program (CPU: 5.6 s for 1000, 17 s for 2000), so a depth-1000
   model is never one program of 2000 arguments, and nothing is concatenated inside the kernel;
@@ -50,11 +50,7 @@ from flax import nnx
 from jaxvg.measure import engine
 from jaxvg.nn import contracts
 
-__all__ = ["STACK_ARGS", "Bound", "Plan", "bind", "cache_clear", "cache_info", "flatten", "lookup"]
-
-STACK_ARGS = engine.SCAN_CHUNK_ARRAYS
-"""Most arrays one stacking program takes (one scanned run: `engine.chunk_layout`), and the most
-that the kernel itself stacks over all scanned runs."""
+__all__ = ["Bound", "Plan", "bind", "cache_clear", "cache_info", "flatten", "lookup"]
 
 _MAX_PLANS = 64
 
@@ -96,7 +92,8 @@ class Plan:
         self._direct: list[int] = direct  # per direct slot, the index of its array in the leaves
         # per scanned run: the leaf index lists, one per stacked slot (one index per repeat)
         self._stacked_runs: list[list[list[int]]] = stacked_runs
-        self._stack_inside = sum(len(s) for run in stacked_runs for s in run) <= STACK_ARGS
+        # few scanned arrays in all: the kernel stacks them itself (read at build: part of the key)
+        self._stack_inside = sum(len(s) for run in stacked_runs for s in run) <= engine.SCAN_CHUNK_ARRAYS
         self._kernels: dict[Any, Callable] = {}
         self._out_shapes: dict[Any, tuple[int, ...]] = {}
 
@@ -105,7 +102,7 @@ class Plan:
     def inputs(self, leaves: list) -> tuple[list, list]:
         """The kernel's array arguments from the model's flat arrays: (direct, stacked), `stacked`
         per scanned run its per-slot arrays, stacked by one compiled program per run, or, when
-        all scanned runs together hold at most `STACK_ARGS` arrays, per-slot lists (stacked inside
+        all scanned runs together hold at most `engine.SCAN_CHUNK_ARRAYS` arrays, per-slot lists (stacked inside
         the kernel: no extra dispatch)."""
         direct = [leaves[i] for i in self._direct]
         lists = [[[leaves[i] for i in s] for s in slots] for slots in self._stacked_runs]
@@ -299,7 +296,7 @@ class Bound:
         miss from `leaves`, the model's current arrays)."""
         plan = self._plans.get((train, threshold))
         if plan is None:
-            key = (*self.key, bool(train), threshold, engine.SCAN_MAX_PERIOD)
+            key = (*self.key, bool(train), threshold, engine.SCAN_MAX_PERIOD, engine.SCAN_CHUNK_ARRAYS)
             try:
                 plan = _PLANS.get(key)
             except TypeError:  # unhashable static attributes: plan once per Bound

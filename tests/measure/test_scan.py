@@ -103,6 +103,34 @@ def test_period_two_scan_equals_unrolled_and_brute_force(x64):
     chex.assert_trees_all_close(from_split, unrolled, rtol=0, atol=1e-12)
 
 
+def test_a_stretch_cut_into_runs_measures_as_unrolled(x64, monkeypatch):
+    # 8 arrays per run: the 5 repeats of a tanh/relu pair (4 arrays) become runs of 2, 2 and an
+    # unrolled last pair, each run stacked by its own program (16 scanned arrays > 8)
+    monkeypatch.setattr(engine, "SCAN_CHUNK_ARRAYS", 8)
+    model = AlternatingNet(3, 6, 5, 2, dtype=jnp.float64, rngs=nnx.Rngs(2))
+    x, y = data(3, 5, 3, 2, jnp.float64)
+    p, leaves = plan.lookup(model, train=False, scan=True)
+    assert [(r.start, r.n, r.scan, r.period) for r in p.program.runs] == [
+        (0, 1, False, 1), (1, 4, True, 2), (5, 4, True, 2), (9, 1, False, 1), (10, 1, False, 1)
+    ]  # fmt: skip
+    _, stacked = p.inputs(leaves)
+    assert all(isinstance(a, jax.Array) and a.shape[0] == 2 for run in stacked for a in run)
+    chex.assert_trees_all_close(
+        measure.gradient_flow(model, x, y, scan=True), measure.gradient_flow(model, x, y, scan=False),
+        rtol=0, atol=1e-12,
+    )  # fmt: skip
+    for kw in ({}, {"method": "hutchinson", "num_probes": 4}):
+        chex.assert_trees_all_close(
+            measure.jacobian_norms(model, x, scan=True, **kw), measure.jacobian_norms(model, x, scan=False, **kw),
+            rtol=0, atol=1e-12,
+        )  # fmt: skip
+    assert_spectra_close(
+        measure.jacobian_spectrum(model, x[0], layers=(0, 6), scan=True),
+        measure.jacobian_spectrum(model, x[0], layers=(0, 6), scan=False),
+        blocks=11,
+    )
+
+
 def test_transformer_attention_and_mlp_blocks_scan_as_pairs(x64):
     model = TinyTransformer(layers=3, dtype=jnp.float64, rngs=nnx.Rngs(1))
     tokens = jax.random.randint(jax.random.key(0), (2, 4), 0, 7)
