@@ -372,6 +372,7 @@ def map_blocks(
     *,
     params: list[Any] | None = None,
     reverse: bool = False,
+    scan_policy: Callable[..., bool] | None = None,
 ) -> tuple[Any, list[Any]]:
     """Run `fn(carry, (graphdef, params, rest), x) -> (carry, y)` over all blocks, in order or reversed.
 
@@ -390,11 +391,15 @@ def map_blocks(
       params: None, or per segment a tuple of parameters that replaces the segment's own (same
         layout; e.g. the argument of a gradient).
       reverse: run from the last block to the first.
+      scan_policy: None, or a `jax.checkpoint` policy for `fn` in scanned segments: what a scan
+        differentiated afterwards keeps of each step for the backward pass (the rest is recomputed
+        there; unrolled blocks are left to XLA).
     Returns:
       (final carry, ys): per segment, the outputs in the format described above.
     """
     ys = [None] * len(segs)
     order = range(len(segs) - 1, -1, -1) if reverse else range(len(segs))
+    scanned_fn = fn if scan_policy is None else jax.checkpoint(fn, policy=scan_policy)
     for s in order:
         seg = segs[s]
         ps = seg.params if params is None else params[s]
@@ -406,7 +411,7 @@ def map_blocks(
                 pp, rr, xx = a
                 out = [None] * seg.period
                 for j in positions:
-                    c, out[j] = fn(c, (seg.pattern[j], pp[j], rr[j]), None if xx is None else xx[j])
+                    c, out[j] = scanned_fn(c, (seg.pattern[j], pp[j], rr[j]), None if xx is None else xx[j])
                 return c, tuple(out)
 
             carry, y = jax.lax.scan(body, carry, (ps, seg.rest, x), reverse=reverse)

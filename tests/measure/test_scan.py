@@ -131,6 +131,21 @@ def test_a_stretch_cut_into_runs_measures_as_unrolled(x64, monkeypatch):
     )
 
 
+def test_a_scanned_gradient_flow_keeps_two_arrays_per_block_for_the_backward_pass():
+    # tanh blocks: autodiff would keep h_in, tanh(z) and 1 - tanh(z) of every step; under the
+    # dots-saveable policy the scan keeps h_in and the matmul's output, and recomputes the rest
+    from jaxvg.measure import flow
+
+    model = jaxvg.MLP(8, 8, 6, 8, activation="tanh", rngs=nnx.Rngs(0))
+    x, y = jnp.ones((4, 8)), jnp.zeros((4, 8))
+    program, arrays = engine.split_blocks(engine.mode_view(model, False), scan=True)
+    assert [(r.n, r.scan) for r in program.runs] == [(6, True)]
+    jaxpr = jax.make_jaxpr(lambda a: flow._flow_core(program, a, x, y, None, loss="mse"))(arrays).jaxpr
+    forward = next(e for e in jaxpr.eqns if e.primitive.name == "scan")
+    per_step = [v.aval.shape for v in forward.outvars if v.aval.shape == (6, 4, 8)]
+    assert len(per_step) == 2
+
+
 def test_transformer_attention_and_mlp_blocks_scan_as_pairs(x64):
     model = TinyTransformer(layers=3, dtype=jnp.float64, rngs=nnx.Rngs(1))
     tokens = jax.random.randint(jax.random.key(0), (2, 4), 0, 7)
