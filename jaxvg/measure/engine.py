@@ -241,8 +241,9 @@ def split_pieces(model: contracts.BlockModel) -> tuple[list[Piece], Piece | None
 
 def chunk_layout(lay: list[tuple[int, int, int]], arrays: list[int]) -> list[tuple[int, int, int]]:
     """`lay` (from `layout`) with every scanned stretch cut into consecutive runs of at most
-    `SCAN_CHUNK_ARRAYS` arrays each (`arrays[i]`: block i's array count), as near equal in repeats
-    as may be; a piece of one repeat is unrolled. A run's stacked arrays then come from one stacking
+    `SCAN_CHUNK_ARRAYS` arrays each (`arrays[i]`: block i's array count; at least two repeats per
+    run, whatever their arrays), as near equal in repeats as may be; a piece of one repeat is
+    unrolled. A run's stacked arrays then come from one stacking
     program (`jaxvg.measure.plan`) and go into its `lax.scan` as they are: one long stack would be
     concatenated from such pieces inside the kernel at every call, a copy of every scanned array
     (and XLA's CPU scans over shorter stacks run faster too)."""

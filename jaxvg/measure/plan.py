@@ -12,10 +12,11 @@ shapes and dtypes of its arrays, plus the mode (train or eval) and the scan thre
 - the `engine.BlockProgram` (the layout of scanned and unrolled runs) and the treedef of its
   `engine.BlockArrays`;
 - the stacking plan of scanned runs: `engine.chunk_layout` cuts a long scanned stretch into runs
-  of at most `engine.SCAN_CHUNK_ARRAYS` arrays, each stacked by one small compiled program (one dispatch per run)
-  whose outputs the kernel scans over as they are. XLA's compile time grows faster than linearly
-  with the number of arguments of a program (CPU: 5.6 s for 1000, 17 s for 2000), so a depth-1000
-  model is never one program of 2000 arguments, and nothing is concatenated inside the kernel;
+  of at most `engine.SCAN_CHUNK_ARRAYS` arrays, each stacked by one small compiled program (one
+  dispatch per run) whose outputs the kernel scans over as they are. XLA's compile time grows
+  faster than linearly with the number of arguments of a program (CPU: 5.6 s for 1000, 17 s for
+  2000), so a depth-1000 model is never one program of 2000 arguments, and nothing is
+  concatenated inside the kernel;
 - the output shape per input shape, and the compiled kernels per option set (loss, precision, ...).
 
 Per call: one `jax.tree.flatten` of the model (or none, through `jaxvg.measure.Probe`), a cache
@@ -102,8 +103,8 @@ class Plan:
     def inputs(self, leaves: list) -> tuple[list, list]:
         """The kernel's array arguments from the model's flat arrays: (direct, stacked), `stacked`
         per scanned run its per-slot arrays, stacked by one compiled program per run, or, when
-        all scanned runs together hold at most `engine.SCAN_CHUNK_ARRAYS` arrays, per-slot lists (stacked inside
-        the kernel: no extra dispatch)."""
+        all scanned runs together hold at most `engine.SCAN_CHUNK_ARRAYS` arrays, per-slot lists
+        (stacked inside the kernel: no extra dispatch)."""
         direct = [leaves[i] for i in self._direct]
         lists = [[[leaves[i] for i in s] for s in slots] for slots in self._stacked_runs]
         if self._stack_inside:
