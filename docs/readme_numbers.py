@@ -660,7 +660,7 @@ NUMBERS: tuple[Number, ...] = (
 TIMINGS = (
     ("the main job: 30 seconds, cold", "time python -m experiments.vanishing  (after rm -rf .jax_cache)"),
     (
-        "the whole test suite: 8-11 minutes, cold (490-548 s of pytest in six of seven fresh clones on 2026-12-03, 642 s in the seventh; 622-723 s before the rerun socket was set TCP_NODELAY, 929 s before the legacy CPU emitters)",
+        "the whole test suite: 8-11 minutes, cold (490-548 s of pytest in six of eight fresh clones on 2026-12-03, 642 and 659 s in the other two; 622-723 s before the rerun socket was set TCP_NODELAY, 929 s before the legacy CPU emitters)",
         "time python -m pytest -n 2  (after rm -rf .jax_cache)",
     ),
     (
