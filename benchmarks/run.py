@@ -10,11 +10,11 @@ Suites (each also runs alone as `python -m benchmarks.NAME`):
   measure_cost  the public calls against plain autodiff: `gradient_flow` (second call) / a jitted
             `value_and_grad` at 50x256x256 and the scanned 200x128x128 (target <= 1.10) and the
             host-bound 200x16x16 (<= 1.3) (depth x width x batch), `Probe.gradient_flow`, exact
-            `jacobian_norms` / N one-cotangent VJP chains (<= 1), Hutchinson k=8 /
-            forward+backward (<= 2), `jacobian_spectrum`
-            seconds per call, and the compile time of `gradient_flow` for a depth-1000 MLP and 128
-            blocks of a period-2 pattern (<= 10 s each). analysis times the jitted kernels (and
-            PyTorch) at depth 20/100 x width 128/512; measure_cost the public calls at its shapes.
+            `jacobian_norms` / N one-cotangent VJP chains (<= 1), Hutchinson k=8 / forward+backward
+            (<= 2), `jacobian_spectrum` seconds per call, and the compile time of `gradient_flow`
+            for a depth-1000 MLP and 128 blocks of a period-2 pattern (<= 10 s each). analysis
+            times the jitted kernels (and PyTorch) at depth 20/100 x width 128/512; measure_cost
+            the public calls at its shapes.
   time_flow the exact gradient flow through time (`time_flow`, public call) vs a jitted
             `value_and_grad` of the same scanned RNN, T = 1000, hidden 256, batch 64.
 

@@ -272,8 +272,10 @@ def stack_program(
 ) -> tuple[BlockProgram, list[tuple[int, int, int]]]:
     """The `BlockProgram` of split pieces (see `layout`) and the layout it was made from."""
     interned: dict[Any, int] = {}
-    ids = [interned.setdefault(_signature(p), len(interned)) for p in pieces]
-    lay = chunk_layout(layout(ids, min_run, max_period), [len(jax.tree.leaves(p[1:])) for p in pieces])
+    signatures = [_signature(p) for p in pieces]
+    ids = [interned.setdefault(sig, len(interned)) for sig in signatures]
+    arrays = [len(sig[2]) for sig in signatures]  # per block
+    lay = chunk_layout(layout(ids, min_run, max_period), arrays)
     runs = []
     for start, k, r in lay:
         if r:
