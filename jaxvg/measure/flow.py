@@ -465,11 +465,11 @@ def gradient_flow(
       >>> bool(jnp.isfinite(flow.log10_act_grad).all()), bool(flow.log10_act_grad[0] < -60)
       (True, True)
     """
-    validate.check_model(model)
-    validate.check_untied(model)
     if not isinstance(train, bool):
         raise TypeError(f"`train` must be a bool, got {train!r}.")
-    plan_, leaves = plan.lookup(model, train=train, scan=scan)
+    plan_, leaves = plan.lookup(
+        model, train=train, scan=scan, checks=(validate.check_model, validate.check_untied)
+    )
     return planned_flow(
         plan_, leaves, x, y, loss=loss, train=train, key=key, precision=precision, check_forward=check_forward
     )

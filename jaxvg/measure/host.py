@@ -133,9 +133,10 @@ def check_x(model: contracts.BlockModel, x: Any) -> jax.Array:
 
 def check_x_features(d_in: int | None, x: Any) -> jax.Array:
     """`check_x` given the model's input size `d_in` (None: unknown)."""
-    if not hasattr(x, "shape"):  # array-likes go to jnp.asarray as they are; lists etc. via numpy
-        x = np.asarray(x)
-    x = jnp.asarray(x)
+    if not isinstance(x, jax.Array):  # jax arrays as they are (no copy, no dispatch)
+        if not hasattr(x, "shape"):  # array-likes go to jnp.asarray as they are; lists etc. via numpy
+            x = np.asarray(x)
+        x = jnp.asarray(x)
     if x.ndim < 1:
         raise ValueError(f"`x` must have a leading batch axis, got shape {x.shape}.")
     if d_in is not None and x.shape[-1] != d_in:

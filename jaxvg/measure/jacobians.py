@@ -286,10 +286,9 @@ def jacobian_norms(
       >>> norms.log10_fro.shape, round(float(norms.log10_fro[0, -1]), 4)  # ||I_8||_F = sqrt(8)
       ((2, 4), 0.4515)
     """
-    validate.check_model(model)
     checks.choice("method", method, METHODS)
     checks.positive_int("num_probes", num_probes)
-    plan_, leaves = plan.lookup(model, train=False, scan=scan)
+    plan_, leaves = plan.lookup(model, train=False, scan=scan, checks=(validate.check_model,))
     return planned_norms(
         plan_, leaves, x, method=method, num_probes=num_probes, key=key, precision=precision,
         check_forward=check_forward,
@@ -476,6 +475,5 @@ def jacobian_spectrum(
       >>> [round(float(abs(v).max()), 4) for v in spec.log10_sv]  # orthogonal: every sv is 1
       [0.0, 0.0]
     """
-    validate.check_model(model)
-    plan_, leaves = plan.lookup(model, train=False, scan=scan)
+    plan_, leaves = plan.lookup(model, train=False, scan=scan, checks=(validate.check_model,))
     return planned_spectrum(plan_, leaves, x, layers=layers, precision=precision, check_forward=check_forward)

@@ -256,6 +256,10 @@ class Bound:
         self.rebuild = rebuild
         self.first_leaves: list | None = leaves
         self.avals = tuple(map(_aval, leaves))
+        try:  # jax's own abstract values: a faster comparison per call than (shape, dtype) pairs
+            self._jax_avals: tuple | None = tuple([v.aval for v in leaves])
+        except AttributeError:
+            self._jax_avals = None
         self.key = (path, structure, self.avals)
         self._plans: dict[Any, Plan] = {}
         sources = jax.tree.leaves(model, is_leaf=_is_variable) if path == "tree" else None
@@ -267,8 +271,20 @@ class Bound:
         self._getters = (
             [s.get_raw_value if _is_variable(s) else (lambda s=s: s) for s in sources] if ok else None
         )
-        self._snapshot = _snapshot(model) if ok else None
+        snapshot = _snapshot(model) if ok else None
+        # (a module's attribute dict, its values then): `valid` compares the dict's values now
+        self._snapshot = None if snapshot is None else [(vars(o), vals) for o, vals in snapshot]
         self._root_vars = tuple(vars(model).values()) if ok else None
+        self.passed: set[Callable] = set()  # the checks of `lookup` this structure passed
+
+    def same_avals(self, leaves: list) -> bool:
+        """Whether `leaves` (the model's arrays now) have the shapes and dtypes of the snapshot."""
+        try:
+            if tuple([v.aval for v in leaves]) == self._jax_avals:
+                return True
+        except AttributeError:  # a leaf that is not a jax array
+            pass
+        return tuple(map(_aval, leaves)) == self.avals
 
     @property
     def readable(self) -> bool:
@@ -278,9 +294,12 @@ class Bound:
     def valid(self, model: nnx.Module) -> bool:
         """Whether `model`'s structure is still the one snapshotted: every module holds the same
         attribute objects (a Variable's value may have changed; the Variable object may not)."""
-        if self._snapshot is None or not _same(tuple(vars(model).values()), self._root_vars):
+        if self._snapshot is None or not _same(vars(model).values(), self._root_vars):
             return False
-        return all(_same(tuple(vars(o).values()), snap) for o, snap in self._snapshot)
+        for attrs, snap in self._snapshot:
+            if len(attrs) != len(snap) or not all(map(operator.is_, attrs.values(), snap)):
+                return False
+        return True
 
     def leaves(self) -> list:
         """The model's arrays now, in flattening order (the first call's own flatten, then reads;
@@ -316,7 +335,7 @@ def _is_variable(v: Any) -> bool:
     return isinstance(v, nnx.Variable)
 
 
-def _same(cur: tuple, snap: tuple) -> bool:
+def _same(cur: Any, snap: tuple) -> bool:
     return len(cur) == len(snap) and all(map(operator.is_, cur, snap))
 
 
@@ -352,24 +371,40 @@ def _snapshot(model: nnx.Module) -> list[tuple[Any, tuple]] | None:
 _BOUND: weakref.WeakKeyDictionary[Any, Bound] = weakref.WeakKeyDictionary()
 
 
-def bind(model: nnx.Module) -> Bound:
-    """The `Bound` of `model`: the cached one while `Bound.valid`, else a new one (one flatten)."""
+def _cached_bound(model: nnx.Module) -> Bound | None:
+    """The cached `Bound` of `model` while it is `valid`, else None."""
     try:
         bound = _BOUND.get(model)
     except TypeError:  # not weak-referenceable or unhashable
-        return Bound(model)
-    if bound is None or not bound.valid(model):
+        return None
+    return bound if bound is not None and bound.valid(model) else None
+
+
+def bind(model: nnx.Module) -> Bound:
+    """The `Bound` of `model`: the cached one while `Bound.valid`, else a new one (one flatten)."""
+    bound = _cached_bound(model)
+    if bound is None:
         bound = Bound(model)
         if bound.readable:
-            _BOUND[model] = bound
+            try:
+                _BOUND[model] = bound
+            except TypeError:
+                pass
     return bound
 
 
-def lookup(model: nnx.Module, *, train: bool, scan: Any, min_run: int | None = None) -> tuple[Plan, list]:
+def lookup(
+    model: nnx.Module,
+    *,
+    train: bool,
+    scan: Any,
+    min_run: int | None = None,
+    checks: tuple[Callable[[Any], None], ...] = (),
+) -> tuple[Plan, list]:
     """The cached `Plan` of `model` (built on a miss) and the model's flat arrays for this call.
 
     A second call on the same model object reads its arrays from its `Bound` after checking, by
-    object identity, that no module's attributes changed (about 1 us per module); a new object of
+    object identity, that no module's attributes changed (well under 1 us per module); a new object of
     the same structure (e.g. `nnx.merge` after a pure training loop) costs one `jax.tree.flatten`
     and finds the same `Plan`. Arrays whose shapes or dtypes changed in place re-plan.
 
@@ -378,16 +413,28 @@ def lookup(model: nnx.Module, *, train: bool, scan: Any, min_run: int | None = N
       train: plan the training view (True) or the evaluation view.
       scan: "auto", True or False (see `engine.check_scan`; "auto" reads `engine.SCAN_MIN_RUN` now).
       min_run: overrides `engine.SCAN_MIN_RUN` for "auto".
+      checks: functions of the model that raise for a model the caller refuses (e.g.
+        `validate.check_model`), run before the model is flattened; a check depends on the
+        structure only, so a model whose cached `Bound` is still valid and passed it skips it.
     Returns:
       (plan, leaves).
     """
+    bound = _cached_bound(model)
+    for check in checks:
+        if bound is None or check not in bound.passed:
+            check(model)
     threshold = engine.check_scan(scan, min_run)
-    bound = bind(model)
+    if bound is None:
+        bound = bind(model)
     leaves = bound.leaves()
-    if bound.readable and tuple(map(_aval, leaves)) != bound.avals:  # a Variable changed shape
+    if bound.readable and not bound.same_avals(leaves):  # a Variable changed shape or dtype
         bound = Bound(model)
-        _BOUND[model] = bound
+        try:
+            _BOUND[model] = bound
+        except TypeError:
+            pass
         leaves = bound.leaves()
+    bound.passed.update(checks)
     return bound.plan(train, threshold, leaves), leaves
 
 

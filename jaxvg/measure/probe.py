@@ -2,7 +2,7 @@
 
 The plain functions (`gradient_flow`, `jacobian_norms`, `jacobian_spectrum`,
 `signal_propagation`) check at every call,
-by object identity, that the model's structure is the one they cached (about 1 us per module,
+by object identity, that the model's structure is the one they cached (well under 1 us per module,
 never stale; `jaxvg.measure.plan`). A `Probe` skips even that: built once, it keeps the model's
 `nnx.Variable` objects in order and reads their current values at each call, the way
 `nnx.jit_partial` does. Training the

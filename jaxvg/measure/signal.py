@@ -362,10 +362,10 @@ def signal_propagation(
       >>> sig.c.shape, bool(sig.c[-1] > 0.99)  # ordered phase: every input looks the same
       ((31,), True)
     """
-    validate.check_model(model)  # tied blocks are fine here: nothing is per-parameter
     if not isinstance(train, bool):
         raise TypeError(f"`train` must be a bool, got {train!r}.")
-    plan_, leaves = plan.lookup(model, train=train, scan=scan)
+    # tied blocks are fine here: nothing is per-parameter
+    plan_, leaves = plan.lookup(model, train=train, scan=scan, checks=(validate.check_model,))
     return planned_signal(
         plan_, leaves, x, train=train, key=key, precision=precision, rank=rank, check_forward=check_forward
     )

@@ -80,6 +80,35 @@ def test_second_call_does_no_structural_work(counters, depth):
     assert _zero(counters) == {"flatten": 1}, counters  # the probe's own, once at construction
 
 
+def test_structural_checks_run_once_per_structure_and_again_after_a_change(monkeypatch):
+    from jaxvg.measure import validate
+
+    calls = {"check_model": 0, "check_untied": 0}
+    for name in calls:
+        fn = getattr(validate, name)
+
+        def counted(model, fn=fn, name=name):
+            calls[name] += 1
+            return fn(model)
+
+        monkeypatch.setattr(validate, name, counted)
+    model = jaxvg.MLP(3, 8, 4, 2, rngs=nnx.Rngs(0))
+    x, y = data(5, 4, 3, 2, jnp.float32)
+    for _ in range(3):
+        measure.gradient_flow(model, x, y)
+    measure.jacobian_norms(model, x)  # the model check already passed for this structure
+    measure.signal_propagation(model, x)
+    assert calls == {"check_model": 1, "check_untied": 1}
+    model.blocks[2] = model.blocks[1]  # tied: the structure changed, both checks run again
+    with pytest.raises(ValueError, match=r"tied blocks"):
+        measure.gradient_flow(model, x, y)
+    assert calls == {"check_model": 2, "check_untied": 2}
+    measure.jacobian_norms(model, x)  # tied blocks are fine here
+    model.blocks[2] = jnp.tanh  # not a module: refused with the fix, also after a cached call
+    with pytest.raises(TypeError, match=r"`model.blocks\[2\]` is a function \(tanh\), not an nnx.Module"):
+        measure.jacobian_norms(model, x)
+
+
 def test_in_place_training_is_seen():
     model = jaxvg.MLP(3, 8, 4, 2, rngs=nnx.Rngs(0))
     x, y = data(1, 4, 3, 2, jnp.float32)
