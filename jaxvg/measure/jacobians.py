@@ -125,6 +125,20 @@ def _norms_core(
         return _norms_kernel(program, arrays, x, key, method=method, num_probes=num_probes)
 
 
+def _unit_probes(cts: jax.Array, hutch: bool) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+    """`lognorm.normalise_probes(cts, hutch)` of the starting cotangents, in closed form: every entry
+    of a Rademacher probe is ±1 and every basis vector has one 1, so each example's probes have
+    squared norm n = K * dim h (Hutchinson) or dim h (exact), and each probe's share is 1/K. No
+    reduction over the probes, so XLA draws them once, fused into the first VJP's input (three
+    recomputations of the random bits before: about 4 % of a depth-20 width-128 batch-32 k=8 call)."""
+    k, batch, dim = cts.shape[0], cts.shape[1], math.prod(cts.shape[2:])
+    dt = jnp.promote_types(cts.dtype, jnp.float32)
+    total = jnp.full((batch,), k * dim if hutch else dim, dt)  # the sums of squares, exact
+    u = (cts.astype(dt) * jax.lax.rsqrt(total).reshape((1, batch) + (1,) * (cts.ndim - 2))).astype(cts.dtype)
+    q = jnp.full((k, batch), dim, dt) / total[None] if hutch else None
+    return u, 0.5 * jnp.log(total), q
+
+
 def _norms_kernel(program, arrays, x, key, *, method, num_probes) -> JacobianNorms:
     # jax.vjp returns a Partial pytree of residuals: the backward pass reuses this forward pass (a
     # scan stacks the residuals) instead of recomputing it.
@@ -148,7 +162,7 @@ def _norms_kernel(program, arrays, x, key, *, method, num_probes) -> JacobianNor
         se = hutchinson_stderr(q, 1.0 / k, axis=-2)
         return (log_scale - 0.5 * math.log(k)) / lognorm.LN10, se
 
-    u, S, q = lognorm.normalise_probes(cts, hutch)
+    u, S, q = _unit_probes(cts, hutch)
 
     def body(carry, piece, vjp):
         del piece

@@ -62,6 +62,23 @@ def test_hutchinson_error_falls_as_one_over_sqrt_probes_and_stderr_covers(x64):
     assert np.all(covered >= 0.9), covered
 
 
+@pytest.mark.parametrize("method", ["hutchinson", "exact"])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_starting_probes_are_normalised_in_closed_form_as_by_the_reduction(method, dtype):
+    from jaxvg.measure import jacobians, lognorm
+
+    cts = jacobians.probe_cotangents(method, 5, jax.random.key(3), (4, 3, 6), dtype)  # (K, batch, 3, 6)
+    hutch = method == "hutchinson"
+    got, want = jacobians._unit_probes(cts, hutch), lognorm.normalise_probes(cts, hutch)
+    assert got[0].dtype == want[0].dtype == dtype
+    np.testing.assert_array_equal(np.asarray(got[0], np.float32), np.asarray(want[0], np.float32))
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-7)
+    if hutch:
+        np.testing.assert_allclose(got[2], want[2], rtol=1e-7)  # each probe 1/K of the norm
+    else:
+        assert got[2] is None and want[2] is None
+
+
 def test_rademacher_probes_are_independent_fair_signs(x64):
     from jaxvg.measure.jacobians import rademacher
 
