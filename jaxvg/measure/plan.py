@@ -409,7 +409,7 @@ def lookup(
     and finds the same `Plan`. Arrays whose shapes or dtypes changed in place re-plan.
 
     Args:
-      model: a block model (checked by the caller).
+      model: a block model (checked by the caller, or by `checks`).
       train: plan the training view (True) or the evaluation view.
       scan: "auto", True or False (see `engine.check_scan`; "auto" reads `engine.SCAN_MIN_RUN` now).
       min_run: overrides `engine.SCAN_MIN_RUN` for "auto".
