@@ -20,7 +20,7 @@ from flax import nnx
 from jaxvg.measure import lognorm
 from jaxvg.nn import contracts
 
-__all__ = ["dphi_stats", "dphi_stats_cond", "dphi_stats_scaled"]
+__all__ = ["dphi_stats", "dphi_stats_cond", "dphi_stats_scaled", "dphi_stats_select"]
 
 
 def dphi_stats(block: nnx.Module, h: jax.Array, dtype) -> tuple[jax.Array, jax.Array]:
@@ -31,8 +31,8 @@ def dphi_stats(block: nnx.Module, h: jax.Array, dtype) -> tuple[jax.Array, jax.A
     On CPU one pass where it is exact: the per-unit sums of squares over the batch; when every one
     is exact (`lognorm.sum_is_exact`: no unit dead, nothing flushed) and so is their total, they
     are the answer, otherwise `lax.cond` takes the scaled two-pass path below (one
-    branch runs; under `vmap` both do). On GPU and TPU, where a conditional stalls the device, the
-    scaled path, branch-free."""
+    branch runs; under `vmap` both do). On GPU and TPU, where a conditional stalls the device,
+    `dphi_stats_select`: one pass, branch-free."""
     hooks = contracts.preactivation_fn(block)
     if hooks is None:
         nan = jnp.full((), jnp.nan, dtype)
@@ -42,7 +42,7 @@ def dphi_stats(block: nnx.Module, h: jax.Array, dtype) -> tuple[jax.Array, jax.A
     return jax.lax.platform_dependent(
         z,
         cpu=functools.partial(dphi_stats_cond, dphi=dphi, dtype=dtype),
-        default=functools.partial(dphi_stats_scaled, dphi=dphi, dtype=dtype),
+        default=functools.partial(dphi_stats_select, dphi=dphi, dtype=dtype),
     )
 
 
@@ -77,3 +77,18 @@ def dphi_stats_scaled(z: jax.Array, *, dphi: Callable, dtype) -> tuple[jax.Array
     log_sq = jnp.log(jnp.sum(jnp.square(a / safe)))
     log_rms = jnp.where(m == 0, -jnp.inf, jnp.log(safe) + 0.5 * log_sq) - 0.5 * math.log(a.size)
     return log_rms / lognorm.LN10, dead  # m NaN: NaN
+
+
+def dphi_stats_select(z: jax.Array, *, dphi: Callable, dtype) -> tuple[jax.Array, jax.Array]:
+    """`dphi_stats` of phi'(z) for GPU and TPU: one pass over phi'(z), no branch. Per unit, the three
+    sums of `lognorm.scaled_sums` over the batch (sibling reductions of one input: one fused pass on
+    a GPU, where `dphi_stats_scaled` makes two, the second waiting for the first's maximum). A unit
+    is dead when its up-scaled sum is 0: scaled by 2^96 (2^600 in float64), the square of any
+    nonzero float is a normal number, so only phi' = 0 on every example gives 0. The sums' totals
+    over the units give the exact sum of squares (`lognorm.pick_scale`)."""
+    a = dphi(z).astype(dtype)
+    up, mid, down = lognorm.scaled_sums(a, (0,))  # (units,) each, over the batch
+    dead = jnp.mean((up == 0).astype(dtype))  # NaN is not 0: a unit with a NaN is not dead
+    log_a, s = lognorm.pick_scale((jnp.sum(up), jnp.sum(mid), jnp.sum(down)), a.size)
+    log_rms = jnp.where(s == 0, -jnp.inf, 0.5 * jnp.log(s) - log_a) - 0.5 * math.log(a.size)
+    return (log_rms / lognorm.LN10).astype(dtype), dead
