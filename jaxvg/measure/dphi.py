@@ -18,9 +18,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxvg.measure import lognorm
-from jaxvg.nn import contracts
+from jaxvg.nn import activations, contracts
 
-__all__ = ["dphi_stats", "dphi_stats_cond", "dphi_stats_scaled", "dphi_stats_select"]
+__all__ = ["dphi_stats", "dphi_stats_bounded", "dphi_stats_cond", "dphi_stats_scaled", "dphi_stats_select"]
 
 
 def dphi_stats(block: nnx.Module, h: jax.Array, dtype) -> tuple[jax.Array, jax.Array]:
@@ -28,17 +28,21 @@ def dphi_stats(block: nnx.Module, h: jax.Array, dtype) -> tuple[jax.Array, jax.A
     not expose its activation (z itself is the block's own preactivation: XLA's CSE shares it with
     the forward pass). A unit is dead when phi'(z) is exactly 0 over the whole batch.
 
-    On CPU one pass where it is exact: the per-unit sums of squares over the batch; when every one
-    is exact (`lognorm.sum_is_exact`: no unit dead, nothing flushed) and so is their total, they
-    are the answer, otherwise `lax.cond` takes the scaled two-pass path below (one
-    branch runs; under `vmap` both do). On GPU and TPU, where a conditional stalls the device,
-    `dphi_stats_select`: one pass, branch-free."""
+    An activation with a known bound on |phi'| (every registry activation,
+    `jaxvg.nn.activations.Activation.dphi_bound`) takes `dphi_stats_bounded` on every platform: one
+    pass, no branch. Otherwise (a wrapped callable): on CPU one pass where it is exact, the per-unit
+    sums of squares over the batch; when every one is exact (`lognorm.sum_is_exact`: no unit dead,
+    nothing flushed) and so is their total, they are the answer, otherwise `lax.cond` takes the
+    scaled two-pass path below (one branch runs; under `vmap` both do). On GPU and TPU, where a
+    conditional stalls the device, `dphi_stats_select`: one pass, branch-free."""
     hooks = contracts.preactivation_fn(block)
     if hooks is None:
         nan = jnp.full((), jnp.nan, dtype)
         return nan, nan
     z_of, dphi = hooks
     z = z_of(h)
+    if activations.get(block.activation).dphi_bound is not None:
+        return dphi_stats_bounded(z, dphi=dphi, dtype=dtype)
     return jax.lax.platform_dependent(
         z,
         cpu=functools.partial(dphi_stats_cond, dphi=dphi, dtype=dtype),
@@ -92,3 +96,25 @@ def dphi_stats_select(z: jax.Array, *, dphi: Callable, dtype) -> tuple[jax.Array
     log_a, s = lognorm.pick_scale((jnp.sum(up), jnp.sum(mid), jnp.sum(down)), a.size)
     log_rms = jnp.where(s == 0, -jnp.inf, 0.5 * jnp.log(s) - log_a) - 0.5 * math.log(a.size)
     return (log_rms / lognorm.LN10).astype(dtype), dead
+
+
+def dphi_stats_bounded(z: jax.Array, *, dphi: Callable, dtype) -> tuple[jax.Array, jax.Array]:
+    """`dphi_stats` of phi'(z) for an activation whose |phi'| has a known bound (a registry one):
+    one pass, no branch. Two sibling sums per unit over the batch: the plain sum of squares and the
+    sum of squares scaled up by 2^96 (2^600 in float64), where the square of any nonzero float is a
+    normal number. A unit is dead where the scaled sum is 0 (phi' = 0 on every example). The total
+    is the plain one where it is exact (`lognorm.sum_is_exact`), else, too small to be exact, the
+    scaled one: with |phi'| <= 2 the plain sum cannot overflow, so the third, down-scaled sum of
+    `dphi_stats_select` is not needed. On CPU this replaced a `lax.cond` per block: the
+    `gradient_flow` kernel of a tanh MLP, over a `value_and_grad`, in one process, went 1.192 ->
+    1.178 at depth 20, width 128, batch 256 and 1.173 -> 1.145 at 50 x 256 x 256."""
+    a = dphi(z).astype(jnp.promote_types(dtype, jnp.float32))
+    e = lognorm._SCALE_EXPONENT[jnp.dtype(a.dtype).itemsize]
+    up = jnp.sum(jnp.square(a * 2.0**e), axis=0)  # (units,): 0 only for a dead unit; inf where large
+    plain = jnp.sum(jnp.square(a), axis=0)
+    dead = jnp.mean((up == 0).astype(dtype))  # NaN is not 0: a unit with a NaN is not dead
+    total = jnp.sum(plain)
+    small = total < float(jnp.finfo(a.dtype).tiny) * a.size * 2.0**24  # not exact: too small (NaN: False)
+    s = jnp.where(small, jnp.sum(up), total)
+    log_s = jnp.where(s == 0, -jnp.inf, 0.5 * jnp.log(s) - jnp.where(small, e * lognorm.LN2, 0.0))
+    return ((log_s - 0.5 * math.log(a.size)) / lognorm.LN10).astype(dtype), dead

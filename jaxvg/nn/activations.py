@@ -40,6 +40,10 @@ class Activation:
         absent keys fall back to quadrature (see `jaxvg.theory`).
       smooth: False for activations with kinks (relu, hard_tanh, leaky_relu), where quadrature
         of phi' converges slowly.
+      dphi_bound: an upper bound on |phi'| over all inputs when one is known (2 for every registry
+        activation; None for a wrapped callable, whose phi' may be any size). With it, the φ′
+        statistics of `jaxvg.measure.gradient_flow` need no path for sums of squares that overflow
+        (`jaxvg.measure.dphi.dphi_stats_bounded`).
 
     Instances compare by identity and are hashable, so they can sit in an NNX graphdef as static
     data: two models built with the same name share one object and one compiled program.
@@ -50,6 +54,7 @@ class Activation:
     dfn: ArrayFn
     closed_forms: dict[str, Callable[..., Any]] = dataclasses.field(default_factory=dict)
     smooth: bool = True
+    dphi_bound: float | None = None
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.fn(x)
@@ -85,6 +90,9 @@ def _relu_d(x):
     x = jnp.asarray(x)
     return (x > 0).astype(x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.float32)
 
+
+DPHI_BOUND = 2.0
+"""`Activation.dphi_bound` of every registry activation: |phi'| <= 2 everywhere."""
 
 LEAKY_RELU_SLOPE = 0.01  # negative slope of leaky_relu (jax.nn's default)
 
@@ -320,7 +328,8 @@ def _make_registry() -> dict[str, Activation]:
         Activation("swish", _swish, _elementwise_derivative(_swish)),
         Activation("linear", _linear, _linear_d, closed_forms=_LINEAR_FORMS),
     ]
-    return {a.name: a for a in entries}
+    # every registry phi' lies within [-2, 2] (the largest, selu's lambda * alpha, is 1.76)
+    return {a.name: dataclasses.replace(a, dphi_bound=DPHI_BOUND) for a in entries}
 
 
 ACTIVATIONS: dict[str, Activation] = _make_registry()

@@ -39,6 +39,8 @@ MLP_OPTIONS = {
     "relu_residual": dict(activation="relu", init="he_normal", residual=True),
     "layer_norm": dict(activation="tanh", norm="layer"),
     "batch_norm": dict(activation="relu", init="he_normal", norm="batch"),
+    # a callable: no bound on phi' is known, so its φ′ statistics take the path with a branch
+    "callable_soft_sign": dict(activation=jax.nn.soft_sign),
 }
 
 
@@ -354,8 +356,9 @@ _DPHI_CASES = {  # (activation, scale of z, a column of z set to a value): which
 @pytest.mark.parametrize("case", list(_DPHI_CASES))
 def test_dphi_statistics_equal_float64_on_both_platform_paths(case):
     """`dphi.dphi_stats`: the CPU path (one pass, `lax.cond` to the scaled two passes where the per-unit
-    sums of squares are not exact), that fallback itself, and the GPU/TPU path (one pass over three
-    scaled sums, branch-free), all run here, give
+    sums of squares are not exact), that fallback itself, the GPU/TPU path (one pass over three
+    scaled sums, branch-free) and the path of activations with a bounded phi' (two sums, no branch,
+    every platform), all run here, give
     float64's 1/2 log10 mean(phi'^2) (NaN with a NaN) and the exact fraction of units with phi' = 0
     on every example."""
     from jaxvg.measure import dphi as dphi_module
@@ -370,7 +373,9 @@ def test_dphi_statistics_equal_float64_on_both_platform_paths(case):
     with np.errstate(divide="ignore"):
         ref_rms = 0.5 * np.log10(np.mean(a**2)) if not np.isnan(a).any() else np.nan
     ref_dead = np.mean(np.max(a, axis=0) == 0)  # a unit with a NaN is not dead (nor alive)
-    for path in (dphi_module.dphi_stats_cond, dphi_module.dphi_stats_scaled, dphi_module.dphi_stats_select):
+    paths = (dphi_module.dphi_stats_cond, dphi_module.dphi_stats_scaled, dphi_module.dphi_stats_select,
+             dphi_module.dphi_stats_bounded)  # fmt: skip
+    for path in paths:
         rms, dead = jax.jit(lambda z, path=path: path(z, dphi=dphi, dtype=jnp.float32))(z)
         np.testing.assert_allclose(float(rms), ref_rms, rtol=1e-6, atol=1e-6, err_msg=path.__name__)
         np.testing.assert_equal(float(dead), ref_dead, err_msg=path.__name__)

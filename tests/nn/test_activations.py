@@ -67,6 +67,18 @@ def test_d2fn_equals_second_grad(name, x64):
     np.testing.assert_allclose(act.d2fn(x), jax.vmap(jax.grad(jax.grad(act.fn)))(x), rtol=1e-10, atol=1e-14)
 
 
+@pytest.mark.parametrize("name", REGISTRY_NAMES)
+def test_dphi_bound_holds_everywhere(name, x64):
+    """`Activation.dphi_bound` (2 for the registry): the φ′ statistics rely on it to rule out
+    overflowing sums. Checked on a dense grid over [-50, 50] and at the extremes of float64."""
+    act = activations.get(name)
+    x = jnp.concatenate([jnp.linspace(-50.0, 50.0, 200_001), jnp.asarray([-1e300, -1e10, 1e10, 1e300])])
+    d = np.abs(np.asarray(act.dfn(x)))
+    assert act.dphi_bound == activations.DPHI_BOUND == 2.0
+    assert np.nanmax(d) <= act.dphi_bound, (name, float(np.nanmax(d)))
+    assert activations.get(jnp.exp).dphi_bound is None  # a wrapped callable: no bound known
+
+
 def test_dfn_at_kinks_is_documented_subgradient():
     assert float(activations.get("relu").dfn(0.0)) == 0.0
     assert float(activations.get("hard_tanh").dfn(1.0)) == 0.0
