@@ -664,10 +664,10 @@ TIMINGS = (
         "time python -m pytest -n 2  (after rm -rf .jax_cache)",
     ),
     (
-        "the fast subset: 2648 tests and one skip in 5 minutes, cold (309 s for the 2630 of 2026-12-03's morning)",
+        "the fast subset: 2661 tests and one skip in 5 minutes, cold (309 s for the 2630 of 2026-12-03's morning)",
         'time python -m pytest -m "not slow" -n 2  (after rm -rf .jax_cache)',
     ),
-    ("how many tests (2749; 101 slow)", "python -m pytest --collect-only -q [-m slow]"),
+    ("how many tests (2762; 101 slow)", "python -m pytest --collect-only -q [-m slow]"),
     (
         "tanh RNN at hidden 1024, decades per step over steps 10..90: 0.2022 (Gaussian) and 0.2030 (orthogonal) measured vs 0.2019 mean field",
         "python -m pytest tests/theory/test_recurrent.py -k hidden_1024 (the test's numbers, checked to 0.003)",
