@@ -91,11 +91,7 @@ def dphi_stats_select(z: jax.Array, *, dphi: Callable, dtype) -> tuple[jax.Array
     nonzero float is a normal number, so only phi' = 0 on every example gives 0. The sums' totals
     over the units give the exact sum of squares (`lognorm.pick_scale`)."""
     a = dphi(z).astype(dtype)
-    up, mid, down = lognorm.scaled_sums(a, (0,))  # (units,) each, over the batch
-    dead = jnp.mean((up == 0).astype(dtype))  # NaN is not 0: a unit with a NaN is not dead
-    log_a, s = lognorm.pick_scale((jnp.sum(up), jnp.sum(mid), jnp.sum(down)), a.size)
-    log_rms = jnp.where(s == 0, -jnp.inf, 0.5 * jnp.log(s) - log_a) - 0.5 * math.log(a.size)
-    return (log_rms / lognorm.LN10).astype(dtype), dead
+    return _stats_from_unit_sums(lognorm.scaled_sums(a, (0,)), a.size, dtype)  # (units,) each
 
 
 def dphi_stats_bounded(z: jax.Array, *, dphi: Callable, dtype) -> tuple[jax.Array, jax.Array]:
@@ -112,9 +108,16 @@ def dphi_stats_bounded(z: jax.Array, *, dphi: Callable, dtype) -> tuple[jax.Arra
     e = lognorm._SCALE_EXPONENT[jnp.dtype(a.dtype).itemsize]
     up = jnp.sum(jnp.square(a * 2.0**e), axis=0)  # (units,): 0 only for a dead unit; inf where large
     plain = jnp.sum(jnp.square(a), axis=0)
-    dead = jnp.mean((up == 0).astype(dtype))  # NaN is not 0: a unit with a NaN is not dead
-    total = jnp.sum(plain)
-    small = total < float(jnp.finfo(a.dtype).tiny) * a.size * 2.0**24  # not exact: too small (NaN: False)
-    s = jnp.where(small, jnp.sum(up), total)
-    log_s = jnp.where(s == 0, -jnp.inf, 0.5 * jnp.log(s) - jnp.where(small, e * lognorm.LN2, 0.0))
-    return ((log_s - 0.5 * math.log(a.size)) / lognorm.LN10).astype(dtype), dead
+    # the plain sum in the down-scaled one's place: pick_scale takes that only for a NaN
+    return _stats_from_unit_sums((up, plain, plain), a.size, dtype)
+
+
+def _stats_from_unit_sums(sums: tuple[jax.Array, ...], n: int, dtype) -> tuple[jax.Array, jax.Array]:
+    """(1/2 log10 mean(phi'^2), dead fraction) from per-unit (up-scaled, plain, down-scaled) sums of
+    squares over the batch (`lognorm.scaled_sums`) of n values: a unit is dead where its up-scaled
+    sum is 0 (NaN is not 0: a unit with a NaN is not dead); the total is the exact one of the three
+    totals (`lognorm.pick_scale`)."""
+    dead = jnp.mean((sums[0] == 0).astype(dtype))
+    log_a, s = lognorm.pick_scale(tuple(jnp.sum(u) for u in sums), n)
+    log_rms = jnp.where(s == 0, -jnp.inf, 0.5 * jnp.log(s) - log_a) - 0.5 * math.log(n)
+    return (log_rms / lognorm.LN10).astype(dtype), dead

@@ -380,17 +380,20 @@ def _cached_bound(model: nnx.Module) -> Bound | None:
     return bound if bound is not None and bound.valid(model) else None
 
 
+def _new_bound(model: nnx.Module) -> Bound:
+    """A new `Bound` of `model` (one flatten), cached when its arrays are readable."""
+    bound = Bound(model)
+    if bound.readable:
+        try:
+            _BOUND[model] = bound
+        except TypeError:  # not weak-referenceable or unhashable
+            pass
+    return bound
+
+
 def bind(model: nnx.Module) -> Bound:
     """The `Bound` of `model`: the cached one while `Bound.valid`, else a new one (one flatten)."""
-    bound = _cached_bound(model)
-    if bound is None:
-        bound = Bound(model)
-        if bound.readable:
-            try:
-                _BOUND[model] = bound
-            except TypeError:
-                pass
-    return bound
+    return _cached_bound(model) or _new_bound(model)
 
 
 def lookup(
@@ -425,14 +428,10 @@ def lookup(
             check(model)
     threshold = engine.check_scan(scan, min_run)
     if bound is None:
-        bound = bind(model)
+        bound = _new_bound(model)
     leaves = bound.leaves()
     if bound.readable and not bound.same_avals(leaves):  # a Variable changed shape or dtype
-        bound = Bound(model)
-        try:
-            _BOUND[model] = bound
-        except TypeError:
-            pass
+        bound = _new_bound(model)
         leaves = bound.leaves()
     bound.passed.update(checks)
     return bound.plan(train, threshold, leaves), leaves
