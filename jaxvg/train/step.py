@@ -19,7 +19,8 @@ hundreds, which keeps XLA's compile time flat in depth. For one net:
 `compiled_chunk(spec)` is jit(vmap(run_chunk)) over a leading nets axis, compiled once per spec and
 shape; the learning rate, the data-order keys and the chunk's first step are arguments, so a new
 learning rate, seed or chunk does not compile again (the last, partial chunk is masked, not
-recompiled).
+recompiled). On GPU and TPU the chunk takes no branch per step (`branch_free_steps`: there a
+conditional blocks the host until the device is done).
 
 Shapes: N nets, n training examples, L blocks, k = spec.log_every.
 """
@@ -46,10 +47,13 @@ from jaxvg.train.stacking import is_key
 __all__ = [
     "StepSpec",
     "TrainState",
+    "MAX_CHUNK_EPOCHS",
     "batch_at",
+    "branch_free_steps",
     "compiled_chunk",
     "compiled_metrics",
     "compiled_unpack",
+    "epoch_permutations",
     "evaluate",
     "init_state",
     "kernel_log10_norms",
@@ -161,21 +165,51 @@ def loss_and_grads(spec: StepSpec, params: Any, rest: Any, xb: jax.Array, yb: An
     return value, spec.params_packing.pack(grads), new_rest
 
 
-def batch_at(spec: StepSpec, key: jax.Array, perm: jax.Array, t: jax.Array, arrays: dict) -> tuple:
+MAX_CHUNK_EPOCHS = 64
+"""`epoch_permutations` draws at most this many permutations per chunk (more: the per-step branch)."""
+
+
+def _epoch_permutation(key: jax.Array, epoch: jax.Array, n: int) -> jax.Array:
+    return jax.random.permutation(jax.random.fold_in(key, epoch), n).astype(jnp.int32)
+
+
+def epoch_permutations(spec: StepSpec, key: jax.Array, start: jax.Array, n: int) -> tuple | None:
+    """(first epoch, (E, n) permutations): every epoch's example order that the chunk of steps
+    start .. start + log_every - 1 reads, drawn at once (the same `fold_in(key, epoch)` draws as
+    `batch_at`'s), so that its steps need no branch at epoch starts; None without minibatches or
+    when the chunk spans more than `MAX_CHUNK_EPOCHS` epochs."""
+    if spec.batch_size is None:
+        return None
+    per_epoch = n // spec.batch_size
+    count = (spec.log_every - 1) // per_epoch + 2  # epochs a chunk of log_every steps can touch
+    if count > MAX_CHUNK_EPOCHS:
+        return None
+    first = start // per_epoch
+    return first, jax.vmap(lambda e: _epoch_permutation(key, first + e, n))(jnp.arange(count))
+
+
+def batch_at(
+    spec: StepSpec,
+    key: jax.Array,
+    perm: jax.Array,
+    t: jax.Array,
+    arrays: dict,
+    epoch_perms: tuple | None = None,
+) -> tuple:
     """(x batch, y batch, permutation) of step t: the whole training set when `batch_size` is None,
     else batch t mod (n // batch_size) of the epoch's permutation, drawn afresh at each epoch start
-    from fold_in(key, epoch)."""
+    from fold_in(key, epoch) (under `lax.cond`), or read from `epoch_perms` (`epoch_permutations`)."""
     if spec.batch_size is None:
         return arrays["x"], arrays["y"], perm
     b = spec.batch_size
     n = arrays["x"].shape[0]
     per_epoch = n // b
     j = t % per_epoch
-    perm = jax.lax.cond(
-        j == 0,
-        lambda: jax.random.permutation(jax.random.fold_in(key, t // per_epoch), n).astype(jnp.int32),
-        lambda: perm,
-    )
+    if epoch_perms is not None:
+        first, perms = epoch_perms
+        perm = perms[t // per_epoch - first]
+    else:
+        perm = jax.lax.cond(j == 0, lambda: _epoch_permutation(key, t // per_epoch, n), lambda: perm)
     idx = jax.lax.dynamic_slice(perm, (j * b,), (b,))
     return jnp.take(arrays["x"], idx, axis=0), jnp.take(arrays["y"], idx, axis=0), perm
 
@@ -226,6 +260,7 @@ def train_step(
     key: jax.Array,
     arrays: dict,
     want_norms: Any,
+    epoch_perms: tuple | None = None,
 ) -> tuple[TrainState, jax.Array, jax.Array]:
     """Step t: the gradient at the parameters after t updates, then update t + 1 if t < steps.
 
@@ -235,14 +270,21 @@ def train_step(
     non-finite loss or gradient does not mark the net diverged (nothing is applied, its parameters
     are finite): it sets `end_nonfinite` instead.
 
+    `epoch_perms`: the chunk's minibatch orders (`epoch_permutations`), or None to draw them here.
+
     Returns:
       (new state, (L,) kernel-gradient log10 norms (NaN unless `want_norms`), the batch loss).
     """
     num_groups = len(spec.group_names)
-    xb, yb, perm = batch_at(spec, key, state.perm, t, arrays)
+    xb, yb, perm = batch_at(spec, key, state.perm, t, arrays, epoch_perms)
     value, grads, new_rest = loss_and_grads(spec, state.params, state.rest, xb, yb)
     nan_norms = jnp.full((len(spec.kernel_index),), jnp.nan, jnp.float32)
-    norms = jax.lax.cond(want_norms, functools.partial(kernel_log10_norms, spec), lambda g: nan_norms, grads)
+    if branch_free_steps():  # computed at every step, kept at the first (no per-step conditional)
+        norms = jnp.where(want_norms, kernel_log10_norms(spec, grads), nan_norms)
+    else:
+        norms = jax.lax.cond(
+            want_norms, functools.partial(kernel_log10_norms, spec), lambda g: nan_norms, grads
+        )
     tx = optimizers.base_transform(spec.optimizer, spec.clip_norm)
     updates, new_opt = tx.update(grads, state.opt_state, state.params)
     factor = optimizers.learning_rate_factor(
@@ -294,7 +336,10 @@ def run_chunk(
     nan_norms = jnp.full((len(spec.kernel_index),), jnp.nan, jnp.float32)
     nan = jnp.full((), jnp.nan, jnp.float32)
 
-    def body(s, i):
+    branch_free = branch_free_steps()
+    epoch_perms = epoch_permutations(spec, key, start, arrays["x"].shape[0]) if branch_free else None
+
+    def body(s, i, guarded):
         t = start + i
         flow = None
         if spec.monitor_every is not None:
@@ -305,17 +350,47 @@ def run_chunk(
                 lambda: flow_of(s.params, s.rest, arrays),
                 lambda: jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes),
             )
-        s, norms, value = jax.lax.cond(
-            t <= spec.steps,
-            lambda: train_step(spec, s, t, lr, key, arrays, i == 0),
-            lambda: (s, nan_norms, nan),
-        )
+        if guarded:  # steps past the end (t > steps) are skipped
+            s, norms, value = jax.lax.cond(
+                t <= spec.steps,
+                lambda: train_step(spec, s, t, lr, key, arrays, i == 0, epoch_perms),
+                lambda: (s, nan_norms, nan),
+            )
+        else:
+            s, norms, value = train_step(spec, s, t, lr, key, arrays, i == 0, epoch_perms)
         return s, (norms, jnp.where(t < spec.steps, value, nan), flow)
 
-    state, (norms, values, flows) = jax.lax.scan(body, state, jnp.arange(spec.log_every, dtype=jnp.int32))
+    def scan(guarded):
+        steps = jnp.arange(spec.log_every, dtype=jnp.int32)
+        return lambda s: jax.lax.scan(functools.partial(body, guarded=guarded), s, steps)
+
+    if branch_free:
+        # a chunk whose steps all come before the end (every chunk but the last one or two) runs
+        # them without a per-step conditional: one conditional per chunk
+        state, (norms, values, flows) = jax.lax.cond(
+            start + spec.log_every <= spec.steps, scan(False), scan(True), state
+        )
+    else:
+        state, (norms, values, flows) = scan(True)(state)
     log["log10_kernel_grad"] = norms[0]
     log["train/batch_loss"] = values
     return state, log, flows
+
+
+def branch_free_steps() -> bool:
+    """Whether the training chunk is built without per-step conditionals: True on GPU and TPU (the
+    default backend at trace time). There XLA executes a conditional by copying its predicate to
+    the host and blocking until the device is done (the GPU runtime's ConditionalThunk), a
+    synchronisation per step that a plain `lax.scan` of training steps does not pay (a scan with a
+    known trip count runs without one). Then the kernel-gradient norms of a step are computed at
+    every step and kept at the chunk's first, and a chunk whose steps all come before the end runs
+    them without the per-step "past the end?" branch (the last chunk or two keep it: one
+    conditional per chunk), and with minibatches the chunk draws the example orders of the epochs
+    it reads at its start (`epoch_permutations`) instead of one under a branch at each epoch
+    start. On CPU a conditional costs next to nothing and saves the work, so the branches stay.
+    Still per step on every platform: the monitor's branch (`monitor_every`), and the permutation's
+    when a chunk spans more than `MAX_CHUNK_EPOCHS` epochs."""
+    return jax.default_backend() != "cpu"
 
 
 @functools.lru_cache(maxsize=32)
