@@ -158,9 +158,20 @@ def test_a_chunk_of_training_steps_takes_no_per_step_branch_on_gpu_and_tpu(branc
     assert guarded  # the last chunks skip the steps past the end
 
 
+@pytest.mark.parametrize(
+    "steps, log_every, monitor_every", [(20, 5, 10), (20, 5, 5), (20, 10, 5), (20, 10, 2)]
+)
+def test_the_monitor_records_without_a_per_step_branch_where_the_periods_divide(
+    branch_free, steps, log_every, monitor_every
+):
+    outside, full, guarded = _chunk_conds(steps, log_every, monitor_every=monitor_every)
+    assert full == []
+    assert guarded
+
+
 def test_the_per_step_branches_that_remain_on_gpu(branch_free):
-    # the monitor records its gradient flow every monitor_every steps under a branch
-    assert len(_chunk_conds(20, 5, monitor_every=5)[1]) == 1
+    # a monitor whose records fall at positions that vary by chunk (neither period divides)
+    assert len(_chunk_conds(24, 6, monitor_every=4)[1]) == 1
     # a chunk spanning more than MAX_CHUNK_EPOCHS epochs draws each epoch's order under a branch
     per_epoch = N_TRAIN // 8
     k = step.MAX_CHUNK_EPOCHS * per_epoch  # (k - 1) // per_epoch + 2 epochs: one too many
@@ -185,6 +196,9 @@ def test_the_cpu_chunk_keeps_its_per_step_branches():
         {"steps": 23, "log_every": 5, "batch_size": 8},  # epochs of 4 steps across chunk boundaries
         {"steps": 9, "log_every": 9, "batch_size": 16},  # one chunk, then the end point
         {"steps": 12, "log_every": 4, "monitor_every": 4},
+        {"steps": 23, "log_every": 4, "monitor_every": 8},  # one record in every other chunk
+        {"steps": 23, "log_every": 6, "monitor_every": 3},  # groups of 3 steps, one record each
+        {"steps": 14, "log_every": 6, "monitor_every": 4},  # neither divides: a branch per step
     ],
 )
 def test_branch_free_training_gives_the_same_run(monkeypatch, config):

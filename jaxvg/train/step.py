@@ -338,17 +338,21 @@ def run_chunk(
 
     branch_free = branch_free_steps()
     epoch_perms = epoch_permutations(spec, key, start, arrays["x"].shape[0]) if branch_free else None
+    k, m = spec.log_every, spec.monitor_every
+    flow_of = functools.partial(_packed_monitor_flow, spec)
 
-    def body(s, i, guarded):
+    def no_flow(s):
+        shapes = jax.eval_shape(flow_of, s.params, s.rest, arrays)
+        return jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
+
+    def body(s, i, guarded, monitored):
         t = start + i
         flow = None
-        if spec.monitor_every is not None:
-            flow_of = functools.partial(_packed_monitor_flow, spec)
-            shapes = jax.eval_shape(flow_of, s.params, s.rest, arrays)
+        if monitored:
             flow = jax.lax.cond(
-                (t % spec.monitor_every == 0) & (t <= spec.steps),
+                (t % m == 0) & (t <= spec.steps),
                 lambda: flow_of(s.params, s.rest, arrays),
-                lambda: jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes),
+                lambda: no_flow(s),
             )
         if guarded:  # steps past the end (t > steps) are skipped
             s, norms, value = jax.lax.cond(
@@ -360,18 +364,44 @@ def run_chunk(
             s, norms, value = train_step(spec, s, t, lr, key, arrays, i == 0, epoch_perms)
         return s, (norms, jnp.where(t < spec.steps, value, nan), flow)
 
-    def scan(guarded):
-        steps = jnp.arange(spec.log_every, dtype=jnp.int32)
-        return lambda s: jax.lax.scan(functools.partial(body, guarded=guarded), s, steps)
+    def scan(s, steps, guarded, monitored):
+        return jax.lax.scan(functools.partial(body, guarded=guarded, monitored=monitored), s, steps)
+
+    every = jnp.arange(k, dtype=jnp.int32)
+
+    def guarded_chunk(s):
+        return scan(s, every, True, m is not None)
+
+    def full_chunk(s):
+        """Steps start .. start + k - 1, all before the end, start a multiple of k: no per-step
+        branch, but the monitor's where its records fall at positions that vary by chunk."""
+        if m is None or (m % k and k % m):
+            return scan(s, every, False, m is not None)
+        if m % k == 0:  # at most the chunk's first step records: one branch per chunk
+            flow = jax.lax.cond(start % m == 0, lambda: flow_of(s.params, s.rest, arrays), lambda: no_flow(s))
+            s, (norms, values, _) = scan(s, every, False, False)
+            return s, (
+                norms,
+                values,
+                jax.tree.map(lambda f: jnp.zeros((k, *f.shape), f.dtype).at[0].set(f), flow),
+            )
+
+        def group(s, g):  # k a multiple of m: every m-th step records, groups of m steps
+            flow = flow_of(s.params, s.rest, arrays)
+            s, outs = scan(s, g * m + jnp.arange(m, dtype=jnp.int32), False, False)
+            return s, (outs, flow)
+
+        s, ((norms, values, _), flows) = jax.lax.scan(group, s, jnp.arange(k // m, dtype=jnp.int32))
+        flows = jax.tree.map(lambda f: jnp.zeros((k, *f.shape[1:]), f.dtype).at[::m].set(f), flows)
+        return s, (norms.reshape((k, *norms.shape[2:])), values.reshape(k), flows)
 
     if branch_free:
         # a chunk whose steps all come before the end (every chunk but the last one or two) runs
         # them without a per-step conditional: one conditional per chunk
-        state, (norms, values, flows) = jax.lax.cond(
-            start + spec.log_every <= spec.steps, scan(False), scan(True), state
-        )
+        aligned = (start + k <= spec.steps) & (start % k == 0)
+        state, (norms, values, flows) = jax.lax.cond(aligned, full_chunk, guarded_chunk, state)
     else:
-        state, (norms, values, flows) = scan(True)(state)
+        state, (norms, values, flows) = guarded_chunk(state)
     log["log10_kernel_grad"] = norms[0]
     log["train/batch_loss"] = values
     return state, log, flows
@@ -388,8 +418,11 @@ def branch_free_steps() -> bool:
     conditional per chunk), and with minibatches the chunk draws the example orders of the epochs
     it reads at its start (`epoch_permutations`) instead of one under a branch at each epoch
     start. On CPU a conditional costs next to nothing and saves the work, so the branches stay.
-    Still per step on every platform: the monitor's branch (`monitor_every`), and the permutation's
-    when a chunk spans more than `MAX_CHUNK_EPOCHS` epochs."""
+    The monitor (`monitor_every` = m, chunks of k = `log_every` steps) records without a branch
+    per step when m is a multiple of k (one branch per chunk) or k a multiple of m (the chunk runs
+    as groups of m steps, each recording first). Still a branch per step: the monitor's when
+    neither divides the other, and the permutation's when a chunk spans more than
+    `MAX_CHUNK_EPOCHS` epochs."""
     return jax.default_backend() != "cpu"
 
 
