@@ -660,14 +660,14 @@ NUMBERS: tuple[Number, ...] = (
 TIMINGS = (
     ("the main job: 30 seconds, cold", "time python -m experiments.vanishing  (after rm -rf .jax_cache)"),
     (
-        "the whole test suite: 8-12 minutes, cold (490-549 s of pytest in seven of eleven fresh clones on 2026-12-03, 620-667 s in the other four; 622-723 s before the rerun socket was set TCP_NODELAY, 929 s before the legacy CPU emitters)",
+        "the whole test suite: 8-12 minutes, cold (490-581 s of pytest in eight of thirteen fresh clones on 2026-12-03, 620-713 s in the other five; 622-723 s before the rerun socket was set TCP_NODELAY, 929 s before the legacy CPU emitters)",
         "time python -m pytest -n 2  (after rm -rf .jax_cache)",
     ),
     (
-        "the fast subset: 2661 tests and one skip in 5 minutes, cold (309 s for the 2630 of 2026-12-03's morning)",
+        "the fast subset: 2686 tests and one skip in 5-7 minutes, cold (309 s for the 2630 of 2026-12-03's morning, 386 s for the 2686 of its night)",
         'time python -m pytest -m "not slow" -n 2  (after rm -rf .jax_cache)',
     ),
-    ("how many tests (2762; 101 slow)", "python -m pytest --collect-only -q [-m slow]"),
+    ("how many tests (2787; 101 slow)", "python -m pytest --collect-only -q [-m slow]"),
     (
         "tanh RNN at hidden 1024, decades per step over steps 10..90: 0.2022 (Gaussian) and 0.2030 (orthogonal) measured vs 0.2019 mean field",
         "python -m pytest tests/theory/test_recurrent.py -k hidden_1024 (the test's numbers, checked to 0.003)",

@@ -178,12 +178,14 @@ def test_the_per_step_branches_that_remain_on_gpu(branch_free):
     assert len(_chunk_conds(2 * k, k, batch_size=8)[1]) == 1
 
 
-def test_the_cpu_chunk_keeps_its_per_step_branches():
+def test_the_cpu_chunk_keeps_its_per_step_branches(monkeypatch):
+    monkeypatch.setattr(step, "branch_free_steps", lambda: False)  # the CPU build, on any platform
     step.compiled_chunk.cache_clear()
     graphdef, params, rest = train.stack_models([jaxvg.MLP(4, 8, 3, 2, rngs=nnx.Rngs(0))])
     trainer = train.Trainer(graphdef, params, rest, (XT, YT), train.TrainConfig(steps=20, log_every=5, **FIT))
     args = (trainer.init_state(params, rest), trainer.learning_rate, train.data_keys([0]), jnp.int32(0))
     found = data_conds(jax.make_jaxpr(trainer.program)(*args, trainer.arrays).jaxpr, "cpu")
+    step.compiled_chunk.cache_clear()
     # one scan, each step under its "past the end?" branch, the norms under theirs; no chunk-level one
     assert [loop for _, loop in found] == [True, True]
 
@@ -207,6 +209,7 @@ def test_branch_free_training_gives_the_same_run(monkeypatch, config):
         model = lambda rngs: jaxvg.MLP(4, 8, 3, 2, rngs=rngs)  # noqa: E731
         return jaxvg.fit(model, (XT, YT), seeds=[0, 1], **FIT, **config)
 
+    monkeypatch.setattr(step, "branch_free_steps", lambda: False)  # the CPU build, on any platform
     want = fit()
     monkeypatch.setattr(step, "branch_free_steps", lambda: True)
     got = fit()
