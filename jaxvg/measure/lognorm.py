@@ -170,14 +170,23 @@ def _fast_log_norm_select(leaves: list, axes_keep: int) -> jax.Array:
 _SCALE_EXPONENT = {4: 96, 8: 600}  # float32, float64: 2^±e keeps every square of a float normal
 
 
-def scaled_sums(v: jax.Array, axes: tuple[int, ...], keepdims: bool = False) -> tuple[jax.Array, ...]:
+def scaled_sums(
+    v: jax.Array, axes: tuple[int, ...], keepdims: bool = False, down: bool = True
+) -> tuple[jax.Array, ...]:
     """(Σ (v·2^e)², Σ v², Σ (v·2^-e)²) over `axes` in at least float32, e = 96 (float32) or 600
     (float64): three sibling reductions of one input (one pass on GPU, where XLA fuses them), of
-    which `pick_scale` takes one that is exact for any finite v."""
+    which `pick_scale` takes one that is exact for any finite v. `down=False`, for v whose plain
+    sum cannot overflow (a bounded |v|, e.g. a registry activation's φ′): two reductions, the
+    plain sum also in the down-scaled one's place (`pick_scale` takes that one only for a NaN)."""
     dt = _compute_dtype(v)
     vv = v.astype(dt)
     e = _SCALE_EXPONENT[jnp.dtype(dt).itemsize]
-    return tuple(jnp.sum(jnp.square(vv * c), axis=axes, keepdims=keepdims) for c in (2.0**e, 1.0, 2.0**-e))
+
+    def sum_sq(w):
+        return jnp.sum(jnp.square(w), axis=axes, keepdims=keepdims)
+
+    plain = sum_sq(vv)
+    return sum_sq(vv * 2.0**e), plain, sum_sq(vv * 2.0**-e) if down else plain
 
 
 def pick_scale(sums: tuple[jax.Array, ...], n: int) -> tuple[jax.Array, jax.Array]:

@@ -340,28 +340,27 @@ def run_chunk(
     epoch_perms = epoch_permutations(spec, key, start, arrays["x"].shape[0]) if branch_free else None
     k, m = spec.log_every, spec.monitor_every
     flow_of = functools.partial(_packed_monitor_flow, spec)
+    # the monitor's empty record (zeros of its shapes), traced abstractly once
+    flow_shapes = None if m is None else jax.eval_shape(flow_of, state.params, state.rest, arrays)
 
-    def no_flow(s):
-        shapes = jax.eval_shape(flow_of, s.params, s.rest, arrays)
-        return jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
+    def no_flow():
+        return jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), flow_shapes)
 
     def body(s, i, guarded, monitored):
         t = start + i
         flow = None
         if monitored:
             flow = jax.lax.cond(
-                (t % m == 0) & (t <= spec.steps),
-                lambda: flow_of(s.params, s.rest, arrays),
-                lambda: no_flow(s),
+                (t % m == 0) & (t <= spec.steps), lambda: flow_of(s.params, s.rest, arrays), no_flow
             )
+
+        def step():
+            return train_step(spec, s, t, lr, key, arrays, i == 0, epoch_perms)
+
         if guarded:  # steps past the end (t > steps) are skipped
-            s, norms, value = jax.lax.cond(
-                t <= spec.steps,
-                lambda: train_step(spec, s, t, lr, key, arrays, i == 0, epoch_perms),
-                lambda: (s, nan_norms, nan),
-            )
+            s, norms, value = jax.lax.cond(t <= spec.steps, step, lambda: (s, nan_norms, nan))
         else:
-            s, norms, value = train_step(spec, s, t, lr, key, arrays, i == 0, epoch_perms)
+            s, norms, value = step()
         return s, (norms, jnp.where(t < spec.steps, value, nan), flow)
 
     def scan(s, steps, guarded, monitored):
@@ -378,7 +377,7 @@ def run_chunk(
         if m is None or (m % k and k % m):
             return scan(s, every, False, m is not None)
         if m % k == 0:  # at most the chunk's first step records: one branch per chunk
-            flow = jax.lax.cond(start % m == 0, lambda: flow_of(s.params, s.rest, arrays), lambda: no_flow(s))
+            flow = jax.lax.cond(start % m == 0, lambda: flow_of(s.params, s.rest, arrays), no_flow)
             s, (norms, values, _) = scan(s, every, False, False)
             return s, (
                 norms,
